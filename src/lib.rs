@@ -1,0 +1,24 @@
+//! water-pt: a WATER v1 runtime on wasmtime, shipped as a Tor pluggable
+//! transport.
+//!
+//! The crate is layered like the data path:
+//! - [`sys`]: the few OS calls the runtime needs (poll, wake-ups, socket I/O);
+//! - [`wasi`]: the WASI preview1 surface a WATM sees (sockets as fds);
+//! - [`runtime`]: engine, modules, one instance per connection, and the
+//!   dialer / listener / relay roles;
+//! - [`pt`]: tor's managed-proxy protocol (environment, stdout lines, args).
+
+#![deny(unsafe_code)]
+
+pub mod pt;
+pub mod runtime;
+pub mod sys;
+pub mod wasi;
+
+pub use runtime::{
+    AllowList, Dialer, Error, Limits, Listener, NetPolicy, Relay, Role, Runtime, RuntimeConfig,
+    WaterStream, Watm,
+};
+
+/// The module used when none is named: `plain`, a passthrough.
+pub const DEFAULT_MODULE: &[u8] = include_bytes!("../watm/prebuilt/plain.wasm");

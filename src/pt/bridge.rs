@@ -1,0 +1,235 @@
+//! The `water-*` bridge arguments and the `Bridge water ...` lines that carry them.
+//!
+//! A client learns its arguments from the bridge line, via tor, per SOCKS connection
+//! ([`crate::pt::args::parse_socks_args`]); a server learns them from
+//! `ServerTransportOptions` ([`crate::pt::env::ServerEnv::options_for`]). Both end up as ordered
+//! `(key, value)` pairs that [`BridgeArgs::from_pairs`] interprets. These arguments parse but may
+//! still be unusable, so on the client a [`BridgeArgsError`] is a CONNECT-time failure (non-zero
+//! REP), not an authentication failure.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+
+use super::args::{encode_socks_args, ArgsError, MAX_SOCKS_ARGS_LEN};
+use super::module_ref::{ModuleRef, ModuleRefError};
+use super::TRANSPORT_NAME;
+
+/// `water-wasm=REF`: the module to run (see [`ModuleRef`]).
+pub const KEY_WASM: &str = "water-wasm";
+/// `water-sha256=HEX`: the SHA-256 the module must have (64 hex digits).
+pub const KEY_SHA256: &str = "water-sha256";
+/// `water-config=BASE64URL`: configuration bytes handed to the module.
+pub const KEY_CONFIG: &str = "water-config";
+/// Every key we own; any other key starting with `water-` is a mistake worth reporting.
+pub const KNOWN_KEYS: &[&str] = &[KEY_WASM, KEY_SHA256, KEY_CONFIG];
+
+/// Base64 with the URL-safe alphabet, `=` padding accepted but not required.
+const B64URL_LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Why bridge arguments cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BridgeArgsError {
+    /// A `water-*` key we do not know (keys are case-sensitive; `Water-Wasm` is caught here too).
+    #[error("unknown bridge argument {0:?} (known: water-wasm, water-sha256, water-config)")]
+    UnknownKey(String),
+    /// The same `water-*` key twice.
+    #[error("bridge argument {0:?} is given more than once")]
+    DuplicateKey(String),
+    /// `water-wasm` was refused.
+    #[error("bridge argument water-wasm: {0}")]
+    Wasm(#[from] ModuleRefError),
+    /// `water-sha256` is not 64 hex digits.
+    #[error("bridge argument water-sha256: {0}")]
+    Sha256(String),
+    /// `water-config` is not URL-safe base64.
+    #[error("bridge argument water-config: {0}")]
+    Config(String),
+}
+
+/// The `water-*` arguments of one bridge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BridgeArgs {
+    /// `water-wasm`: where the module is.
+    pub wasm: Option<ModuleRef>,
+    /// `water-sha256`: the digest the module file must have.
+    pub sha256: Option<[u8; 32]>,
+    /// `water-config`: bytes for the module's configuration.
+    pub config: Option<Vec<u8>>,
+}
+
+impl BridgeArgs {
+    /// Interprets `(key, value)` pairs. Keys not starting with `water-` belong to someone else
+    /// and are ignored; unknown or repeated `water-*` keys are errors so a typo in a bridge line
+    /// is reported instead of silently running the wrong module.
+    pub fn from_pairs<K, V>(pairs: &[(K, V)]) -> Result<Self, BridgeArgsError>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut out = BridgeArgs::default();
+        let mut seen: Vec<&str> = Vec::new();
+        for (key, value) in pairs {
+            let (key, value) = (key.as_ref(), value.as_ref());
+            let owned = key
+                .get(..6)
+                .is_some_and(|p| p.eq_ignore_ascii_case("water-"));
+            if !owned {
+                continue;
+            }
+            if !KNOWN_KEYS.contains(&key) {
+                return Err(BridgeArgsError::UnknownKey(key.to_owned()));
+            }
+            if seen.contains(&key) {
+                return Err(BridgeArgsError::DuplicateKey(key.to_owned()));
+            }
+            seen.push(key);
+            match key {
+                KEY_WASM => out.wasm = Some(ModuleRef::parse(value)?),
+                KEY_SHA256 => out.sha256 = Some(parse_sha256(value)?),
+                _ => out.config = Some(parse_config(value)?),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The module file to load: `water-wasm` resolved against `module_dir`, or, with only a
+    /// `water-sha256` pin, the content-addressed `module_dir/<lowercase hex>.wasm`. `None` when
+    /// the bridge names no module at all (the caller decides whether a default applies).
+    ///
+    /// Checking the file's digest against [`BridgeArgs::sha256`] is the loader's job.
+    pub fn module_path(&self, module_dir: &Path) -> Option<PathBuf> {
+        match (&self.wasm, &self.sha256) {
+            (Some(r), _) => Some(r.resolve(module_dir)),
+            (None, Some(pin)) => Some(module_dir.join(format!("{}.wasm", hex::encode(pin)))),
+            (None, None) => None,
+        }
+    }
+
+    /// The arguments as canonical pairs, for a bridge line or `SMETHOD ... ARGS:`: digest in
+    /// lowercase hex, config in unpadded URL-safe base64 (padding `=` would need escaping in
+    /// `ARGS:` and is copied raw into extra-info).
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some(r) = &self.wasm {
+            out.push((KEY_WASM.to_owned(), r.to_string()));
+        }
+        if let Some(pin) = &self.sha256 {
+            out.push((KEY_SHA256.to_owned(), hex::encode(pin)));
+        }
+        if let Some(cfg) = &self.config {
+            out.push((KEY_CONFIG.to_owned(), URL_SAFE_NO_PAD.encode(cfg)));
+        }
+        out
+    }
+}
+
+fn parse_sha256(value: &str) -> Result<[u8; 32], BridgeArgsError> {
+    if value.len() != 64 {
+        return Err(BridgeArgsError::Sha256(format!(
+            "expected 64 hex digits, got {} characters",
+            value.chars().count()
+        )));
+    }
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(value, &mut out)
+        .map_err(|_| BridgeArgsError::Sha256(format!("{value:?} is not hexadecimal")))?;
+    Ok(out)
+}
+
+fn parse_config(value: &str) -> Result<Vec<u8>, BridgeArgsError> {
+    if value.contains(['+', '/']) {
+        return Err(BridgeArgsError::Config(
+            "uses the standard base64 alphabet ('+' or '/'); use the URL-safe one ('-' and '_')"
+                .into(),
+        ));
+    }
+    B64URL_LENIENT
+        .decode(value)
+        .map_err(|e| BridgeArgsError::Config(format!("not valid URL-safe base64: {e}")))
+}
+
+/// Why a bridge line cannot be written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BridgeLineError {
+    /// The fingerprint is not 40 hex digits.
+    #[error("fingerprint {0:?} is not 40 hex digits")]
+    Fingerprint(String),
+    /// A key or value tor's bridge-line parser would split or reject.
+    #[error("bridge argument {key:?}: {why}")]
+    Arg {
+        /// The offending key.
+        key: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// The arguments would not fit in SOCKS authentication.
+    #[error(transparent)]
+    Socks(#[from] ArgsError),
+}
+
+/// Builds `Bridge water ADDR [FINGERPRINT] k=v ...` for the bridge-line file.
+///
+/// tor splits a bridge line on spaces and needs `=` in each argument, so keys must be non-empty
+/// and free of `=`, and neither keys nor values may hold whitespace or control characters. The
+/// client's tor will pack the arguments into SOCKS5 authentication, so their escaped form must fit
+/// in [`MAX_SOCKS_ARGS_LEN`] bytes. The fingerprint is written in uppercase.
+pub fn bridge_line<K, V>(
+    addr: SocketAddr,
+    fingerprint: Option<&str>,
+    args: &[(K, V)],
+) -> Result<String, BridgeLineError>
+where
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let mut line = format!("Bridge {TRANSPORT_NAME} {addr}");
+    if let Some(fp) = fingerprint {
+        if fp.len() != 40 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(BridgeLineError::Fingerprint(fp.to_owned()));
+        }
+        line.push(' ');
+        line.push_str(&fp.to_ascii_uppercase());
+    }
+    for (k, v) in args {
+        let (k, v) = (k.as_ref(), v.as_ref());
+        let bad = |why| BridgeLineError::Arg {
+            key: k.to_owned(),
+            why,
+        };
+        if k.is_empty() {
+            return Err(bad("keys cannot be empty"));
+        }
+        if k.contains('=') {
+            return Err(bad("keys cannot contain '='"));
+        }
+        if k.chars()
+            .chain(v.chars())
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(bad(
+                "bridge lines cannot carry spaces or control characters",
+            ));
+        }
+        line.push(' ');
+        line.push_str(k);
+        line.push('=');
+        line.push_str(v);
+    }
+    let encoded = encode_socks_args(args)?;
+    if encoded.len() > MAX_SOCKS_ARGS_LEN {
+        return Err(ArgsError::TooLong { len: encoded.len() }.into());
+    }
+    Ok(line)
+}
+
+#[cfg(test)]
+#[path = "bridge_tests.rs"]
+mod tests;

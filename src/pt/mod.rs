@@ -1,0 +1,23 @@
+//! The Tor managed-proxy protocol (pluggable transport spec, version 1), as tor 0.4.x and arti
+//! speak it to the `water` transport.
+//!
+//! Everything here is pure and synchronous so it can be tested against byte and string vectors
+//! without a tor process:
+//!
+//! * [`env`](mod@env): the `TOR_PT_*` environment tor hands to a managed proxy.
+//! * [`output`]: the line protocol the proxy writes on stdout (`VERSION 1`, `CMETHOD ...`).
+//! * [`args`]: the `k=v` codecs: per-connection SOCKS arguments, `SMETHOD ... ARGS:` escaping.
+//! * [`module_ref`]: how a bridge argument may name a WebAssembly module file.
+//! * [`bridge`]: the `water-*` bridge arguments and `Bridge water ...` lines.
+//!
+//! Networking (SOCKS, Extended ORPort, the upstream proxy) lives elsewhere and builds on these.
+
+pub mod args;
+pub mod bridge;
+pub mod env;
+pub mod module_ref;
+pub mod output;
+
+/// The only transport name this pluggable transport implements. Names are C identifiers, which
+/// tor checks in its configuration, and tor compares them case-sensitively.
+pub const TRANSPORT_NAME: &str = "water";

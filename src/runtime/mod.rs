@@ -1,0 +1,300 @@
+//! The WATER v1 runtime on wasmtime.
+//!
+//! One [`Runtime`] per process holds the wasmtime `Engine` (with the pooling
+//! allocator and epoch interruption), compiles each distinct module once
+//! ([`Watm`], shared by every connection through an `InstancePre`), and
+//! runs each connection in its own instance on its own thread
+//! ([`session`]). The role APIs — [`Dialer`], [`Listener`], [`Relay`] — are
+//! thin layers that decide which sockets a session starts with.
+
+mod artifact_cache;
+mod dialer;
+mod error;
+mod host;
+mod listener;
+mod module;
+mod net;
+mod relay;
+mod session;
+mod stream;
+mod ticker;
+
+pub use dialer::Dialer;
+pub use error::Error;
+pub use listener::Listener;
+pub use module::{sha256, Role, Watm};
+pub use net::{resolve, AllowList, Connector, DirectConnector, NetPolicy};
+pub use relay::Relay;
+pub use session::{Replies, SessionEnd, SessionHandle};
+pub use stream::WaterStream;
+
+use artifact_cache::ArtifactCache;
+use host::Host;
+use session::SessionShared;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use ticker::Ticker;
+use tokio::sync::watch;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig};
+
+/// Resource limits applied to every instance.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest linear memory one instance may grow to.
+    pub max_memory: usize,
+    /// Wasm stack size of one instance.
+    pub wasm_stack: usize,
+    /// How long a module may run wasm code without calling the host before
+    /// it is stopped.
+    pub max_compute: Duration,
+    /// Most connections (instances) open at once; more are refused.
+    pub max_connections: usize,
+    /// How long a module asked to stop may take before it is forced.
+    pub stop_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_memory: 64 << 20,
+            wasm_stack: 512 << 10,
+            max_compute: Duration::from_secs(10),
+            max_connections: 10_000,
+            stop_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// How to build a [`Runtime`].
+#[derive(Clone, Debug, Default)]
+pub struct RuntimeConfig {
+    pub limits: Limits,
+    /// Where compiled modules are cached across restarts (`None`: no cache).
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The shared runtime: engine, compiled modules, live sessions.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+pub(crate) struct RuntimeInner {
+    engine: Engine,
+    linker: Linker<Host>,
+    limits: Limits,
+    cache: Option<ArtifactCache>,
+    modules: Mutex<HashMap<[u8; 32], Arc<Watm>>>,
+    ticker: Arc<Ticker>,
+    sessions: Mutex<HashMap<u64, Weak<SessionShared>>>,
+    live: AtomicUsize,
+    live_changed: watch::Sender<usize>,
+    next_id: AtomicU64,
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        self.ticker.shutdown();
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("limits", &self.inner.limits)
+            .field("live", &self.live_connections())
+            .finish()
+    }
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> Result<Self, Error> {
+        let limits = config.limits;
+        let engine = build_engine(&limits)?;
+        let linker = host::base_linker(&engine).map_err(Error::engine)?;
+        let cache = match &config.cache_dir {
+            Some(dir) => match ArtifactCache::open(dir, &engine) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!("compiled-module cache disabled ({}): {e}", dir.display());
+                    None
+                }
+            },
+            None => None,
+        };
+        // The tick period bounds how precisely compute limits and grace
+        // periods are enforced; 100 ms keeps the idle cost negligible.
+        let period = (limits.max_compute / 10).clamp(Duration::from_millis(5), Duration::from_millis(100));
+        let ticker = Ticker::start(engine.clone(), period)?;
+        Ok(Self {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linker,
+                limits,
+                cache,
+                modules: Mutex::new(HashMap::new()),
+                ticker,
+                sessions: Mutex::new(HashMap::new()),
+                live: AtomicUsize::new(0),
+                live_changed: watch::Sender::new(0),
+                next_id: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Loads a module from its bytes: compiled (or read from the disk cache)
+    /// the first time a given SHA-256 is seen, shared afterwards.
+    pub fn load(&self, wasm: &[u8]) -> Result<Arc<Watm>, Error> {
+        let sha = sha256(wasm);
+        let mut modules = self.inner.modules.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = modules.get(&sha) {
+            return Ok(w.clone());
+        }
+        let engine = &self.inner.engine;
+        let cached = self.inner.cache.as_ref().and_then(|c| c.get(engine, &sha));
+        let from_cache = cached.is_some();
+        let module = match cached {
+            Some(m) => m,
+            None => {
+                let started = std::time::Instant::now();
+                let m = Module::from_binary(engine, wasm)
+                    .map_err(|e| Error::InvalidModule(format!("{e:#}")))?;
+                tracing::debug!(
+                    "compiled module {} ({} bytes) in {:?}",
+                    hex::encode(sha),
+                    wasm.len(),
+                    started.elapsed()
+                );
+                m
+            }
+        };
+        let watm = Arc::new(Watm::link(engine, &self.inner.linker, module, sha)?);
+        if !from_cache {
+            if let Some(c) = &self.inner.cache {
+                c.put(&sha, watm.module());
+            }
+        }
+        modules.insert(sha, watm.clone());
+        Ok(watm)
+    }
+
+    /// Reads and loads a module file.
+    pub fn load_file(&self, path: &Path) -> Result<Arc<Watm>, Error> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot read module {}: {e}", path.display()),
+            ))
+        })?;
+        self.load(&bytes)
+    }
+
+    /// Number of connections (instances) currently open.
+    pub fn live_connections(&self) -> usize {
+        self.inner.live.load(Ordering::SeqCst)
+    }
+
+    /// Asks every open connection to stop.
+    pub fn stop_all(&self) {
+        let sessions: Vec<_> = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for s in sessions {
+            session::request_stop(&s, &self.inner);
+        }
+    }
+
+    /// Resolves once no connection is open.
+    pub async fn wait_idle(&self) {
+        let mut rx = self.inner.live_changed.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<RuntimeInner> {
+        &self.inner
+    }
+}
+
+/// Admission of one connection under the connection limit; dropping it
+/// releases the slot.
+pub(crate) struct Permit {
+    pub id: u64,
+    rt: Arc<RuntimeInner>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let n = self.rt.live.fetch_sub(1, Ordering::SeqCst) - 1;
+        self.rt.live_changed.send_replace(n);
+        self.rt.ticker.session_ended();
+    }
+}
+
+impl RuntimeInner {
+    pub(crate) fn admit(self: &Arc<Self>) -> Result<Permit, Error> {
+        let max = self.limits.max_connections;
+        let prev = self
+            .live
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+            .map_err(Error::TooManyConnections)?;
+        self.live_changed.send_replace(prev + 1);
+        self.ticker.session_started();
+        Ok(Permit {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            rt: self.clone(),
+        })
+    }
+
+    pub(crate) fn register(&self, s: &Arc<SessionShared>) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(s.id, Arc::downgrade(s));
+    }
+
+    pub(crate) fn unregister(&self, id: u64) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    /// Epoch ticks a module may compute without calling the host.
+    pub(crate) fn tick_budget(&self) -> u32 {
+        let ticks = self.limits.max_compute.as_nanos() / self.ticker.period.as_nanos().max(1);
+        u32::try_from(ticks).unwrap_or(u32::MAX).max(1)
+    }
+}
+
+fn build_engine(limits: &Limits) -> Result<Engine, Error> {
+    let slots = u32::try_from(limits.max_connections).unwrap_or(u32::MAX).max(1);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_core_instances(slots)
+        .total_memories(slots)
+        .total_tables(slots)
+        .max_memory_size(limits.max_memory);
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .max_wasm_stack(limits.wasm_stack)
+        // Reserve only the memory a module may use (plus a small guard)
+        // per pool slot, so thousands of slots fit comfortably in the
+        // address space; bounds checks are explicit instead.
+        .memory_reservation(limits.max_memory as u64)
+        .memory_guard_size(64 << 10)
+        .memory_reservation_for_growth(0)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(Error::engine)
+}

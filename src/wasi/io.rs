@@ -1,0 +1,241 @@
+//! Descriptor I/O: `fd_read`, `fd_write`, `fd_close`, fdstat, and the
+//! `sock_*` calls.
+//!
+//! Bytes move straight between guest memory and the socket (one `read` or
+//! `writev` on the host descriptor, no intermediate buffer): this is what
+//! lets a passthrough module run at native loopback speed.
+
+use super::{with_ctx, Entry, Errno, Fail, GuestMemory, HostResult, HostTrap, WasiCtx, WasiView};
+use crate::sys::{self, PollFd, PollFlags};
+use std::io::IoSlice;
+use std::os::fd::BorrowedFd;
+use wasmtime::{Caller, Linker};
+
+const P1: &str = super::PREVIEW1;
+
+/// `fdflags.nonblock`.
+pub(super) const FDFLAGS_NONBLOCK: u16 = 1 << 2;
+/// `fdflags.append` (reported for stdout/stderr).
+const FDFLAGS_APPEND: u16 = 1 << 0;
+
+pub(super) const FILETYPE_CHARACTER_DEVICE: u8 = 2;
+pub(super) const FILETYPE_DIRECTORY: u8 = 3;
+pub(super) const FILETYPE_REGULAR_FILE: u8 = 4;
+pub(super) const FILETYPE_SOCKET_STREAM: u8 = 6;
+
+/// Every right preview1 defines (bits 0..=29); the runtime enforces its own
+/// rules per descriptor kind instead of tracking rights.
+pub(super) const ALL_RIGHTS: u64 = (1 << 30) - 1;
+/// `rights.fd_write`.
+pub(super) const RIGHT_FD_WRITE: u64 = 1 << 6;
+
+/// Longest stdout/stderr write echoed into the log.
+const MAX_LOGGED_OUTPUT: usize = 4096;
+
+pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        P1,
+        "fd_write",
+        |mut c: Caller<'_, T>, fd: i32, iovs: i32, n: i32, out: i32| {
+            with_ctx(&mut c, |m, ctx| {
+                let written = write(m, ctx, fd, iovs as u32, n as u32)?;
+                Ok(m.write_u32(out as u32, written)?)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        P1,
+        "fd_read",
+        |mut c: Caller<'_, T>, fd: i32, iovs: i32, n: i32, out: i32| {
+            with_ctx(&mut c, |m, ctx| {
+                let read = read(m, ctx, fd, iovs as u32, n as u32)?;
+                Ok(m.write_u32(out as u32, read)?)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        P1,
+        "sock_send",
+        |mut c: Caller<'_, T>, fd: i32, iovs: i32, n: i32, flags: i32, out: i32| {
+            with_ctx(&mut c, |m, ctx| {
+                if flags != 0 {
+                    return Err(Errno::NOTSUP.into());
+                }
+                ctx.fds.socket(fd)?;
+                let written = write(m, ctx, fd, iovs as u32, n as u32)?;
+                Ok(m.write_u32(out as u32, written)?)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        P1,
+        "sock_recv",
+        |mut c: Caller<'_, T>, fd: i32, iovs: i32, n: i32, flags: i32, out: i32, oflags: i32| {
+            with_ctx(&mut c, |m, ctx| {
+                if flags != 0 {
+                    return Err(Errno::NOTSUP.into());
+                }
+                ctx.fds.socket(fd)?;
+                let read = read(m, ctx, fd, iovs as u32, n as u32)?;
+                m.write_u32(out as u32, read)?;
+                Ok(m.write_u16(oflags as u32, 0)?)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        P1,
+        "sock_shutdown",
+        |mut c: Caller<'_, T>, fd: i32, how: i32| {
+            with_ctx(&mut c, |_, ctx| {
+                let s = ctx.fds.socket(fd)?;
+                if how & !3 != 0 || how == 0 {
+                    return Err(Errno::INVAL.into());
+                }
+                sys::shutdown(s.fd(), how & 1 != 0, how & 2 != 0).map_err(Errno::from)?;
+                Ok(())
+            })
+        },
+    )?;
+    linker.func_wrap(P1, "fd_close", |mut c: Caller<'_, T>, fd: i32| {
+        with_ctx(&mut c, |_, ctx| {
+            ctx.fds.remove(fd)?;
+            Ok(())
+        })
+    })?;
+    linker.func_wrap(
+        P1,
+        "fd_fdstat_get",
+        |mut c: Caller<'_, T>, fd: i32, out: i32| {
+            with_ctx(&mut c, |m, ctx| {
+                let (filetype, flags) = match ctx.fds.get(fd)? {
+                    Entry::Stdin => (FILETYPE_CHARACTER_DEVICE, 0),
+                    Entry::Stdout | Entry::Stderr => (FILETYPE_CHARACTER_DEVICE, FDFLAGS_APPEND),
+                    Entry::ConfDir => (FILETYPE_DIRECTORY, 0),
+                    Entry::ConfFile { .. } => (FILETYPE_REGULAR_FILE, 0),
+                    Entry::Socket(s) => (
+                        FILETYPE_SOCKET_STREAM,
+                        if s.nonblocking { FDFLAGS_NONBLOCK } else { 0 },
+                    ),
+                };
+                let out = out as u32;
+                let mut stat = [0u8; 24];
+                stat[0] = filetype;
+                stat[2..4].copy_from_slice(&flags.to_le_bytes());
+                stat[8..16].copy_from_slice(&ALL_RIGHTS.to_le_bytes());
+                stat[16..24].copy_from_slice(&ALL_RIGHTS.to_le_bytes());
+                Ok(m.write(out, &stat)?)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        P1,
+        "fd_fdstat_set_flags",
+        |mut c: Caller<'_, T>, fd: i32, flags: i32| {
+            with_ctx(&mut c, |_, ctx| {
+                if let Entry::Socket(s) = ctx.fds.get_mut(fd)? {
+                    s.nonblocking = flags as u16 & FDFLAGS_NONBLOCK != 0;
+                }
+                Ok(())
+            })
+        },
+    )?;
+    Ok(())
+}
+
+/// `fd_write`: stdout/stderr go to the log; sockets get one `writev`.
+fn write(m: &GuestMemory<'_>, ctx: &mut WasiCtx, fd: i32, iovs: u32, n: u32) -> HostResult<u32> {
+    let iovecs = m.iovecs(iovs, n)?;
+    match ctx.fds.get(fd)? {
+        entry @ (Entry::Stdout | Entry::Stderr) => {
+            let mut total = 0u32;
+            let mut text = Vec::new();
+            for iov in &iovecs {
+                total = total.saturating_add(iov.len);
+                let bytes = m.slice(iov.ptr, iov.len)?;
+                let room = MAX_LOGGED_OUTPUT.saturating_sub(text.len());
+                text.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            }
+            log_guest_output(ctx.tag, matches!(entry, Entry::Stderr), &text);
+            Ok(total)
+        }
+        Entry::Socket(s) => {
+            let mut slices = Vec::with_capacity(iovecs.len());
+            for iov in iovecs.iter().filter(|iov| iov.len > 0) {
+                slices.push(IoSlice::new(m.slice(iov.ptr, iov.len)?));
+            }
+            if slices.is_empty() {
+                return Ok(0);
+            }
+            let fd_ = s.fd();
+            let n = retry_blocking(s.nonblocking, ctx, fd_, PollFlags::OUT, || {
+                sys::write_vectored(fd_, &slices)
+            })?;
+            Ok(n as u32)
+        }
+        Entry::Stdin | Entry::ConfDir | Entry::ConfFile { .. } => Err(Errno::BADF.into()),
+    }
+}
+
+/// `fd_read`: the config file, an empty stdin, or a socket read straight
+/// into the first non-empty guest buffer (a short read is always allowed).
+fn read(m: &mut GuestMemory<'_>, ctx: &mut WasiCtx, fd: i32, iovs: u32, n: u32) -> HostResult<u32> {
+    let iovecs = m.iovecs(iovs, n)?;
+    let Some(target) = iovecs.iter().find(|iov| iov.len > 0).copied() else {
+        return Ok(0);
+    };
+    match ctx.fds.get(fd)? {
+        Entry::Stdin => Ok(0),
+        Entry::ConfFile { .. } => super::fs::read_conf(m, ctx, fd, &iovecs),
+        Entry::Socket(s) => {
+            let buf = m.slice_mut(target.ptr, target.len)?;
+            let fd_ = s.fd();
+            let n = retry_blocking(s.nonblocking, ctx, fd_, PollFlags::IN, || {
+                sys::read(fd_, &mut *buf)
+            })?;
+            Ok(n as u32)
+        }
+        Entry::Stdout | Entry::Stderr | Entry::ConfDir => Err(Errno::BADF.into()),
+    }
+}
+
+/// Runs a non-blocking socket operation. For a guest descriptor in blocking
+/// mode, `EAGAIN` turns into a wait for readiness that the runtime's stop
+/// signal can interrupt.
+fn retry_blocking(
+    nonblocking: bool,
+    ctx: &WasiCtx,
+    fd: BorrowedFd<'_>,
+    interest: PollFlags,
+    mut op: impl FnMut() -> Result<usize, rustix::io::Errno>,
+) -> HostResult<usize> {
+    loop {
+        match op() {
+            Ok(n) => return Ok(n),
+            Err(rustix::io::Errno::AGAIN) if !nonblocking => {
+                let stop = ctx.stop_signal();
+                let mut fds = [
+                    PollFd::from_borrowed_fd(fd, interest),
+                    PollFd::from_borrowed_fd(stop.as_fd(), PollFlags::IN),
+                ];
+                sys::poll(&mut fds, None).map_err(|e| Errno::from(&e))?;
+                if !fds[1].revents().is_empty() {
+                    return Err(Fail::Trap(HostTrap::Stopped));
+                }
+            }
+            Err(e) => return Err(Errno::from(e).into()),
+        }
+    }
+}
+
+fn log_guest_output(tag: u64, stderr: bool, bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim_end();
+    if text.is_empty() {
+        return;
+    }
+    if stderr {
+        tracing::info!(target: "watm", conn = tag, "module stderr: {text}");
+    } else {
+        tracing::debug!(target: "watm", conn = tag, "module stdout: {text}");
+    }
+}

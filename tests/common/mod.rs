@@ -1,0 +1,144 @@
+//! Shared helpers for the integration tests: loopback servers, modules,
+//! and resource counting.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use water_pt::{Limits, Runtime, RuntimeConfig};
+
+/// Path of a committed prebuilt module.
+pub fn module_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("watm/prebuilt")
+        .join(format!("{name}.wasm"))
+}
+
+/// Bytes of a committed prebuilt module.
+pub fn module(name: &str) -> Vec<u8> {
+    std::fs::read(module_path(name)).expect("prebuilt module")
+}
+
+/// A runtime with short grace and compute limits, so hostile-module tests
+/// finish quickly.
+pub fn runtime() -> Runtime {
+    runtime_with(|_| {})
+}
+
+pub fn runtime_with(f: impl FnOnce(&mut Limits)) -> Runtime {
+    let mut limits = Limits {
+        stop_grace: Duration::from_millis(300),
+        max_compute: Duration::from_millis(500),
+        max_connections: 1000,
+        ..Limits::default()
+    };
+    f(&mut limits);
+    Runtime::new(RuntimeConfig {
+        limits,
+        cache_dir: None,
+    })
+    .expect("runtime")
+}
+
+/// A TCP echo server on loopback; runs until the test's runtime ends.
+pub async fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Writes `msg`, reads the same number of bytes back.
+pub async fn roundtrip<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    msg: &[u8],
+) -> Vec<u8> {
+    s.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back).await.unwrap();
+    back
+}
+
+/// Open file descriptors and threads of this process.
+pub fn counts() -> (usize, usize) {
+    water_pt::sys::process_counts().expect("/proc is available")
+}
+
+/// Waits (bounded) until the process's fd and thread counts are back to
+/// `base`, and returns the counts seen last.
+pub async fn settle_to(base: (usize, usize)) -> (usize, usize) {
+    let mut now = counts();
+    for _ in 0..200 {
+        if now.0 <= base.0 && now.1 <= base.1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        now = counts();
+    }
+    now
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+pub fn sha256(b: &[u8]) -> [u8; 32] {
+    water_pt::runtime::sha256(b)
+}
+
+/// A WAT module with the WATM v1 exports, whose `watm_start_v1` body is
+/// `start` (and extra items are spliced in). Globals `$caller`, `$net` and
+/// `$ctrl` hold the fds the runtime handed over.
+pub fn wat_module(start: &str, extra: &str) -> Vec<u8> {
+    let text = format!(
+        r#"(module
+  (import "env" "water_dial_fixed" (func $dial_fixed (result i32)))
+  (import "env" "water_accept" (func $accept (result i32)))
+  (import "env" "water_dial" (func $dial (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $caller (mut i32) (i32.const -1))
+  (global $net (mut i32) (i32.const -1))
+  (global $ctrl (mut i32) (i32.const -1))
+  (func (export "watm_init_v1") (result i32) (i32.const 0))
+  (func (export "watm_dial_v1") (param i32) (result i32)
+    (global.set $caller (local.get 0))
+    (global.set $net (call $dial_fixed))
+    (global.get $net))
+  (func (export "watm_accept_v1") (param i32) (result i32)
+    (global.set $caller (local.get 0))
+    (global.set $net (call $accept))
+    (global.get $net))
+  (func (export "watm_ctrlpipe_v1") (param i32) (result i32)
+    (global.set $ctrl (local.get 0))
+    (i32.const 0))
+  (func (export "watm_start_v1") (result i32)
+    {start})
+  {extra}
+)"#
+    );
+    wat::parse_str(&text).expect("valid WAT")
+}

@@ -1,0 +1,81 @@
+//! The dialer roles through real modules over loopback.
+
+mod common;
+
+use common::*;
+use tokio::io::AsyncWriteExt;
+use water_pt::{AllowList, Dialer, NetPolicy, Role};
+
+#[tokio::test]
+async fn plain_echoes_through_dial() {
+    let rt = runtime();
+    let echo = echo_server().await;
+    let watm = rt.load(&module("plain")).unwrap();
+    assert!(watm.supports(Role::Dialer));
+    let dialer = Dialer::new(&rt, watm);
+    let mut s = dialer.dial("tcp", &echo.to_string()).await.unwrap();
+    assert_eq!(roundtrip(&mut s, b"hello water").await, b"hello water");
+    assert_eq!(roundtrip(&mut s, b"second message").await, b"second message");
+}
+
+#[tokio::test]
+async fn reverse_reverses_each_read_both_ways() {
+    let rt = runtime();
+    let echo = echo_server().await;
+    let dialer = Dialer::new(&rt, rt.load(&module("reverse")).unwrap());
+    let mut s = dialer.dial("tcp", &echo.to_string()).await.unwrap();
+    // Reversed on the way out, reversed again on the way back: intact.
+    assert_eq!(roundtrip(&mut s, b"hello").await, b"hello");
+
+    // Against a server that does not reverse back, the bytes arrive reversed.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut s = dialer.dial("tcp", &addr.to_string()).await.unwrap();
+    let (mut server, _) = listener.accept().await.unwrap();
+    s.write_all(b"abcdef").await.unwrap();
+    let mut got = [0u8; 6];
+    tokio::io::AsyncReadExt::read_exact(&mut server, &mut got).await.unwrap();
+    assert_eq!(&got, b"fedcba");
+}
+
+#[tokio::test]
+async fn fixed_dialer_dials_the_configured_address_when_allowed() {
+    let rt = runtime();
+    let echo = echo_server().await;
+    let cfg = format!("dial={echo}\n").into_bytes();
+    let watm = rt.load(&module("plain")).unwrap();
+    assert!(watm.supports(Role::FixedDialer));
+    let dialer = Dialer::new(&rt, watm.clone())
+        .with_config(Some(cfg.clone()))
+        .with_policy(NetPolicy {
+            allow: AllowList::new([echo.to_string()]),
+            ..NetPolicy::default()
+        });
+    let mut s = dialer.dial_fixed().await.unwrap();
+    assert_eq!(roundtrip(&mut s, b"fixed").await, b"fixed");
+
+    // The same module without the allow-list entry is refused.
+    let denied = Dialer::new(&rt, watm).with_config(Some(cfg));
+    let err = denied.dial_fixed().await.unwrap_err().to_string();
+    assert!(err.contains("watm_dial_fixed_v1") && err.contains("EACCES"), "{err}");
+}
+
+#[tokio::test]
+async fn config_is_visible_at_conf_watm_cfg() {
+    let rt = runtime();
+    let echo = echo_server().await;
+    let watm = rt.load(&module("config-echo")).unwrap();
+    let cfg = b"{\"any\": \"bytes\", \"n\": 1}\n".to_vec();
+    let dialer = Dialer::new(&rt, watm.clone()).with_config(Some(cfg.clone()));
+    let mut s = dialer.dial("tcp", &echo.to_string()).await.unwrap();
+    let mut got = vec![0u8; cfg.len()];
+    tokio::io::AsyncReadExt::read_exact(&mut s, &mut got).await.unwrap();
+    assert_eq!(got, cfg);
+    assert_eq!(roundtrip(&mut s, b"after config").await, b"after config");
+
+    let dialer = Dialer::new(&rt, watm);
+    let mut s = dialer.dial("tcp", &echo.to_string()).await.unwrap();
+    let mut got = [0u8; 6];
+    tokio::io::AsyncReadExt::read_exact(&mut s, &mut got).await.unwrap();
+    assert_eq!(&got, b"<none>");
+}

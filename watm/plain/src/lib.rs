@@ -1,0 +1,82 @@
+//! `plain`: a WATM that passes bytes through unchanged, in both directions.
+//!
+//! It is the baseline for measuring what running a transport inside the WATER
+//! runtime costs, and the smallest useful example of the SDK.
+//!
+//! Configuration (optional, `key=value` text, see [`watm_sdk::kv`]):
+//! `dial=HOST:PORT` sets the address `watm_dial_fixed_v1` connects to over
+//! TCP; the default is [`DEFAULT_REMOTE`]. Anything else fails
+//! `watm_init_v1` with `-EINVAL`.
+
+#![forbid(unsafe_code)]
+
+use watm_sdk::{Errno, Role, Transport, kv};
+
+/// Where `watm_dial_fixed_v1` connects without a `dial=` setting; the same
+/// address as the reference examples.
+pub const DEFAULT_REMOTE: &str = "localhost:7700";
+
+/// The passthrough transport.
+#[derive(Debug)]
+pub struct Plain {
+    remote: String,
+}
+
+impl Transport for Plain {
+    fn init(config: Option<Vec<u8>>) -> Result<Self, Errno> {
+        let remote = kv::dial_address(config.as_deref(), DEFAULT_REMOTE)?;
+        Ok(Self { remote })
+    }
+
+    fn fixed_remote(&self) -> Result<(&str, &str), Errno> {
+        Ok(("tcp", &self.remote))
+    }
+
+    fn caller_to_network(&mut self, _: Role, input: &[u8], out: &mut Vec<u8>) -> Result<(), Errno> {
+        out.extend_from_slice(input);
+        Ok(())
+    }
+
+    fn network_to_caller(&mut self, _: Role, input: &[u8], out: &mut Vec<u8>) -> Result<(), Errno> {
+        out.extend_from_slice(input);
+        Ok(())
+    }
+}
+
+watm_sdk::export_transport!(Plain);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_bytes_through() {
+        let mut plain = Plain::init(None).unwrap();
+        let mut out = Vec::new();
+        plain
+            .caller_to_network(Role::Dialer, b"hello", &mut out)
+            .unwrap();
+        assert_eq!(out, b"hello");
+        out.clear();
+        plain
+            .network_to_caller(Role::Listener, b"world", &mut out)
+            .unwrap();
+        assert_eq!(out, b"world");
+    }
+
+    #[test]
+    fn dial_setting() {
+        let plain = Plain::init(None).unwrap();
+        assert_eq!(plain.fixed_remote(), Ok(("tcp", DEFAULT_REMOTE)));
+        let plain = Plain::init(Some(b"dial=127.0.0.1:9000\n".to_vec())).unwrap();
+        assert_eq!(plain.fixed_remote(), Ok(("tcp", "127.0.0.1:9000")));
+        assert_eq!(
+            Plain::init(Some(b"speed=fast".to_vec())).unwrap_err(),
+            Errno::INVAL
+        );
+        assert_eq!(
+            Plain::init(Some(vec![0xff, 0xfe])).unwrap_err(),
+            Errno::INVAL
+        );
+    }
+}

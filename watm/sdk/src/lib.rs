@@ -1,0 +1,175 @@
+//! Write a WATER v1 transport module (WATM) as nothing more than a byte transform.
+//!
+//! A WATM is a WebAssembly module that a WATER runtime loads to carry one
+//! connection. The runtime hands the module a *caller* socket (the application
+//! side), the module obtains a *network* socket from the runtime's imports, and
+//! `watm_start_v1` then moves bytes between the two until either side ends.
+//! Everything except the transformation of those bytes is the same for every
+//! transport, so this crate does it once:
+//!
+//! * the seven `watm_*_v1` exports and the `env.water_*` imports of the v1 ABI;
+//! * reading the optional configuration file `/conf/watm.cfg`;
+//! * a single-threaded, blocking `poll_oneoff` loop with backpressure, which
+//!   waits for writability only while output is actually pending, so an idle
+//!   connection costs no CPU.
+//!
+//! A transport implements [`Transport`] and names itself once:
+//!
+//! ```
+//! use watm_sdk::{Errno, Role, Transport};
+//!
+//! /// Upper-cases ASCII on the way out, passes everything back unchanged.
+//! struct Upper;
+//!
+//! impl Transport for Upper {
+//!     fn init(_config: Option<Vec<u8>>) -> Result<Self, Errno> {
+//!         Ok(Upper)
+//!     }
+//!
+//!     fn caller_to_network(&mut self, _: Role, input: &[u8], out: &mut Vec<u8>) -> Result<(), Errno> {
+//!         out.extend(input.iter().map(u8::to_ascii_uppercase));
+//!         Ok(())
+//!     }
+//!
+//!     fn network_to_caller(&mut self, _: Role, input: &[u8], out: &mut Vec<u8>) -> Result<(), Errno> {
+//!         out.extend_from_slice(input);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! watm_sdk::export_transport!(Upper);
+//! ```
+//!
+//! The crate is built for `wasm32-wasip1`. On other targets the exports and the
+//! I/O loop are compiled out (and [`export_transport!`] only checks its
+//! argument), so a transport's own logic can be unit-tested natively.
+//!
+//! All `unsafe` code of the SDK lives in one private module, `ffi`.
+
+mod errno;
+pub mod kv;
+
+#[cfg(target_os = "wasi")]
+mod ffi;
+#[cfg(target_os = "wasi")]
+#[doc(hidden)]
+pub mod session;
+#[cfg(target_os = "wasi")]
+mod worker;
+
+pub use errno::Errno;
+
+/// Path at which a WATER runtime exposes the transport configuration, when it
+/// was given one (a read-only preopened directory `/conf` with one file).
+pub const CONFIG_PATH: &str = "/conf/watm.cfg";
+
+/// Largest configuration file [`Transport::init`] is handed. A bigger file is
+/// refused with [`Errno::FBIG`] rather than read into memory.
+pub const MAX_CONFIG_LEN: usize = 1 << 20;
+
+/// Which WATM entry point set up the connection.
+///
+/// In every role the SDK calls one socket the *caller* side and the other the
+/// *network* side; the transforms of [`Transport`] are named after that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// `watm_dial_v1`: the runtime chose the remote; the module dialed it with
+    /// `water_dial_fixed`. Caller = the application's socket.
+    Dialer,
+    /// `watm_dial_fixed_v1`: the module chose the remote
+    /// ([`Transport::fixed_remote`]) and dialed it with `water_dial`.
+    /// Caller = the application's socket.
+    FixedDialer,
+    /// `watm_accept_v1`: the network side is a connection accepted with
+    /// `water_accept`. Caller = the application's socket.
+    Listener,
+    /// `watm_associate_v1`: the module accepted a connection with
+    /// `water_accept` and dialed the runtime's remote with `water_dial_fixed`.
+    /// The *accepted* connection plays the caller side and the *dialed* one the
+    /// network side, as in the reference SDK (source and remote).
+    Relay,
+}
+
+/// A WATM transport: a pair of byte transforms plus a little set-up.
+///
+/// One value of the implementing type exists per module instance, and a WATER
+/// runtime uses one instance for exactly one connection, so the value is also
+/// the connection's state (handshake progress, cipher state, ...).
+///
+/// None of these methods may panic: modules are built with `panic = "abort"`,
+/// so a panic kills the instance. Report problems through [`Errno`] instead;
+/// the SDK turns them into the negative return value of the export at hand.
+pub trait Transport: Sized + 'static {
+    /// Largest number of bytes read from either side at a time, and therefore
+    /// the largest `input` a transform is given. The SDK allocates its buffers
+    /// (one read buffer, two output buffers) once per connection with this
+    /// size. A value of 0 is treated as 1.
+    const READ_SIZE: usize = 32 * 1024;
+
+    /// Builds the transport from the bytes of `/conf/watm.cfg`, or from `None`
+    /// when the runtime provided no configuration.
+    ///
+    /// Called from `watm_init_v1`. Returning an error (typically
+    /// [`Errno::INVAL`] for a malformed configuration) makes `watm_init_v1`
+    /// fail with that errno.
+    fn init(config: Option<Vec<u8>>) -> Result<Self, Errno>;
+
+    /// The `(network, address)` that `watm_dial_fixed_v1` dials through the
+    /// host's `water_dial`, for example `("tcp", "localhost:7700")`.
+    ///
+    /// The runtime checks the address against its own policy and may refuse
+    /// it. The default refuses the role with [`Errno::NOTSUP`].
+    fn fixed_remote(&self) -> Result<(&str, &str), Errno> {
+        Err(Errno::NOTSUP)
+    }
+
+    /// Called once at the start of `watm_start_v1`, before any byte is read.
+    ///
+    /// Bytes appended to `to_caller` / `to_network` are sent first, which is
+    /// where a client would put the opening message of a handshake. The
+    /// default sends nothing.
+    fn on_start(
+        &mut self,
+        role: Role,
+        to_caller: &mut Vec<u8>,
+        to_network: &mut Vec<u8>,
+    ) -> Result<(), Errno> {
+        let _ = (role, to_caller, to_network);
+        Ok(())
+    }
+
+    /// Transforms one read (at most [`Self::READ_SIZE`] bytes) from the caller
+    /// side, appending what to send to the network side to `out`.
+    ///
+    /// `out` is empty on entry; appending nothing is fine (a transport may
+    /// buffer internally). An error ends the connection with that errno.
+    fn caller_to_network(
+        &mut self,
+        role: Role,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Errno>;
+
+    /// Transforms one read from the network side, appending what to send to
+    /// the caller side to `out`. Same rules as [`Self::caller_to_network`].
+    fn network_to_caller(
+        &mut self,
+        role: Role,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Errno>;
+}
+
+/// Non-WASI stand-in for the real macro (defined in the private `ffi` module):
+/// exports nothing, only checks that the type implements [`Transport`], so a
+/// transport crate still builds and unit-tests on the development host.
+#[cfg(not(target_os = "wasi"))]
+#[macro_export]
+macro_rules! export_transport {
+    ($transport:ty) => {
+        const _: () = {
+            fn assert_transport<T: $crate::Transport>() {}
+            let _ = assert_transport::<$transport>;
+        };
+    };
+}
