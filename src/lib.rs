@@ -6,12 +6,21 @@
 //! - [`wasi`]: the WASI preview1 surface a WATM sees (sockets as fds);
 //! - [`runtime`]: engine, modules, one instance per connection, and the
 //!   dialer / listener / relay roles;
-//! - [`pt`]: tor's managed-proxy protocol (environment, stdout lines, args).
+//! - [`pt`]: tor's managed-proxy protocol (environment, stdout lines, args);
+//! - [`socks`], [`extor`], [`proxy`]: the SOCKS5 front tor's client talks
+//!   to, the Extended ORPort client of the bridge side, and outbound dialing
+//!   through tor's upstream proxy.
 
 #![deny(unsafe_code)]
 
+pub mod cli;
+pub mod extor;
+pub mod proxy;
 pub mod pt;
 pub mod runtime;
+pub mod serve;
+pub mod shutdown;
+pub mod socks;
 pub mod sys;
 pub mod wasi;
 

@@ -15,7 +15,10 @@ async fn plain_echoes_through_dial() {
     let dialer = Dialer::new(&rt, watm);
     let mut s = dialer.dial("tcp", &echo.to_string()).await.unwrap();
     assert_eq!(roundtrip(&mut s, b"hello water").await, b"hello water");
-    assert_eq!(roundtrip(&mut s, b"second message").await, b"second message");
+    assert_eq!(
+        roundtrip(&mut s, b"second message").await,
+        b"second message"
+    );
 }
 
 #[tokio::test]
@@ -34,7 +37,9 @@ async fn reverse_reverses_each_read_both_ways() {
     let (mut server, _) = listener.accept().await.unwrap();
     s.write_all(b"abcdef").await.unwrap();
     let mut got = [0u8; 6];
-    tokio::io::AsyncReadExt::read_exact(&mut server, &mut got).await.unwrap();
+    tokio::io::AsyncReadExt::read_exact(&mut server, &mut got)
+        .await
+        .unwrap();
     assert_eq!(&got, b"fedcba");
 }
 
@@ -57,7 +62,10 @@ async fn fixed_dialer_dials_the_configured_address_when_allowed() {
     // The same module without the allow-list entry is refused.
     let denied = Dialer::new(&rt, watm).with_config(Some(cfg));
     let err = denied.dial_fixed().await.unwrap_err().to_string();
-    assert!(err.contains("watm_dial_fixed_v1") && err.contains("EACCES"), "{err}");
+    assert!(
+        err.contains("watm_dial_fixed_v1") && err.contains("EACCES"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -69,13 +77,17 @@ async fn config_is_visible_at_conf_watm_cfg() {
     let dialer = Dialer::new(&rt, watm.clone()).with_config(Some(cfg.clone()));
     let mut s = dialer.dial("tcp", &echo.to_string()).await.unwrap();
     let mut got = vec![0u8; cfg.len()];
-    tokio::io::AsyncReadExt::read_exact(&mut s, &mut got).await.unwrap();
+    tokio::io::AsyncReadExt::read_exact(&mut s, &mut got)
+        .await
+        .unwrap();
     assert_eq!(got, cfg);
     assert_eq!(roundtrip(&mut s, b"after config").await, b"after config");
 
     let dialer = Dialer::new(&rt, watm);
     let mut s = dialer.dial("tcp", &echo.to_string()).await.unwrap();
     let mut got = [0u8; 6];
-    tokio::io::AsyncReadExt::read_exact(&mut s, &mut got).await.unwrap();
+    tokio::io::AsyncReadExt::read_exact(&mut s, &mut got)
+        .await
+        .unwrap();
     assert_eq!(&got, b"<none>");
 }

@@ -14,7 +14,9 @@
 
 pub mod args;
 pub mod bridge;
+pub mod client;
 pub mod env;
+pub mod managed;
 pub mod module_ref;
 pub mod output;
 

@@ -50,7 +50,10 @@ impl ArtifactCache {
         }
         let (sum, artifact) = file.split_at(32);
         if Sha256::digest(artifact).as_slice() != sum {
-            tracing::warn!("compiled-module cache entry for {} is corrupt; recompiling", hex::encode(sha256));
+            tracing::warn!(
+                "compiled-module cache entry for {} is corrupt; recompiling",
+                hex::encode(sha256)
+            );
             return None;
         }
         // SAFETY: `artifact` was produced by `Module::serialize` of an engine
@@ -70,16 +73,22 @@ impl ArtifactCache {
 
     /// Stores a compiled module (best effort: a failure is only logged).
     pub fn put(&self, sha256: &[u8; 32], module: &Module) {
-        let result = module.serialize().map_err(io::Error::other).and_then(|artifact| {
-            let mut file = Sha256::digest(&artifact).to_vec();
-            file.extend_from_slice(&artifact);
-            let path = self.path(sha256);
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&tmp, &file)?;
-            std::fs::rename(&tmp, &path)
-        });
+        let result = module
+            .serialize()
+            .map_err(io::Error::other)
+            .and_then(|artifact| {
+                let mut file = Sha256::digest(&artifact).to_vec();
+                file.extend_from_slice(&artifact);
+                let path = self.path(sha256);
+                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                std::fs::write(&tmp, &file)?;
+                std::fs::rename(&tmp, &path)
+            });
         if let Err(e) = result {
-            tracing::warn!("cannot write compiled-module cache in {}: {e}", self.dir.display());
+            tracing::warn!(
+                "cannot write compiled-module cache in {}: {e}",
+                self.dir.display()
+            );
         }
     }
 }

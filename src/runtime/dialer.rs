@@ -76,6 +76,11 @@ impl Dialer {
             .await
     }
 
+    /// Like [`Dialer::dial_fixed`], with an already-connected caller socket.
+    pub async fn dial_fixed_with_caller(&self, caller: HostFd) -> Result<SessionHandle, Error> {
+        self.start(Role::FixedDialer, caller, None, None).await
+    }
+
     async fn start(
         &self,
         role: Role,

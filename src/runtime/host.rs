@@ -95,7 +95,10 @@ pub(crate) fn base_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<
             ) {
                 (Ok(n), Ok(a)) => (n, a),
                 (Err(e), _) | (_, Err(e)) => {
-                    tracing::warn!(conn = host.wasi.tag, "water_dial: unreadable arguments ({e})");
+                    tracing::warn!(
+                        conn = host.wasi.tag,
+                        "water_dial: unreadable arguments ({e})"
+                    );
                     return e.negated();
                 }
             };

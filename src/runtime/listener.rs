@@ -52,6 +52,11 @@ impl Listener {
         self
     }
 
+    /// The listening socket.
+    pub fn tcp(&self) -> &TcpListener {
+        &self.tcp
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.tcp.local_addr()
     }
@@ -88,7 +93,7 @@ impl Listener {
 }
 
 /// Turns a tokio TCP stream into an owned descriptor for a module.
-pub(crate) fn into_fd(tcp: TcpStream) -> io::Result<HostFd> {
+pub fn into_fd(tcp: TcpStream) -> io::Result<HostFd> {
     let std = tcp.into_std()?;
     let _ = std.set_nodelay(true);
     Ok(std.into())

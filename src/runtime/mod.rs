@@ -21,7 +21,7 @@ mod ticker;
 
 pub use dialer::Dialer;
 pub use error::Error;
-pub use listener::Listener;
+pub use listener::{into_fd, Listener};
 pub use module::{sha256, Role, Watm};
 pub use net::{resolve, AllowList, Connector, DirectConnector, NetPolicy};
 pub use relay::Relay;
@@ -38,7 +38,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use ticker::Ticker;
 use tokio::sync::watch;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
+};
 
 /// Resource limits applied to every instance.
 #[derive(Clone, Debug)]
@@ -127,7 +129,8 @@ impl Runtime {
         };
         // The tick period bounds how precisely compute limits and grace
         // periods are enforced; 100 ms keeps the idle cost negligible.
-        let period = (limits.max_compute / 10).clamp(Duration::from_millis(5), Duration::from_millis(100));
+        let period =
+            (limits.max_compute / 10).clamp(Duration::from_millis(5), Duration::from_millis(100));
         let ticker = Ticker::start(engine.clone(), period)?;
         Ok(Self {
             inner: Arc::new(RuntimeInner {
@@ -247,7 +250,9 @@ impl RuntimeInner {
         let max = self.limits.max_connections;
         let prev = self
             .live
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
             .map_err(Error::TooManyConnections)?;
         self.live_changed.send_replace(prev + 1);
         self.ticker.session_started();
@@ -279,7 +284,9 @@ impl RuntimeInner {
 }
 
 fn build_engine(limits: &Limits) -> Result<Engine, Error> {
-    let slots = u32::try_from(limits.max_connections).unwrap_or(u32::MAX).max(1);
+    let slots = u32::try_from(limits.max_connections)
+        .unwrap_or(u32::MAX)
+        .max(1);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_core_instances(slots)
         .total_memories(slots)

@@ -5,7 +5,7 @@ use super::host::{self, Host};
 use crate::wasi::{self, Errno};
 use sha2::{Digest, Sha256};
 use std::fmt;
-use wasmtime::{Engine, ExternType, FuncType, InstancePre, Linker, Module, ValType, Val};
+use wasmtime::{Engine, ExternType, FuncType, InstancePre, Linker, Module, Val, ValType};
 
 /// The roles a module can play, each tied to one export.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -104,6 +104,21 @@ impl Watm {
         module: Module,
         sha256: [u8; 32],
     ) -> Result<Self, Error> {
+        let mut stubs = Vec::new();
+        for import in module.imports() {
+            let (m, n) = (import.module(), import.name());
+            let known = (m == wasi::PREVIEW1 && wasi::IMPLEMENTED.contains(&n))
+                || (m == host::WATER_MODULE && host::WATER_IMPORTS.contains(&n));
+            match import.ty() {
+                ExternType::Func(_) if known => {}
+                ExternType::Func(ty) => stubs.push((m.to_owned(), n.to_owned(), ty)),
+                _ => {
+                    return Err(Error::UnsupportedImport(format!(
+                        "{m}::{n}, which is not a function (a WATM defines its own memory)"
+                    )))
+                }
+            }
+        }
         let exports = |name: &str| module.get_export(name);
         for (name, ty) in REQUIRED {
             check_func(exports(name), name, ty)?.ok_or(Error::MissingExport(name))?;
@@ -127,17 +142,8 @@ impl Watm {
             .find(|n| matches!(exports(n), Some(ExternType::Func(_))));
 
         let mut linker = base.clone();
-        for import in module.imports() {
-            let (m, n) = (import.module(), import.name());
-            let known = (m == wasi::PREVIEW1 && wasi::IMPLEMENTED.contains(&n))
-                || (m == host::WATER_MODULE && host::WATER_IMPORTS.contains(&n));
-            if known {
-                continue;
-            }
-            let ExternType::Func(ty) = import.ty() else {
-                return Err(Error::UnsupportedImport(format!("{m}::{n} (not a function)")));
-            };
-            define_stub(&mut linker, m, n, ty)?;
+        for (m, n, ty) in stubs {
+            define_stub(&mut linker, &m, &n, ty)?;
         }
         let pre = linker.instantiate_pre(&module).map_err(|e| {
             Error::UnsupportedImport(format!("a function with an unexpected type ({e:#})"))
@@ -207,7 +213,12 @@ fn check_func(ty: Option<ExternType>, name: &'static str, sig: Sig) -> Result<Op
 /// Links an import the runtime does not implement. Preview1 functions get
 /// `ENOSYS`, `env` functions `-ENOSYS` (the `water_*` convention); anything
 /// else traps with its name if the module ever calls it.
-fn define_stub(linker: &mut Linker<Host>, module: &str, name: &str, ty: FuncType) -> Result<(), Error> {
+fn define_stub(
+    linker: &mut Linker<Host>,
+    module: &str,
+    name: &str,
+    ty: FuncType,
+) -> Result<(), Error> {
     let single_i32 = ty.results().len() == 1 && matches!(ty.results().next(), Some(ValType::I32));
     let value = if module == wasi::PREVIEW1 {
         Some(Errno::NOSYS.raw())

@@ -39,10 +39,7 @@ impl AllowList {
 
     pub fn allows(&self, network: &str, address: &str) -> bool {
         matches!(network, "tcp" | "tcp4" | "tcp6")
-            && self
-                .entries
-                .iter()
-                .any(|e| e.eq_ignore_ascii_case(address))
+            && self.entries.iter().any(|e| e.eq_ignore_ascii_case(address))
     }
 }
 

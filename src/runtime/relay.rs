@@ -22,7 +22,12 @@ pub struct Relay {
 impl Relay {
     /// A relay to `network`/`address`. Fails if the module has no
     /// `watm_associate_v1`.
-    pub fn new(runtime: &Runtime, watm: Arc<Watm>, network: &str, address: &str) -> Result<Self, Error> {
+    pub fn new(
+        runtime: &Runtime,
+        watm: Arc<Watm>,
+        network: &str,
+        address: &str,
+    ) -> Result<Self, Error> {
         watm.require(Role::Relay)?;
         Ok(Self {
             runtime: runtime.clone(),

@@ -36,8 +36,11 @@ use wasmtime::{Store, UpdateDeadline};
 /// taking the socket back from the instance.
 pub struct Replies {
     pub ready: Vec<u8>,
-    pub failed: Box<dyn FnOnce(&Error) -> Vec<u8> + Send>,
+    pub failed: FailureReply,
 }
+
+/// Computes the bytes to send when setup failed, from the reason.
+pub type FailureReply = Box<dyn FnOnce(&Error) -> Vec<u8> + Send>;
 
 /// Everything one session needs.
 pub(crate) struct Job {
@@ -239,7 +242,11 @@ fn run(
     };
     match &end {
         SessionEnd::Failed(why) => tracing::info!(conn = id, "connection ended: {why}"),
-        _ => tracing::debug!(conn = id, "connection ended ({end:?}) after {:?}", start.elapsed()),
+        _ => tracing::debug!(
+            conn = id,
+            "connection ended ({end:?}) after {:?}",
+            start.elapsed()
+        ),
     }
     end
 }
@@ -285,13 +292,10 @@ fn setup(
     ctrl_guest: HostFd,
     caller_fd: &mut Option<u32>,
 ) -> Result<(), Error> {
-    let instance = watm
-        .pre
-        .instantiate(&mut *store)
-        .map_err(|e| Error::Trap {
-            call: "instantiation",
-            reason: format!("{e:#}"),
-        })?;
+    let instance = watm.pre.instantiate(&mut *store).map_err(|e| Error::Trap {
+        call: "instantiation",
+        reason: format!("{e:#}"),
+    })?;
     store.data_mut().wasi.memory = instance.get_memory(&mut *store, "memory");
     store.data_mut().instance = Some(instance);
 
@@ -317,9 +321,9 @@ fn setup(
     let net_fd = if job.role == Role::Relay {
         call(store, role_export, None)?
     } else {
-        let caller = job.caller.ok_or_else(|| {
-            Error::Io(std::io::Error::other("this role needs a caller socket"))
-        })?;
+        let caller = job
+            .caller
+            .ok_or_else(|| Error::Io(std::io::Error::other("this role needs a caller socket")))?;
         let fd = insert(store, caller, "caller socket")?;
         *caller_fd = Some(fd);
         call(store, role_export, Some(fd as i32))?
@@ -366,10 +370,7 @@ fn expect_zero(ret: i32, call: &'static str) -> Result<(), Error> {
 
 /// Calls a `() -> i32` or `(i32) -> i32` export by name.
 fn call(store: &mut Store<Host>, name: &'static str, arg: Option<i32>) -> Result<i32, Error> {
-    let instance = store
-        .data()
-        .instance
-        .ok_or(Error::MissingExport(name))?;
+    let instance = store.data().instance.ok_or(Error::MissingExport(name))?;
     let trap = |e: wasmtime::Error| Error::Trap {
         call: name,
         reason: format!("{e:#}"),
@@ -431,6 +432,8 @@ pub(crate) async fn start(
     match ready.await {
         Ok(Ok(())) => Ok(handle),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(Error::Engine("session thread ended without a result".into())),
+        Err(_) => Err(Error::Engine(
+            "session thread ended without a result".into(),
+        )),
     }
 }

@@ -24,7 +24,9 @@ pub enum Entry {
     /// The preopened, read-only `/conf` directory.
     ConfDir,
     /// `/conf/watm.cfg`, opened for reading; `pos` is the read offset.
-    ConfFile { pos: u64 },
+    ConfFile {
+        pos: u64,
+    },
     Socket(Socket),
 }
 
@@ -113,10 +115,7 @@ impl FdTable {
     }
 
     pub fn remove(&mut self, fd: i32) -> Result<Entry, Errno> {
-        let slot = self
-            .entries
-            .get_mut(Self::index(fd)?)
-            .ok_or(Errno::BADF)?;
+        let slot = self.entries.get_mut(Self::index(fd)?).ok_or(Errno::BADF)?;
         let entry = slot.take().ok_or(Errno::BADF)?;
         while matches!(self.entries.last(), Some(None)) {
             self.entries.pop();

@@ -6,8 +6,8 @@
 //! written or reached outside it.
 
 use super::io::{
-    FILETYPE_CHARACTER_DEVICE, FILETYPE_DIRECTORY, FILETYPE_REGULAR_FILE,
-    FILETYPE_SOCKET_STREAM, RIGHT_FD_WRITE,
+    FILETYPE_CHARACTER_DEVICE, FILETYPE_DIRECTORY, FILETYPE_REGULAR_FILE, FILETYPE_SOCKET_STREAM,
+    RIGHT_FD_WRITE,
 };
 use super::{with_ctx, Entry, Errno, GuestMemory, HostResult, IoVec, WasiCtx, WasiView};
 use wasmtime::{Caller, Linker};
@@ -123,9 +123,7 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
                     WHENCE_END => len,
                     _ => return Err(Errno::INVAL.into()),
                 };
-                let new = base
-                    .checked_add_signed(offset)
-                    .ok_or(Errno::INVAL)?;
+                let new = base.checked_add_signed(offset).ok_or(Errno::INVAL)?;
                 *pos = new;
                 Ok(m.write_u64(out as u32, new)?)
             })
@@ -223,7 +221,10 @@ pub(super) fn read_conf(
     fd: i32,
     iovecs: &[IoVec],
 ) -> HostResult<u32> {
-    let conf = ctx.conf.clone().unwrap_or_else(|| std::sync::Arc::from(&[][..]));
+    let conf = ctx
+        .conf
+        .clone()
+        .unwrap_or_else(|| std::sync::Arc::from(&[][..]));
     let Entry::ConfFile { pos } = ctx.fds.get_mut(fd)? else {
         return Err(Errno::BADF.into());
     };

@@ -45,8 +45,15 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
 /// One decoded subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sub {
-    Clock { userdata: u64, deadline: Option<Duration> },
-    Fd { userdata: u64, kind: u8, fd: i32 },
+    Clock {
+        userdata: u64,
+        deadline: Option<Duration>,
+    },
+    Fd {
+        userdata: u64,
+        kind: u8,
+        fd: i32,
+    },
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -114,10 +121,10 @@ fn clock_deadline(ctx: &WasiCtx, id: u32, timeout: u64, abstime: bool) -> Option
         .then_some(timeout);
     }
     let now = match id {
-        CLOCK_REALTIME => SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default(),
-        CLOCK_MONOTONIC | CLOCK_PROCESS_CPUTIME | CLOCK_THREAD_CPUTIME => {
-            ctx.clock_base.elapsed()
-        }
+        CLOCK_REALTIME => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+        CLOCK_MONOTONIC | CLOCK_PROCESS_CPUTIME | CLOCK_THREAD_CPUTIME => ctx.clock_base.elapsed(),
         _ => return None,
     };
     Some(timeout.saturating_sub(now))

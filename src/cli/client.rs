@@ -1,0 +1,87 @@
+//! `water-pt client`: carry local TCP connections through a module's dialer
+//! role.
+
+use super::ModuleArgs;
+use crate::runtime::{into_fd, AllowList, Dialer, NetPolicy};
+use crate::serve::accept_loop;
+use crate::shutdown::Shutdown;
+use clap::Args;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    #[command(flatten)]
+    pub module: ModuleArgs,
+    /// Address to accept local connections on.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Carry every connection to this address (`watm_dial_v1`). Without it
+    /// (and without --fixed) the client is a SOCKS5 proxy that takes the
+    /// destination and bridge-line arguments from each request.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "fixed")]
+    pub remote: Option<String>,
+    /// Let the module choose the remote (`watm_dial_fixed_v1`); it may only
+    /// dial addresses given with --allow-dial.
+    #[arg(long)]
+    pub fixed: bool,
+    /// An address the module may dial with `water_dial` (repeatable).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub allow_dial: Vec<String>,
+}
+
+pub async fn run(args: ClientArgs) -> Result<(), String> {
+    let (runtime, watm, config) = args.module.load()?;
+    let dialer = Dialer::new(&runtime, watm)
+        .with_config(config)
+        .with_policy(NetPolicy {
+            allow: AllowList::new(&args.allow_dial),
+            ..NetPolicy::default()
+        });
+    let role = if args.fixed {
+        crate::runtime::Role::FixedDialer
+    } else {
+        crate::runtime::Role::Dialer
+    };
+    dialer.watm().require(role).map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let local = tcp.local_addr().map_err(|e| e.to_string())?;
+    let shutdown = Shutdown::install(false).map_err(|e| e.to_string())?;
+    let dialer = Arc::new(dialer);
+    let remote = match (args.remote, args.fixed) {
+        (Some(remote), _) => Some(Arc::new(remote)),
+        (None, true) => None,
+        (None, false) => {
+            tracing::info!("SOCKS5 client listening on {local}");
+            return crate::pt::client::serve_socks(&runtime, &tcp, &shutdown, None).await;
+        }
+    };
+    match &remote {
+        Some(r) => tracing::info!("client listening on {local}, dialing {r}"),
+        None => tracing::info!("client listening on {local}, module chooses the remote"),
+    }
+    let serving = accept_loop(&tcp, &shutdown, |caller, peer| {
+        let dialer = dialer.clone();
+        let remote = remote.clone();
+        async move {
+            let result = match into_fd(caller) {
+                Ok(fd) => match &remote {
+                    Some(r) => dialer.dial_with_caller(fd, "tcp", r, None).await,
+                    None => dialer.dial_fixed_with_caller(fd).await,
+                },
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = result {
+                tracing::info!("connection from {peer}: {e}");
+            }
+        }
+    });
+    tokio::select! {
+        _ = serving => {}
+        _ = shutdown.reached(crate::shutdown::Phase::Exit) => return Ok(()),
+    }
+    super::drain(&runtime, &shutdown).await;
+    Ok(())
+}

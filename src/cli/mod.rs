@@ -1,0 +1,196 @@
+//! The `water-pt` command line.
+//!
+//! Without a subcommand and with `TOR_PT_MANAGED_TRANSPORT_VER` in the
+//! environment, `water-pt` is a managed pluggable transport launched by tor.
+//! The subcommands run the same runtime standalone, for testing and for use
+//! without tor.
+
+mod client;
+mod relay;
+mod server;
+
+use crate::runtime::{Limits, Runtime, RuntimeConfig, Watm};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "water-pt",
+    version,
+    about = "WATER (WebAssembly Transport Modules) runtime and Tor pluggable transport",
+    long_about = "WATER runtime and Tor pluggable transport.\n\n\
+        Run without a subcommand from tor (ClientTransportPlugin / ServerTransportPlugin \
+        water exec /path/to/water-pt): it then speaks the managed-proxy protocol. \
+        The subcommands run the runtime standalone.\n\n\
+        Logs go to stderr; set the level with RUST_LOG (e.g. RUST_LOG=debug)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Accept plain TCP (or SOCKS5) connections and carry each through a
+    /// module's dialer role.
+    Client(client::ClientArgs),
+    /// Accept transport connections, decode each with a module's listener
+    /// role and forward the plaintext to a TCP address.
+    Server(server::ServerArgs),
+    /// Accept connections and relay each to a fixed remote with a module's
+    /// relay role (`watm_associate_v1`).
+    Relay(relay::RelayArgs),
+}
+
+/// Options every standalone command shares: the module and the runtime's
+/// limits.
+#[derive(Args, Debug, Clone)]
+pub struct ModuleArgs {
+    /// The WATM (.wasm) to run; the built-in `plain` module when omitted.
+    #[arg(long, value_name = "FILE")]
+    pub wasm: Option<PathBuf>,
+    /// A file whose bytes the module reads as /conf/watm.cfg.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for compiled modules (default: $XDG_CACHE_HOME/water-pt or
+    /// ~/.cache/water-pt).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not cache compiled modules on disk.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Largest linear memory one instance may use, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub max_memory_mib: usize,
+    /// Wasm stack size per instance, in KiB.
+    #[arg(long, value_name = "KIB", default_value_t = 512)]
+    pub wasm_stack_kib: usize,
+    /// Stop a module that runs wasm code this long without calling the host.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub max_compute_ms: u64,
+    /// Most connections open at once; further ones are refused at once.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// How long a module asked to stop may take before it is forced.
+    #[arg(long, value_name = "MS", default_value_t = 2_000)]
+    pub stop_grace_ms: u64,
+}
+
+impl ModuleArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_memory: self.max_memory_mib.saturating_mul(1 << 20),
+            wasm_stack: self.wasm_stack_kib.saturating_mul(1 << 10),
+            max_compute: Duration::from_millis(self.max_compute_ms),
+            max_connections: self.max_connections,
+            stop_grace: Duration::from_millis(self.stop_grace_ms),
+        }
+    }
+
+    /// Builds the runtime and loads the module and its config.
+    pub fn load(&self) -> Result<Loaded, String> {
+        let cache_dir = if self.no_cache {
+            None
+        } else {
+            self.cache_dir.clone().or_else(default_cache_dir)
+        };
+        let runtime = Runtime::new(RuntimeConfig {
+            limits: self.limits(),
+            cache_dir,
+        })
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+        let watm = match &self.wasm {
+            Some(path) => runtime.load_file(path),
+            None => runtime.load(crate::DEFAULT_MODULE),
+        }
+        .map_err(|e| format!("cannot load module: {e}"))?;
+        let config = match &self.config {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| format!("cannot read config {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok((runtime, watm, config))
+    }
+}
+
+/// A runtime, the module it loaded and that module's config bytes.
+pub type Loaded = (Runtime, Arc<Watm>, Option<Vec<u8>>);
+
+/// `$XDG_CACHE_HOME/water-pt`, else `~/.cache/water-pt`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("water-pt"))
+}
+
+/// Logs go to stderr only: stdout is tor's protocol channel.
+pub fn init_logging() {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stderr)
+        .try_init();
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Some(Command::Client(args)) => client::run(args).await,
+            Some(Command::Server(args)) => server::run(args).await,
+            Some(Command::Relay(args)) => relay::run(args).await,
+            None => {
+                if std::env::var_os("TOR_PT_MANAGED_TRANSPORT_VER").is_some() {
+                    crate::pt::managed::run().await
+                } else {
+                    Err(
+                        "no subcommand given and TOR_PT_MANAGED_TRANSPORT_VER is not set \
+                         (tor sets it when it launches a transport); see --help"
+                            .to_string(),
+                    )
+                }
+            }
+        }
+    });
+    // Session threads may still be blocked in a module; they end with the
+    // process.
+    rt.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            tracing::error!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Waits for the end of a standalone command: the first SIGINT stops the
+/// accept loop (which makes `serving` return), then open connections are
+/// awaited unless a second SIGINT or a SIGTERM arrives.
+pub(crate) async fn drain(runtime: &Runtime, shutdown: &crate::shutdown::Shutdown) {
+    use crate::shutdown::Phase;
+    if shutdown.phase() == Phase::Exit {
+        return;
+    }
+    tokio::select! {
+        _ = runtime.wait_idle() => {}
+        _ = shutdown.reached(Phase::Exit) => {}
+    }
+}

@@ -1,0 +1,79 @@
+//! `water-pt server`: decode inbound transport connections with a module's
+//! listener role and forward the plaintext to a TCP address.
+
+use super::ModuleArgs;
+use crate::runtime::{Error, Listener};
+use crate::serve::accept_loop;
+use crate::shutdown::Shutdown;
+use clap::Args;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub module: ModuleArgs,
+    /// Address to accept transport connections on.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Where each decoded connection is carried, as plain TCP.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub forward: String,
+}
+
+pub async fn run(args: ServerArgs) -> Result<(), String> {
+    let (runtime, watm, config) = args.module.load()?;
+    watm.require(crate::runtime::Role::Listener)
+        .map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let listener = Arc::new(Listener::from_tcp(&runtime, watm, tcp).with_config(config));
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(
+        "server listening on {local}, forwarding to {}",
+        args.forward
+    );
+    let shutdown = Shutdown::install(false).map_err(|e| e.to_string())?;
+    let forward = Arc::new(args.forward);
+    let tcp = listener.clone();
+    let serving = async {
+        accept_loop(tcp.tcp(), &shutdown, |inbound, peer| {
+            let listener = listener.clone();
+            let forward = forward.clone();
+            async move {
+                if let Err(e) = serve_one(&listener, inbound, &forward).await {
+                    tracing::info!("connection from {peer}: {e}");
+                }
+            }
+        })
+        .await
+    };
+    tokio::select! {
+        _ = serving => {}
+        _ = shutdown.reached(crate::shutdown::Phase::Exit) => return Ok(()),
+    }
+    super::drain(&runtime, &shutdown).await;
+    Ok(())
+}
+
+async fn serve_one(
+    listener: &Listener,
+    inbound: tokio::net::TcpStream,
+    forward: &str,
+) -> Result<(), Error> {
+    let upstream = tokio::net::TcpStream::connect(forward)
+        .await
+        .map_err(|e| Error::Dial {
+            address: forward.to_owned(),
+            source: e,
+        })?;
+    let _ = upstream.set_nodelay(true);
+    listener
+        .serve(
+            crate::runtime::into_fd(inbound)?,
+            crate::runtime::into_fd(upstream)?,
+        )
+        .await?;
+    Ok(())
+}

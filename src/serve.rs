@@ -1,0 +1,52 @@
+//! The accept loop shared by every listening command.
+
+use crate::shutdown::{Phase, Shutdown};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Accepts connections until the shutdown phase leaves `Running`, handing
+/// each to `handle` on its own task.
+///
+/// Running out of file descriptors (`EMFILE`/`ENFILE`) pauses accepting with
+/// an exponential back-off instead of spinning: the pending connection stays
+/// in the kernel's backlog until a descriptor is free again.
+pub async fn accept_loop<F, Fut>(listener: &TcpListener, shutdown: &Shutdown, mut handle: F)
+where
+    F: FnMut(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.reached(Phase::Draining) => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(handle(stream, peer));
+            }
+            Err(e) => {
+                let exhausted = matches!(
+                    e.raw_os_error().map(rustix::io::Errno::from_raw_os_error),
+                    Some(
+                        rustix::io::Errno::MFILE
+                            | rustix::io::Errno::NFILE
+                            | rustix::io::Errno::NOBUFS
+                            | rustix::io::Errno::NOMEM
+                    )
+                );
+                if exhausted {
+                    tracing::warn!("accept: {e}; pausing accepts for {backoff:?}");
+                } else {
+                    tracing::warn!("accept: {e}");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}

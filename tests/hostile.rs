@@ -1,0 +1,246 @@
+//! Broken and hostile modules fail their own connection, with a cause that
+//! names what went wrong, while a healthy connection beside them keeps
+//! working and nothing (fds, threads) is left behind.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use water_pt::runtime::SessionEnd;
+use water_pt::{Dialer, Runtime};
+
+/// Starts a healthy `plain` connection, runs `hostile` (which returns how its
+/// connection ended), then checks the healthy one still carries bytes.
+async fn beside_a_healthy_connection(rt: &Runtime, hostile_wasm: Vec<u8>) -> SessionEnd {
+    let echo = echo_server().await;
+    let healthy = Dialer::new(rt, rt.load(&module("plain")).unwrap());
+    let mut good = healthy.dial("tcp", &echo.to_string()).await.unwrap();
+    assert_eq!(roundtrip(&mut good, b"before").await, b"before");
+
+    let bad = Dialer::new(rt, rt.load(&hostile_wasm).unwrap());
+    let stream = bad.dial("tcp", &echo.to_string()).await.unwrap();
+    let session = stream.session().clone();
+    // Dropping the caller side asks the module to stop; hostile modules
+    // ignore that and must be stopped by force.
+    drop(stream);
+    let end = tokio::time::timeout(Duration::from_secs(10), session.finished())
+        .await
+        .expect("hostile session ends in bounded time");
+
+    assert_eq!(roundtrip(&mut good, b"after").await, b"after");
+    end
+}
+
+async fn check(hostile_wasm: Vec<u8>, expect_in_cause: &[&str]) {
+    let rt = runtime();
+    // Warm up once so lazily created runtime threads exist before counting.
+    beside_a_healthy_connection(&rt, module("plain")).await;
+    let base = settle_to(counts()).await;
+    let end = beside_a_healthy_connection(&rt, hostile_wasm).await;
+    let SessionEnd::Failed(cause) = end else {
+        panic!("hostile module should fail, ended {end:?}");
+    };
+    for word in expect_in_cause {
+        assert!(
+            cause.contains(word),
+            "cause {cause:?} should mention {word:?}"
+        );
+    }
+    let after = settle_to(base).await;
+    assert!(
+        after.0 <= base.0 && after.1 <= base.1,
+        "fds/threads before {base:?}, after {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_pointer_to_fd_write_is_efault() {
+    // fd_write on the caller fd with an iovec array outside memory; the
+    // module returns the errno it got, negated.
+    let m = wat_module(
+        "(i32.sub (i32.const 0)
+           (call $fd_write (global.get $caller) (i32.const 0xFFFFFF00) (i32.const 1) (i32.const 16)))",
+        "",
+    );
+    check(m, &["watm_start_v1", "EFAULT"]).await;
+}
+
+#[tokio::test]
+async fn iovec_pointing_outside_memory_is_efault() {
+    // A valid iovec array whose buffer runs past the end of memory.
+    let m = wat_module(
+        "(i32.store (i32.const 0) (i32.const 65000))
+         (i32.store (i32.const 4) (i32.const 4096))
+         (i32.sub (i32.const 0)
+           (call $fd_write (global.get $caller) (i32.const 0) (i32.const 1) (i32.const 16)))",
+        "",
+    );
+    check(m, &["EFAULT"]).await;
+}
+
+#[tokio::test]
+async fn trap_in_start_fails_only_its_connection() {
+    check(
+        wat_module("(unreachable)", ""),
+        &["watm_start_v1", "trapped", "unreachable"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn module_spinning_forever_is_stopped() {
+    check(
+        wat_module("(loop $spin (br $spin)) (i32.const 0)", ""),
+        &["watm_start_v1", "trapped"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn module_sleeping_in_poll_and_ignoring_ctrl_is_stopped() {
+    // One clock subscription of an hour, never looking at the control pipe.
+    let m = wat_module(
+        "(i32.store8 (i32.const 8) (i32.const 0))
+         (i32.store (i32.const 16) (i32.const 1))
+         (i64.store (i32.const 24) (i64.const 3600000000000))
+         (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+         (i32.const 0)",
+        "",
+    );
+    check(m, &["stopped by the runtime"]).await;
+}
+
+#[tokio::test]
+async fn setup_errors_name_their_cause() {
+    let rt = runtime();
+    let echo = echo_server().await.to_string();
+
+    // Not wasm at all.
+    let err = rt.load(b"not a module").unwrap_err().to_string();
+    assert!(err.contains("invalid WebAssembly module"), "{err}");
+
+    // Missing a required export.
+    let m = wat::parse_str(r#"(module (memory (export "memory") 1))"#).unwrap();
+    let err = rt.load(&m).unwrap_err().to_string();
+    assert!(err.contains("watm_init_v1"), "{err}");
+
+    // A module that is a listener only cannot dial.
+    let m = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+            (func (export "watm_init_v1") (result i32) (i32.const 0))
+            (func (export "watm_ctrlpipe_v1") (param i32) (result i32) (i32.const 0))
+            (func (export "watm_start_v1") (result i32) (i32.const 0))
+            (func (export "watm_accept_v1") (param i32) (result i32) (i32.const 0)))"#,
+    )
+    .unwrap();
+    let err = Dialer::new(&rt, rt.load(&m).unwrap())
+        .dial("tcp", &echo)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("dialer") && err.contains("watm_dial_v1"),
+        "{err}"
+    );
+
+    // An export with the wrong type.
+    let m = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+            (func (export "watm_init_v1") (param i32) (result i32) (i32.const 0))
+            (func (export "watm_ctrlpipe_v1") (param i32) (result i32) (i32.const 0))
+            (func (export "watm_start_v1") (result i32) (i32.const 0)))"#,
+    )
+    .unwrap();
+    let err = rt.load(&m).unwrap_err().to_string();
+    assert!(
+        err.contains("watm_init_v1") && err.contains("func() -> i32"),
+        "{err}"
+    );
+
+    // init failing with an errno.
+    let m = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+            (func (export "watm_init_v1") (result i32) (i32.const -28))
+            (func (export "watm_ctrlpipe_v1") (param i32) (result i32) (i32.const 0))
+            (func (export "watm_start_v1") (result i32) (i32.const 0))
+            (func (export "watm_dial_v1") (param i32) (result i32) (i32.const 0)))"#,
+    )
+    .unwrap();
+    let err = Dialer::new(&rt, rt.load(&m).unwrap())
+        .dial("tcp", &echo)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("watm_init_v1 returned -EINVAL"), "{err}");
+
+    // A role function returning a bogus fd.
+    let m = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+            (func (export "watm_init_v1") (result i32) (i32.const 0))
+            (func (export "watm_ctrlpipe_v1") (param i32) (result i32) (i32.const 0))
+            (func (export "watm_start_v1") (result i32) (i32.const 0))
+            (func (export "watm_dial_v1") (param i32) (result i32) (i32.const 77)))"#,
+    )
+    .unwrap();
+    let err = Dialer::new(&rt, rt.load(&m).unwrap())
+        .dial("tcp", &echo)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("fd 77") && err.contains("watm_dial_v1"),
+        "{err}"
+    );
+
+    // A dial that fails: the cause names the address.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let err = Dialer::new(&rt, rt.load(&module("plain")).unwrap())
+        .dial("tcp", &closed.to_string())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&closed.to_string()) && err.contains("refused"),
+        "{err}"
+    );
+
+    // Importing a memory instead of defining one.
+    let m = wat::parse_str(r#"(module (import "env" "mem" (memory 1)))"#).unwrap();
+    let err = rt.load(&m).unwrap_err().to_string();
+    assert!(
+        err.contains("env::mem") && err.contains("not a function"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_imports_link_to_enosys_stubs() {
+    // A module importing preview1 functions the runtime does not implement
+    // still instantiates; calling one returns ENOSYS (52), which this module
+    // passes back negated from watm_start_v1.
+    let rt = runtime();
+    let echo = echo_server().await;
+    let text = r#"(module
+      (import "env" "water_dial_fixed" (func $dial_fixed (result i32)))
+      (import "wasi_snapshot_preview1" "fd_readdir" (func $readdir (param i32 i32 i32 i64 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "path_unlink_file" (func $unlink (param i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "watm_init_v1") (result i32) (i32.const 0))
+      (func (export "watm_dial_v1") (param i32) (result i32) (call $dial_fixed))
+      (func (export "watm_ctrlpipe_v1") (param i32) (result i32) (i32.const 0))
+      (func (export "watm_start_v1") (result i32)
+        (i32.sub (i32.const 0) (call $readdir (i32.const 3) (i32.const 0) (i32.const 0) (i64.const 0) (i32.const 0)))))"#;
+    let watm = rt.load(&wat::parse_str(text).unwrap()).unwrap();
+    let s = Dialer::new(&rt, watm)
+        .dial("tcp", &echo.to_string())
+        .await
+        .unwrap();
+    let end = s.session().finished().await;
+    assert_eq!(
+        end,
+        SessionEnd::Failed("watm_start_v1 returned -ENOSYS(52)".into())
+    );
+}
