@@ -91,3 +91,33 @@ async fn config_is_visible_at_conf_watm_cfg() {
         .unwrap();
     assert_eq!(&got, b"<none>");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_connections_carry_one_mib_each() {
+    use tokio::io::AsyncReadExt;
+    let rt = runtime();
+    let echo = echo_server().await;
+    let dialer = std::sync::Arc::new(Dialer::new(&rt, rt.load(&module("plain")).unwrap()));
+    let mut tasks = Vec::new();
+    for i in 0..100u64 {
+        let dialer = dialer.clone();
+        let addr = echo.to_string();
+        tasks.push(tokio::spawn(async move {
+            let data = random_bytes(1 << 20, i + 1);
+            let s = dialer.dial("tcp", &addr).await.unwrap();
+            let (mut r, mut w) = tokio::io::split(s);
+            let expected = sha256(&data);
+            let writer = tokio::spawn(async move {
+                w.write_all(&data).await.unwrap();
+                w
+            });
+            let mut back = vec![0u8; 1 << 20];
+            r.read_exact(&mut back).await.unwrap();
+            let _w = writer.await.unwrap();
+            assert_eq!(sha256(&back), expected, "connection {i} corrupted");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}

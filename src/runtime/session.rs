@@ -318,27 +318,29 @@ fn setup(
     expect_zero(call(store, "watm_init_v1", None)?, "watm_init_v1")?;
 
     let role_export = job.role.export();
-    let net_fd = if job.role == Role::Relay {
-        call(store, role_export, None)?
+    if job.role == Role::Relay {
+        // `watm_associate_v1` returns an errno, not an fd: the module keeps
+        // both of its sockets (from `water_accept` and `water_dial_fixed`).
+        expect_zero(call(store, role_export, None)?, role_export)?;
     } else {
         let caller = job
             .caller
             .ok_or_else(|| Error::Io(std::io::Error::other("this role needs a caller socket")))?;
         let fd = insert(store, caller, "caller socket")?;
         *caller_fd = Some(fd);
-        call(store, role_export, Some(fd as i32))?
-    };
-    if let Some(errno) = Errno::from_negative(net_fd) {
-        return Err(Error::Guest {
-            call: role_export,
-            errno,
-        });
-    }
-    if store.data().wasi.fds.socket(net_fd).is_err() {
-        return Err(Error::BogusFd {
-            call: role_export,
-            fd: net_fd,
-        });
+        let net_fd = call(store, role_export, Some(fd as i32))?;
+        if let Some(errno) = Errno::from_negative(net_fd) {
+            return Err(Error::Guest {
+                call: role_export,
+                errno,
+            });
+        }
+        if store.data().wasi.fds.socket(net_fd).is_err() {
+            return Err(Error::BogusFd {
+                call: role_export,
+                fd: net_fd,
+            });
+        }
     }
     let ctrl_fd = insert(store, ctrl_guest, "control pipe")?;
     expect_zero(
