@@ -82,6 +82,7 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
         _ = serving => {}
         _ = shutdown.reached(crate::shutdown::Phase::Exit) => return Ok(()),
     }
+    drop(tcp);
     super::drain(&runtime, &shutdown).await;
     Ok(())
 }

@@ -56,6 +56,7 @@ pub async fn run(args: RelayArgs) -> Result<(), String> {
         _ = serving => {}
         _ = shutdown.reached(crate::shutdown::Phase::Exit) => return Ok(()),
     }
+    drop(tcp);
     super::drain(&runtime, &shutdown).await;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! listener role and forward the plaintext to a TCP address.
 
 use super::ModuleArgs;
-use crate::runtime::{Error, Listener};
+use crate::runtime::{Error, Server};
 use crate::serve::accept_loop;
 use crate::shutdown::Shutdown;
 use clap::Args;
@@ -23,42 +23,41 @@ pub struct ServerArgs {
 
 pub async fn run(args: ServerArgs) -> Result<(), String> {
     let (runtime, watm, config) = args.module.load()?;
-    watm.require(crate::runtime::Role::Listener)
-        .map_err(|e| e.to_string())?;
+    let server = Server::new(&runtime, watm)
+        .map_err(|e| e.to_string())?
+        .with_config(config);
     let tcp = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let listener = Arc::new(Listener::from_tcp(&runtime, watm, tcp).with_config(config));
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let local = tcp.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(
         "server listening on {local}, forwarding to {}",
         args.forward
     );
     let shutdown = Shutdown::install(false).map_err(|e| e.to_string())?;
     let forward = Arc::new(args.forward);
-    let tcp = listener.clone();
-    let serving = async {
-        accept_loop(tcp.tcp(), &shutdown, |inbound, peer| {
-            let listener = listener.clone();
-            let forward = forward.clone();
-            async move {
-                if let Err(e) = serve_one(&listener, inbound, &forward).await {
-                    tracing::info!("connection from {peer}: {e}");
-                }
+    let serving = accept_loop(&tcp, &shutdown, |inbound, peer| {
+        let server = server.clone();
+        let forward = forward.clone();
+        async move {
+            if let Err(e) = serve_one(&server, inbound, &forward).await {
+                tracing::info!("connection from {peer}: {e}");
             }
-        })
-        .await
-    };
+        }
+    });
     tokio::select! {
         _ = serving => {}
         _ = shutdown.reached(crate::shutdown::Phase::Exit) => return Ok(()),
     }
+    // Close the listening socket so new connections are refused while the
+    // open ones finish.
+    drop(tcp);
     super::drain(&runtime, &shutdown).await;
     Ok(())
 }
 
 async fn serve_one(
-    listener: &Listener,
+    server: &Server,
     inbound: tokio::net::TcpStream,
     forward: &str,
 ) -> Result<(), Error> {
@@ -69,7 +68,7 @@ async fn serve_one(
             source: e,
         })?;
     let _ = upstream.set_nodelay(true);
-    listener
+    server
         .serve(
             crate::runtime::into_fd(inbound)?,
             crate::runtime::into_fd(upstream)?,

@@ -11,37 +11,30 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 
-/// Accepts TCP connections and serves each through its own instance of a
-/// WATM. The host accepts; inside `watm_accept_v1` the module's
-/// `water_accept()` returns that connection.
-#[derive(Debug)]
-pub struct Listener {
-    tcp: TcpListener,
+/// Serves inbound connections through a WATM's listener role, one instance
+/// per connection: inside `watm_accept_v1` the module's `water_accept()`
+/// returns the inbound connection.
+#[derive(Clone, Debug)]
+pub struct Server {
     runtime: Runtime,
     watm: Arc<Watm>,
     config: Option<Arc<[u8]>>,
     policy: Arc<NetPolicy>,
 }
 
-impl Listener {
-    /// Binds `addr`. Fails at once if the module has no `watm_accept_v1`.
-    pub async fn bind(runtime: &Runtime, watm: Arc<Watm>, addr: SocketAddr) -> Result<Self, Error> {
+impl Server {
+    /// Fails if the module has no `watm_accept_v1`.
+    pub fn new(runtime: &Runtime, watm: Arc<Watm>) -> Result<Self, Error> {
         watm.require(Role::Listener)?;
-        let tcp = TcpListener::bind(addr).await?;
-        Ok(Self::from_tcp(runtime, watm, tcp))
-    }
-
-    /// Serves an already-bound listener.
-    pub fn from_tcp(runtime: &Runtime, watm: Arc<Watm>, tcp: TcpListener) -> Self {
-        Self {
-            tcp,
+        Ok(Self {
             runtime: runtime.clone(),
             watm,
             config: None,
             policy: Arc::new(NetPolicy::default()),
-        }
+        })
     }
 
+    /// Bytes the module reads as `/conf/watm.cfg`.
     pub fn with_config(mut self, config: Option<Vec<u8>>) -> Self {
         self.config = config.map(Arc::from);
         self
@@ -52,27 +45,8 @@ impl Listener {
         self
     }
 
-    /// The listening socket.
-    pub fn tcp(&self) -> &TcpListener {
-        &self.tcp
-    }
-
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.local_addr()
-    }
-
-    /// Accepts the next TCP connection without starting a module for it.
-    /// Errors here are about the listening socket (e.g. `EMFILE`).
-    pub async fn accept_tcp(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        self.tcp.accept().await
-    }
-
-    /// Accepts the next connection and returns the decoded stream.
-    pub async fn accept(&self) -> Result<(WaterStream, SocketAddr), Error> {
-        let (tcp, peer) = self.accept_tcp().await?;
-        let (ours, theirs) = caller_pair()?;
-        let session = self.serve(into_fd(tcp)?, theirs).await?;
-        Ok((WaterStream::new(ours, session), peer))
+    pub fn watm(&self) -> &Arc<Watm> {
+        &self.watm
     }
 
     /// Serves one accepted connection with `caller` as the module's caller
@@ -89,6 +63,66 @@ impl Listener {
             replies: None,
         };
         session::start(&self.runtime, self.watm.clone(), job).await
+    }
+
+    /// Serves one accepted connection and returns the decoded stream.
+    pub async fn serve_stream(&self, inbound: TcpStream) -> Result<WaterStream, Error> {
+        let (ours, theirs) = caller_pair()?;
+        let session = self.serve(into_fd(inbound)?, theirs).await?;
+        Ok(WaterStream::new(ours, session))
+    }
+}
+
+/// A bound TCP listener whose connections are decoded by a WATM, like the
+/// reference runtime's `Listener`.
+#[derive(Debug)]
+pub struct Listener {
+    tcp: TcpListener,
+    server: Server,
+}
+
+impl Listener {
+    /// Binds `addr`. Fails at once if the module has no `watm_accept_v1`.
+    pub async fn bind(runtime: &Runtime, watm: Arc<Watm>, addr: SocketAddr) -> Result<Self, Error> {
+        let server = Server::new(runtime, watm)?;
+        let tcp = TcpListener::bind(addr).await?;
+        Ok(Self { tcp, server })
+    }
+
+    pub fn with_config(mut self, config: Option<Vec<u8>>) -> Self {
+        self.server = self.server.with_config(config);
+        self
+    }
+
+    pub fn with_policy(mut self, policy: NetPolicy) -> Self {
+        self.server = self.server.with_policy(policy);
+        self
+    }
+
+    /// The serving half, to hand to per-connection tasks.
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// Accepts the next TCP connection without starting a module for it.
+    /// Errors here are about the listening socket (e.g. `EMFILE`).
+    pub async fn accept_tcp(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        self.tcp.accept().await
+    }
+
+    /// Accepts the next connection and returns the decoded stream.
+    pub async fn accept(&self) -> Result<(WaterStream, SocketAddr), Error> {
+        let (tcp, peer) = self.accept_tcp().await?;
+        Ok((self.server.serve_stream(tcp).await?, peer))
+    }
+
+    /// See [`Server::serve`].
+    pub async fn serve(&self, inbound: HostFd, caller: HostFd) -> Result<SessionHandle, Error> {
+        self.server.serve(inbound, caller).await
     }
 }
 

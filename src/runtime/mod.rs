@@ -21,7 +21,7 @@ mod ticker;
 
 pub use dialer::Dialer;
 pub use error::Error;
-pub use listener::{into_fd, Listener};
+pub use listener::{into_fd, Listener, Server};
 pub use module::{sha256, Role, Watm};
 pub use net::{resolve, AllowList, Connector, DirectConnector, NetPolicy};
 pub use relay::Relay;

@@ -142,3 +142,102 @@ pub fn wat_module(start: &str, extra: &str) -> Vec<u8> {
     );
     wat::parse_str(&text).expect("valid WAT")
 }
+
+/// A spawned `water-pt` process, killed when dropped. Its stderr is read
+/// line by line on a thread so tests can wait for log lines.
+pub struct Child {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Child {
+    pub fn spawn(args: &[&str]) -> Child {
+        Self::spawn_with(
+            std::process::Command::new(env!("CARGO_BIN_EXE_water-pt")),
+            args,
+        )
+    }
+
+    pub fn spawn_with(mut cmd: std::process::Command, args: &[&str]) -> Child {
+        use std::io::BufRead;
+        let mut child = cmd
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn water-pt");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Child {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (up to 20 s) for a stderr line containing `needle`.
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line containing {needle:?}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Waits for the "listening on ADDR" log line and returns ADDR.
+    pub fn listening_addr(&mut self) -> SocketAddr {
+        let line = self.wait_for_line("listening on ");
+        let rest = &line[line.find("listening on ").unwrap() + "listening on ".len()..];
+        let addr = rest.split([',', ' ']).next().unwrap();
+        addr.parse()
+            .unwrap_or_else(|_| panic!("no address in {line:?}"))
+    }
+
+    pub fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, sig).unwrap();
+    }
+
+    /// Waits (bounded) for the process to exit and returns its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process did not exit in {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

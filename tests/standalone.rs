@@ -1,0 +1,313 @@
+//! The standalone commands as real processes: `water-pt client` in front of
+//! `water-pt server`, `water-pt relay`, graceful shutdown, the connection
+//! limit and running out of file descriptors.
+
+mod common;
+
+use common::*;
+use rustix::process::Signal;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn wasm(name: &str) -> String {
+    module_path(name).display().to_string()
+}
+
+/// A server forwarding to `forward` and a client in front of it, both
+/// running `module`.
+fn pair(module: &str, forward: SocketAddr, extra: &[&str]) -> (Child, Child, SocketAddr) {
+    let w = wasm(module);
+    let fwd = forward.to_string();
+    let mut args = vec![
+        "server",
+        "--no-cache",
+        "--wasm",
+        &w,
+        "--listen",
+        "127.0.0.1:0",
+        "--forward",
+        &fwd,
+    ];
+    args.extend_from_slice(extra);
+    let mut server = Child::spawn(&args);
+    let server_addr = server.listening_addr().to_string();
+    let mut args = vec![
+        "client",
+        "--no-cache",
+        "--wasm",
+        &w,
+        "--listen",
+        "127.0.0.1:0",
+        "--remote",
+        &server_addr,
+    ];
+    args.extend_from_slice(extra);
+    let mut client = Child::spawn(&args);
+    let client_addr = client.listening_addr();
+    (client, server, client_addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_server_pair_plain_200_connections_of_one_mib() {
+    let echo = echo_server().await;
+    let (_client, _server, addr) = pair("plain", echo, &[]);
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        tasks.push(tokio::spawn(async move {
+            let data = random_bytes(1 << 20, 1000 + i);
+            let expected = sha256(&data);
+            let s = TcpStream::connect(addr).await.unwrap();
+            let (mut r, mut w) = s.into_split();
+            let writer = tokio::spawn(async move { w.write_all(&data).await.map(|_| w) });
+            let mut back = vec![0u8; 1 << 20];
+            r.read_exact(&mut back).await.unwrap();
+            writer.await.unwrap().unwrap();
+            assert_eq!(sha256(&back), expected, "connection {i}");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn client_server_pair_reverse_round_trips_messages() {
+    let echo = echo_server().await;
+    let (_client, _server, addr) = pair("reverse", echo, &[]);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // Each message fits in one read at every hop, so each reversal is undone
+    // by the next one.
+    for i in 0..50u64 {
+        let msg = random_bytes(100, i + 1);
+        assert_eq!(roundtrip(&mut s, &msg).await, msg);
+    }
+}
+
+#[tokio::test]
+async fn relay_command_forwards_through_plain() {
+    let echo = echo_server().await;
+    let w = wasm("plain");
+    let e = echo.to_string();
+    let mut relay = Child::spawn(&[
+        "relay",
+        "--no-cache",
+        "--wasm",
+        &w,
+        "--listen",
+        "127.0.0.1:0",
+        "--remote",
+        &e,
+    ]);
+    let addr = relay.listening_addr();
+    let data = random_bytes(256 << 10, 5);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(sha256(&roundtrip(&mut s, &data).await), sha256(&data));
+}
+
+#[tokio::test]
+async fn first_sigint_drains_second_exits() {
+    let echo = echo_server().await;
+    let w = wasm("plain");
+    let e = echo.to_string();
+    let mut server = Child::spawn(&[
+        "server",
+        "--no-cache",
+        "--wasm",
+        &w,
+        "--listen",
+        "127.0.0.1:0",
+        "--forward",
+        &e,
+    ]);
+    let addr = server.listening_addr();
+    let mut open = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(roundtrip(&mut open, b"one").await, b"one");
+
+    server.signal(Signal::INT);
+    server.wait_for_line("no longer accepting");
+    // New connections are no longer served...
+    let refused = match TcpStream::connect(addr).await {
+        Err(_) => true,
+        Ok(mut s) => {
+            let mut b = [0u8; 1];
+            let _ = s.write_all(b"x").await;
+            matches!(
+                tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await,
+                Ok(Ok(0)) | Ok(Err(_))
+            )
+        }
+    };
+    assert!(refused, "a new connection was served while draining");
+    // ...while the open one still works.
+    assert_eq!(roundtrip(&mut open, b"two").await, b"two");
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "exited while a connection was open"
+    );
+    drop(open);
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+
+    // With a connection open, a second SIGINT exits at once.
+    let mut server = Child::spawn(&[
+        "server",
+        "--no-cache",
+        "--wasm",
+        &w,
+        "--listen",
+        "127.0.0.1:0",
+        "--forward",
+        &e,
+    ]);
+    let addr = server.listening_addr();
+    let mut open = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(roundtrip(&mut open, b"one").await, b"one");
+    server.signal(Signal::INT);
+    server.wait_for_line("no longer accepting");
+    server.signal(Signal::INT);
+    server.wait_exit(Duration::from_secs(5));
+
+    // SIGTERM exits at once too.
+    let mut server = Child::spawn(&[
+        "server",
+        "--no-cache",
+        "--wasm",
+        &w,
+        "--listen",
+        "127.0.0.1:0",
+        "--forward",
+        &e,
+    ]);
+    let addr = server.listening_addr();
+    let mut open = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(roundtrip(&mut open, b"one").await, b"one");
+    server.signal(Signal::TERM);
+    server.wait_exit(Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn connection_limit_refuses_promptly_with_a_log_line() {
+    let echo = echo_server().await;
+    let (mut client, _server, addr) = pair("plain", echo, &["--max-connections", "2"]);
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    let mut b = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(roundtrip(&mut a, b"a").await, b"a");
+    assert_eq!(roundtrip(&mut b, b"b").await, b"b");
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .expect("refused promptly, not queued")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    client.wait_for_line("connection limit reached");
+    drop(a);
+    // Once a slot is free, connections are served again (the client's slot
+    // frees as soon as its module sees the close).
+    let mut served = false;
+    for _ in 0..100 {
+        let mut d = TcpStream::connect(addr).await.unwrap();
+        let _ = d.write_all(b"d").await;
+        let mut one = [0u8; 1];
+        if let Ok(Ok(1)) = tokio::time::timeout(Duration::from_secs(5), d.read(&mut one)).await {
+            served = true;
+            break;
+        }
+    }
+    assert!(served);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_fds_backs_off_and_recovers() {
+    let echo = echo_server().await;
+    let w = wasm("plain");
+    let e = echo.to_string();
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--nofile=48:48")
+        .arg(env!("CARGO_BIN_EXE_water-pt"));
+    let mut server = Child::spawn_with(
+        cmd,
+        &[
+            "server",
+            "--no-cache",
+            "--wasm",
+            &w,
+            "--listen",
+            "127.0.0.1:0",
+            "--forward",
+            &e,
+        ],
+    );
+    let addr = server.listening_addr();
+    // Each served connection holds about four descriptors in the server;
+    // forty connections exhaust 48.
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    server.wait_for_line("pausing accepts");
+    assert!(server.child.try_wait().unwrap().is_none(), "server crashed");
+    drop(held);
+    let served = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for _ in 0..200 {
+        let Ok(mut s) = TcpStream::connect(addr).await else {
+            continue;
+        };
+        let _ = s.write_all(b"ok").await;
+        let mut b = [0u8; 2];
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut b)).await
+        {
+            served.store(true, std::sync::atomic::Ordering::SeqCst);
+            break;
+        }
+    }
+    assert!(
+        served.load(std::sync::atomic::Ordering::SeqCst),
+        "server recovered"
+    );
+}
+
+#[test]
+fn help_documents_every_flag() {
+    for (cmd, flags) in [
+        (
+            "client",
+            &[
+                "--wasm",
+                "--config",
+                "--listen",
+                "--remote",
+                "--fixed",
+                "--allow-dial",
+                "--max-connections",
+                "--max-memory-mib",
+                "--max-compute-ms",
+                "--wasm-stack-kib",
+                "--stop-grace-ms",
+                "--cache-dir",
+                "--no-cache",
+            ][..],
+        ),
+        (
+            "server",
+            &["--wasm", "--config", "--listen", "--forward"][..],
+        ),
+        (
+            "relay",
+            &["--wasm", "--config", "--listen", "--remote", "--allow-dial"][..],
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_water-pt"))
+            .args([cmd, "--help"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        for flag in flags {
+            assert!(text.contains(flag), "{cmd} --help lacks {flag}");
+        }
+    }
+}
