@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what building and testing water-pt needs on a fresh Debian machine
+# with a Rust toolchain: the wasm target (to check the committed modules),
+# and the Debian packages the end-to-end tests run for real (tor, tinyproxy).
+# Safe to run again; does nothing that is already done.
+set -euo pipefail
+
+need_pkgs=()
+for pair in tor:tor tinyproxy:tinyproxy prlimit:util-linux; do
+  bin=${pair%%:*}
+  pkg=${pair#*:}
+  command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || [ -x "/usr/bin/$bin" ] || need_pkgs+=("$pkg")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  else
+    echo "setup: please install: ${need_pkgs[*]}" >&2
+    exit 1
+  fi
+fi
+
+if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx wasm32-wasip1; then
+  rustup target add wasm32-wasip1 || echo "setup: wasm32-wasip1 unavailable; the committed modules will be used" >&2
+fi
