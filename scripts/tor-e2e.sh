@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# End to end with a real tor on both sides, all on loopback:
+#
+#   tor client --SOCKS--> water-pt (client, WATM) --TCP--> water-pt (bridge, WATM)
+#     --Extended ORPort--> tor bridge
+#
+# Both tors get a fake, unreachable directory authority, so nothing leaves the
+# machine. Passes when the bridge's log shows "Registered server transport
+# 'water'" and the client's log shows "new bridge descriptor", which means
+# tor's TLS and a BEGIN_DIR request crossed both modules.
+#
+# Usage: scripts/tor-e2e.sh [MODULE] [MODULE_CONFIG_BASE64URL]
+#   MODULE: a name in watm/prebuilt/ (default plain) or a path to a .wasm.
+# Environment: WATER_PT (binary; default: build target/debug/water-pt),
+#   TOR (default: tor), E2E_TIMEOUT (seconds, default 90).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+module=${1:-plain}
+config=${2:-}
+case "$module" in
+  */*|*.wasm) module_path=$(readlink -f "$module") ;;
+  *) module_path=$(readlink -f "watm/prebuilt/$module.wasm") ;;
+esac
+[ -f "$module_path" ] || { echo "tor-e2e: no module $module_path" >&2; exit 2; }
+tor_bin=${TOR:-tor}
+command -v "$tor_bin" >/dev/null || { echo "tor-e2e: tor not found (apt-get install tor)" >&2; exit 2; }
+if [ -z "${WATER_PT:-}" ]; then
+  cargo build --quiet --bin water-pt
+  WATER_PT=$(readlink -f target/debug/water-pt)
+fi
+timeout_s=${E2E_TIMEOUT:-90}
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/water-e2e.XXXXXX")
+pids=()
+cleanup() {
+  local status=$?
+  # The transports tor launched: they must exit by themselves once tor is gone
+  # (tor's exit closes their stdin).
+  local children=()
+  for p in "${pids[@]}"; do
+    while read -r c; do [ -n "$c" ] && children+=("$c"); done < <(pgrep -P "$p" || true)
+  done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}" "${children[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+    if kill -0 "$p" 2>/dev/null; then
+      echo "tor-e2e: process $p did not exit; killing it" >&2
+      kill -9 "$p" 2>/dev/null || true
+      [ $status -eq 0 ] && status=1
+    fi
+  done
+  if [ $status -ne 0 ]; then
+    echo "---- bridge log" >&2; tail -n 30 "$tmp/bridge.log" >&2 2>/dev/null || true
+    echo "---- client log" >&2; tail -n 30 "$tmp/client.log" >&2 2>/dev/null || true
+  fi
+  rm -rf "$tmp"
+  exit $status
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_for() {
+  local file=$1 pattern=$2 what=$3
+  local deadline=$((SECONDS + timeout_s))
+  while [ $SECONDS -lt $deadline ]; do
+    if grep -q "$pattern" "$file" 2>/dev/null; then return 0; fi
+    for p in "${pids[@]}"; do
+      kill -0 "$p" 2>/dev/null || { echo "tor-e2e: a tor exited while waiting for $what" >&2; return 1; }
+    done
+    sleep 0.2
+  done
+  echo "tor-e2e: timed out waiting for $what" >&2
+  return 1
+}
+
+or_port=$(free_port)
+pt_port=$(free_port)
+socks_port=$(free_port)
+# A directory authority that does not exist: tor never reaches the network.
+fake_auth="DirAuthority fake orport=9 no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:9 0123 4567 89AB CDEF 0123 4567 89AB CDEF 0123 4567"
+
+options="water-wasm=$module_path"
+[ -n "$config" ] && options="$options water-config=$config"
+
+mkdir -m 700 "$tmp/bridge" "$tmp/client"
+cat > "$tmp/bridge.torrc" <<TORRC
+DataDirectory $tmp/bridge
+BridgeRelay 1
+Nickname watere2e
+ORPort 127.0.0.1:$or_port
+ExtORPort auto
+PublishServerDescriptor 0
+AssumeReachable 1
+SocksPort 0
+ServerTransportPlugin water exec $WATER_PT
+ServerTransportListenAddr water 127.0.0.1:$pt_port
+ServerTransportOptions water $options
+$fake_auth
+Log notice file $tmp/bridge.log
+Log info file $tmp/bridge.info.log
+TORRC
+
+"$tor_bin" -f "$tmp/bridge.torrc" --quiet &
+pids+=($!)
+wait_for "$tmp/bridge.log" "Registered server transport 'water' at '127.0.0.1:$pt_port'" "the bridge's transport"
+for _ in $(seq 1 100); do [ -s "$tmp/bridge/fingerprint" ] && break; sleep 0.1; done
+fingerprint=$(cut -d' ' -f2 "$tmp/bridge/fingerprint")
+echo "tor-e2e: bridge up, fingerprint $fingerprint, transport at 127.0.0.1:$pt_port, module $(basename "$module_path")"
+
+bridge_args="water-wasm=$module_path water-sha256=$(sha256sum "$module_path" | cut -d' ' -f1)"
+[ -n "$config" ] && bridge_args="$bridge_args water-config=$config"
+cat > "$tmp/client.torrc" <<TORRC
+DataDirectory $tmp/client
+UseBridges 1
+ClientTransportPlugin water exec $WATER_PT
+Bridge water 127.0.0.1:$pt_port $fingerprint $bridge_args
+SocksPort 127.0.0.1:$socks_port
+$fake_auth
+UseDefaultFallbackDirs 0
+Log notice file $tmp/client.log
+TORRC
+
+"$tor_bin" -f "$tmp/client.torrc" --quiet &
+pids+=($!)
+wait_for "$tmp/client.log" "new bridge descriptor" "the client to fetch the bridge descriptor"
+grep -m1 "new bridge descriptor" "$tmp/client.log"
+echo "tor-e2e: OK ($(basename "$module_path"))"
