@@ -178,7 +178,7 @@ impl Runtime {
                 m
             }
         };
-        let watm = Arc::new(Watm::link(engine, &self.inner.linker, module, sha)?);
+        let watm = Arc::new(Watm::link(&self.inner.linker, module, sha)?);
         if !from_cache {
             if let Some(c) = &self.inner.cache {
                 c.put(&sha, watm.module());

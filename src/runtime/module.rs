@@ -5,7 +5,7 @@ use super::host::{self, Host};
 use crate::wasi::{self, Errno};
 use sha2::{Digest, Sha256};
 use std::fmt;
-use wasmtime::{Engine, ExternType, FuncType, InstancePre, Linker, Module, Val, ValType};
+use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module, Val, ValType};
 
 /// The roles a module can play, each tied to one export.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -99,7 +99,6 @@ impl Watm {
     /// `water_*` host functions), adding stubs for imports the runtime does
     /// not implement.
     pub(crate) fn link(
-        engine: &Engine,
         base: &Linker<Host>,
         module: Module,
         sha256: [u8; 32],
@@ -148,7 +147,6 @@ impl Watm {
         let pre = linker.instantiate_pre(&module).map_err(|e| {
             Error::UnsupportedImport(format!("a function with an unexpected type ({e:#})"))
         })?;
-        let _ = engine;
         Ok(Self {
             sha256,
             module,
