@@ -247,18 +247,13 @@ async fn arguments_split_across_username_and_password() {
     assert_eq!((user.len(), pass.len()), (255, encoded.len() - 255));
     assert_reverse_module(c.socks, &[("water-wasm", text)]).await;
 
-    // The cut at byte 255 falls right after an escaping backslash.
-    let mut found = None;
-    for len in 280..320 {
-        let base = c.dir.path().join(";;;;;;;;;;;;;;;;;;;;");
-        let p = long_path(&base, len, "a;");
-        let enc = encode_socks_args(&[("water-wasm", p.to_str().unwrap())]).unwrap();
-        if enc.as_bytes()[254] == b'\\' {
-            found = Some(p);
-            break;
-        }
-    }
-    let abs = found.expect("a length that cuts an escape");
+    // The cut at byte 255 falls right after an escaping backslash: put a `;` where its
+    // escape lands on the last byte of the username.
+    let prefix = "water-wasm=".len() + c.dir.path().to_str().unwrap().len() + 1;
+    let pad = "p".repeat(254 - prefix);
+    let abs = c.dir.path().join(format!("{pad};x")).join("m.wasm");
+    let enc = encode_socks_args(&[("water-wasm", abs.to_str().unwrap())]).unwrap();
+    assert_eq!(&enc.as_bytes()[254..256], b"\\;");
     copy_module("reverse", &abs);
     assert_reverse_module(c.socks, &[("water-wasm", abs.to_str().unwrap())]).await;
 }
