@@ -311,3 +311,31 @@ async fn refused_bridge_is_rep_5() {
     let status = c.pt.expect_prefix("STATUS ");
     assert!(status.contains("CONNECT=Failed"), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_socks_client_with_module_dir() {
+    let dir = TempDir::new("standalone");
+    copy_module("reverse", &dir.path().join("rev.wasm"));
+    let mut pt = PtChild::spawn(
+        &[],
+        &[
+            "client",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-cache",
+            "--module-dir",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    let line = pt.wait_stderr("SOCKS5 client listening on ");
+    let socks: SocketAddr = line
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|e| panic!("{line}: {e}"));
+    assert_reverse_module(socks, &[("water-wasm", "rev.wasm")]).await;
+    let echo = echo_server().await;
+    let mut s = socks_connect(socks, None, Target::Ip(echo)).await.stream();
+    assert_eq!(roundtrip(&mut s, b"standalone").await, b"standalone");
+}
