@@ -110,7 +110,7 @@ pub async fn run() -> Result<(), String> {
             let server = if want_server {
                 server::launch(server_env, &modules, &env.state_location, reporter.clone())
                     .await
-                    .map(Arc::new)
+                    .map(|(server, tcp)| (Arc::new(server), tcp))
             } else {
                 None
             };
@@ -162,7 +162,7 @@ async fn launch_client(
 /// connections are awaited; on `Exit` this returns at once.
 async fn serve(
     socks: Option<(Arc<SocksClient>, TcpListener)>,
-    server: Option<Arc<WaterServer>>,
+    server: Option<(Arc<WaterServer>, TcpListener)>,
     runtime: &Runtime,
     shutdown: &Shutdown,
 ) {
@@ -172,8 +172,8 @@ async fn serve(
         }
     };
     let server_side = async {
-        if let Some(server) = server {
-            server.serve(shutdown).await;
+        if let Some((server, tcp)) = server {
+            server.serve(tcp, shutdown).await;
         }
     };
     let draining = async {

@@ -20,7 +20,7 @@ use super::output::{self, Severity};
 use super::report::Reporter;
 use super::TRANSPORT_NAME;
 use crate::extor::{self, ExtOrError};
-use crate::runtime::{into_fd, Listener, Role};
+use crate::runtime::{into_fd, Role, Server};
 use crate::serve::accept_loop;
 use crate::shutdown::Shutdown;
 
@@ -75,10 +75,11 @@ fn extor_kind(e: &ExtOrError) -> &'static str {
     }
 }
 
-/// A bound, announced water server.
+/// An announced water server: how each inbound connection is served. Its listening socket
+/// is kept apart (see [`launch`]) so that it can be closed while open connections drain.
 #[derive(Debug)]
 pub struct WaterServer {
-    listener: Listener,
+    server: Server,
     upstream: Upstream,
     reporter: Arc<Reporter>,
 }
@@ -91,7 +92,7 @@ pub async fn launch(
     modules: &Arc<ModuleStore>,
     state_dir: &Path,
     reporter: Arc<Reporter>,
-) -> Option<WaterServer> {
+) -> Option<(WaterServer, TcpListener)> {
     match try_launch(env, modules, state_dir, reporter).await {
         Ok(server) => Some(server),
         Err(msg) => {
@@ -107,7 +108,7 @@ async fn try_launch(
     modules: &Arc<ModuleStore>,
     state_dir: &Path,
     reporter: Arc<Reporter>,
-) -> Result<WaterServer, String> {
+) -> Result<(WaterServer, TcpListener), String> {
     let options = env.options_for(TRANSPORT_NAME);
     for (key, _) in options {
         if !key.starts_with("water-") {
@@ -146,12 +147,17 @@ async fn try_launch(
             &format!("water: cannot write {BRIDGE_LINE_FILE}: {e}"),
         );
     }
-    let listener = Listener::from_tcp(modules.runtime(), watm, tcp).with_config(config);
-    Ok(WaterServer {
-        listener,
-        upstream,
-        reporter,
-    })
+    let server = Server::new(modules.runtime(), watm)
+        .map_err(|e| e.to_string())?
+        .with_config(config);
+    Ok((
+        WaterServer {
+            server,
+            upstream,
+            reporter,
+        },
+        tcp,
+    ))
 }
 
 /// Writes `state_dir/water_bridgeline.txt`: a comment on what to fill in, then the line.
@@ -177,14 +183,9 @@ pub fn write_bridge_line(
 }
 
 impl WaterServer {
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// Accepts until the shutdown phase leaves `Running`.
-    pub async fn serve(self: Arc<Self>, shutdown: &Shutdown) {
-        let tcp = self.clone();
-        accept_loop(tcp.listener.tcp(), shutdown, |inbound, peer| {
+    /// Accepts on `tcp` until the shutdown phase leaves `Running`, then closes it.
+    pub async fn serve(self: Arc<Self>, tcp: TcpListener, shutdown: &Shutdown) {
+        accept_loop(&tcp, shutdown, |inbound, peer| {
             let server = self.clone();
             async move { server.handle(inbound, peer).await }
         })
@@ -203,7 +204,7 @@ impl WaterServer {
         };
         let fds = into_fd(inbound).and_then(|i| Ok((i, into_fd(tor)?)));
         let result = match fds {
-            Ok((inbound, tor)) => self.listener.serve(inbound, tor).await.map(drop),
+            Ok((inbound, tor)) => self.server.serve(inbound, tor).await.map(drop),
             Err(e) => Err(e.into()),
         };
         if let Err(e) = result {
