@@ -14,8 +14,10 @@
 //!   connects anywhere itself (the runtime connected the upstream before the
 //!   module ran), so this is a check that the client meant *this* upstream.
 //! * `reject_timeout_secs` (server only, optional, 1..=3600, default 60): how
-//!   long a connection that failed authentication is read and discarded
-//!   before it is closed.
+//!   long after it opened an inbound connection must have authenticated
+//!   (sent a verified first chunk with its target header). One that has not,
+//!   or that failed authentication, is read and discarded until then and
+//!   closed.
 //!
 //! Unknown keys are refused, so a misspelled key is an error, not a default.
 
@@ -54,7 +56,7 @@ pub struct Config {
     pub target: Option<Target>,
     /// The server's allowed target, if restricted.
     pub expect_target: Option<Target>,
-    /// How long a rejected connection is discarded before it is closed.
+    /// How long an inbound connection may take to authenticate.
     pub reject_timeout: Duration,
 }
 

@@ -14,8 +14,10 @@
 //!
 //! A connection that fails authentication (wrong key, garbage, a probe) is
 //! never answered: the server keeps reading and discarding until
-//! `reject_timeout_secs` pass or a byte budget is used up, then closes, so a
-//! prober learns nothing from when or whether a reply comes. Upstream bytes
+//! `reject_timeout_secs` after the connection opened, or until a random byte
+//! budget is used up, then closes. A connection that is still incomplete at
+//! that time (a few bytes, then silence) is closed at the same moment, so a
+//! prober cannot tell "rejected" from "waiting for more". Upstream bytes
 //! that arrive before authentication are held back for the same reason.
 //!
 //! The configuration is described in [`config`]. A missing or invalid one
@@ -86,6 +88,10 @@ struct Server {
     sealer: Sealer,
     opener: Opener,
     expect: Option<Target>,
+    /// When a connection that has not authenticated by then is closed:
+    /// `reject_timeout` after it started. Counting from the start, not from
+    /// a failure, makes "still waiting for bytes" and "rejected" end alike.
+    deadline: Instant,
     reject_timeout: Duration,
     phase: Phase,
     /// Upstream bytes not yet sent, held until the client authenticated.
@@ -97,8 +103,9 @@ enum Phase {
     Header(Vec<u8>),
     /// Authenticated: bytes flow both ways.
     Open,
-    /// Failed authentication: discard until `until` or `budget` runs out.
-    Rejected { until: Instant, budget: usize },
+    /// Failed authentication: discard until the deadline or until `budget`
+    /// runs out.
+    Rejected { budget: usize },
 }
 
 impl Transport for Shadowsocks {
@@ -138,6 +145,7 @@ impl Transport for Shadowsocks {
                 sealer,
                 opener,
                 expect: config.expect_target.clone(),
+                deadline: Instant::now() + config.reject_timeout,
                 reject_timeout: config.reject_timeout,
                 phase: Phase::Header(Vec::new()),
                 held: Vec::new(),
@@ -163,9 +171,9 @@ impl Transport for Shadowsocks {
         match &self.conn {
             Conn::Client(client) if client.header.is_some() => Some(client.header_due),
             Conn::Server(server) => match server.phase {
-                Phase::Rejected { until, .. } => Some(until),
+                Phase::Header(_) | Phase::Rejected { .. } => Some(server.deadline),
                 Phase::Open if !server.held.is_empty() => Some(Instant::now()),
-                _ => None,
+                Phase::Open => None,
             },
             _ => None,
         }
@@ -185,8 +193,14 @@ impl Transport for Shadowsocks {
                 Ok(())
             }
             Conn::Server(server) => match server.phase {
-                Phase::Rejected { .. } => Err(Errno::TIMEDOUT),
-                _ => {
+                Phase::Header(_) | Phase::Rejected { .. } => {
+                    log(format_args!(
+                        "closing an inbound connection that did not authenticate within {} s",
+                        server.reject_timeout.as_secs()
+                    ));
+                    Err(Errno::TIMEDOUT)
+                }
+                Phase::Open => {
                     let held = std::mem::take(&mut server.held);
                     server.sealer.seal(&held, to_network)
                 }
@@ -302,12 +316,11 @@ impl Server {
         random(&mut noise)?;
         let extra = usize::try_from(u64::from_le_bytes(noise) % REJECT_BUDGET as u64).unwrap_or(0);
         self.phase = Phase::Rejected {
-            until: Instant::now() + self.reject_timeout,
             budget: REJECT_BUDGET + extra,
         };
         self.held = Vec::new();
         log(format_args!(
-            "an inbound connection {why}; discarding its bytes for up to {} s",
+            "an inbound connection {why}; discarding its bytes until {} s after it opened",
             self.reject_timeout.as_secs()
         ));
         Ok(())
@@ -356,7 +369,11 @@ mod tests {
             let mut s = server(method, "pw", r#""127.0.0.1:9""#);
             // The server holds upstream bytes until the client authenticated.
             assert_eq!(up(&mut s, b"banner").unwrap(), b"");
-            assert_eq!(s.timer(), None);
+            // Only the authentication deadline is pending.
+            assert!(
+                s.timer()
+                    .is_some_and(|at| at > Instant::now() + Duration::from_secs(50))
+            );
             let wire = up(&mut c, b"hello").unwrap();
             assert_eq!(c.timer(), None, "header went out with the data");
             assert_eq!(down(&mut s, &wire).unwrap(), b"hello");
