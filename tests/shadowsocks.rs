@@ -476,6 +476,62 @@ async fn server_module_does_not_answer_garbage() {
     assert_eq!(echo.bytes.load(Ordering::SeqCst), 0);
 }
 
+/// An upstream that speaks first (like SMTP): sends a banner on accept, then
+/// echoes.
+async fn banner_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if s.write_all(BANNER).await.is_ok() {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+const BANNER: &[u8] = b"220 hello from upstream\r\n";
+
+/// Reads the banner without having sent anything, then one echo.
+async fn banner_then_echo<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) {
+    let mut got = vec![0u8; BANNER.len()];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut got))
+        .await
+        .expect("banner arrives although the client said nothing")
+        .unwrap();
+    assert_eq!(got, BANNER);
+    assert_eq!(roundtrip(s, b"EHLO").await, b"EHLO");
+}
+
+/// Server-speaks-first upstreams work both ways: our client sends the target
+/// header on its own when the application stays silent (the SDK timer), and
+/// our server holds the upstream's banner until the client authenticated,
+/// then sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_that_speaks_first() {
+    for method in METHODS {
+        let upstream = banner_server().await;
+        let Some((_ssserver, server)) = ssserver(method, "pw").await else {
+            return;
+        };
+        let (_rt, dialer) = module_client(client_config(method, "pw", upstream));
+        let mut s = dialer.dial("tcp", &server.to_string()).await.unwrap();
+        banner_then_echo(&mut s).await;
+
+        let (server, _ends) =
+            module_server(server_config(method, "pw", Some(upstream), 5), upstream).await;
+        let Some((_sslocal, socks)) = sslocal(server, method, "pw").await else {
+            return;
+        };
+        let mut s = socks5_connect(socks, upstream).await;
+        banner_then_echo(&mut s).await;
+    }
+}
+
 /// A missing or malformed config fails `watm_init_v1` with EINVAL (no peer
 /// binaries needed).
 #[tokio::test]
