@@ -138,6 +138,37 @@ pub trait Transport: Sized + 'static {
         Ok(())
     }
 
+    /// When the transport next wants [`Self::on_timer`] to run, if at all.
+    ///
+    /// The I/O loop has no clock of its own: it sleeps in `poll_oneoff` until
+    /// a descriptor is ready. A transport that must act on time (give up on a
+    /// silent or hostile peer, send a handshake the caller is slow to start)
+    /// returns the instant here; the loop then also wakes at that instant.
+    /// Asked again before every wait, so the answer may change as the
+    /// connection progresses. Not consulted while the connection drains after
+    /// end of stream. The default is no timer.
+    fn timer(&self) -> Option<std::time::Instant> {
+        None
+    }
+
+    /// Called when the instant returned by [`Self::timer`] has passed (an
+    /// instant already in the past fires before the next wait).
+    ///
+    /// Bytes appended to `to_caller` / `to_network` are queued after anything
+    /// still pending for that side. The transport must move or clear its timer
+    /// here, or it fires again at once. The default ends the connection with
+    /// [`Errno::TIMEDOUT`], so a transport that only needs a deadline just
+    /// overrides [`Self::timer`].
+    fn on_timer(
+        &mut self,
+        role: Role,
+        to_caller: &mut Vec<u8>,
+        to_network: &mut Vec<u8>,
+    ) -> Result<(), Errno> {
+        let _ = (role, to_caller, to_network);
+        Err(Errno::TIMEDOUT)
+    }
+
     /// Transforms one read (at most [`Self::READ_SIZE`] bytes) from the caller
     /// side, appending what to send to the network side to `out`.
     ///

@@ -15,6 +15,8 @@
 //!   bytes are pending, so the loop never spins on an always-writable socket.
 //! * The control descriptor is always watched for reading. The runtime writes
 //!   one byte (or closes its end) to stop the connection.
+//! * A clock is added only while the transport asks for a timer
+//!   ([`Transport::timer`]); when it is due, [`Transport::on_timer`] runs.
 
 use std::time::{Duration, Instant};
 
@@ -175,13 +177,34 @@ pub(crate) fn run<T: Transport>(
     up.flush()?;
     down.flush()?;
 
-    let mut events = [ffi::EMPTY_EVENT; 3];
+    let mut events = [ffi::EMPTY_EVENT; 4];
     loop {
+        let timer = transport.timer();
+        let nanos = match timer.map(|at| at.saturating_duration_since(Instant::now())) {
+            Some(left) if left.is_zero() => {
+                // Output of the timer goes behind whatever is pending; the
+                // flushes only write, so backpressure is kept.
+                transport.on_timer(role, &mut down.out, &mut up.out)?;
+                up.flush()?;
+                down.flush()?;
+                continue;
+            }
+            Some(left) => Some(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX)),
+            None => None,
+        };
         let subscriptions = [
             ffi::readable(CTRL, ctrl),
             up.subscription(UP),
             down.subscription(DOWN),
+            // Without a timer the fourth slot repeats the control
+            // subscription, so the loop still waits without a clock.
+            match nanos {
+                Some(nanos) => ffi::timeout(CLOCK, nanos),
+                None => ffi::readable(CTRL, ctrl),
+            },
         ];
+        // A clock event needs no handling here: the next turn of the loop
+        // sees the timer due.
         let (up_ready, down_ready) = dispatch(ffi::poll(&subscriptions, &mut events)?)?;
         if up_ready
             && up.step(&mut buf, |input, out| {
