@@ -91,7 +91,7 @@ impl Plan {
     fn full() -> Self {
         Self {
             bulk_bytes: 1 << 30,
-            bulk_runs: 3,
+            bulk_runs: 5,
             setup_warmup: 100,
             setup_conns: 2_000,
             idle_conns: 1_000,
@@ -384,7 +384,11 @@ async fn setup_time(
     });
     let target = echo.to_string();
     let (mut total, mut connect, mut setup) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cpu0 = cpu_seconds();
     for i in 0..plan.setup_warmup + plan.setup_conns {
+        if i == plan.setup_warmup {
+            cpu0 = cpu_seconds();
+        }
         timed.last_nanos.store(0, Ordering::SeqCst);
         let t = Instant::now();
         let s = dialer.dial("tcp", &target).await.ctx("setup dial")?;
@@ -401,6 +405,7 @@ async fn setup_time(
             setup.push(micros(took.saturating_sub(conn)));
         }
     }
+    let cpu_per_conn = (cpu_seconds() - cpu0) * 1e6 / plan.setup_conns as f64;
 
     // A connect from a plain thread, as the module's host call does it,
     // without any runtime around it.
@@ -455,6 +460,40 @@ async fn setup_time(
     report.row(
         Row::new("setup_excl_dial_p99_us", "instance setup excl. dial, p99").value(s99, "µs", 1),
     );
+    report.row(
+        Row::new("setup_cpu_per_conn_us", "CPU per connection, dial to end")
+            .value(cpu_per_conn, "µs", 0)
+            .baseline("whole lifecycle, this process".into()),
+    );
+    let (spawn, handoff, wake) = (
+        thread_spawn_latency(n).await?,
+        thread_handoff_latency(n).await?,
+        wake_latency(n).await?,
+    );
+    report.row(
+        Row::new(
+            "thread_spawn_p50_us",
+            "  context: new OS thread running, p50",
+        )
+        .value(spawn, "µs", 1)
+        .baseline("1 MiB stack, as a session's".into()),
+    );
+    report.row(
+        Row::new(
+            "thread_handoff_p50_us",
+            "  context: hand-off to parked thread, p50",
+        )
+        .value(handoff, "µs", 1)
+        .baseline("what a thread pool would pay".into()),
+    );
+    report.row(
+        Row::new(
+            "wake_to_task_p50_us",
+            "  context: thread -> awaiting task, p50",
+        )
+        .value(wake, "µs", 1)
+        .baseline("the \"ready\" notification".into()),
+    );
     report.figure("dial_total_p99_us", t99);
     report.figure("dial_connect_p99_us", c99);
     report.figure("tcp_connect_p99_us", p99);
@@ -462,17 +501,89 @@ async fn setup_time(
     Ok(())
 }
 
+/// Time from asking for a new thread (with a session's stack size) until it
+/// runs, p50 over `n`: the part of setup that a pool of parked session
+/// threads would remove.
+async fn thread_spawn_latency(n: usize) -> Res<f64> {
+    tokio::task::spawn_blocking(move || {
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            let h = std::thread::Builder::new()
+                .stack_size(1 << 20)
+                .spawn(move || t.elapsed())
+                .ctx("spawn")?;
+            v.push(micros(h.join().map_err(|_| "thread panicked")?));
+        }
+        Ok(percentile(&mut v, 50.0))
+    })
+    .await
+    .ctx("spawn thread")?
+}
+
+/// Time from handing a job to an already running, parked thread until it
+/// runs, p50 over `n`: what setup would pay instead with a thread pool.
+async fn thread_handoff_latency(n: usize) -> Res<f64> {
+    tokio::task::spawn_blocking(move || {
+        let (job_tx, job_rx) = std::sync::mpsc::channel::<Instant>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<Duration>();
+        let worker = std::thread::spawn(move || {
+            for t in job_rx {
+                if done_tx.send(t.elapsed()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            job_tx.send(Instant::now()).ctx("hand-off")?;
+            v.push(micros(done_rx.recv().ctx("hand-off reply")?));
+            // Let the worker park again, as an idle pool thread would be.
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        drop(job_tx);
+        let _ = worker.join();
+        Ok(percentile(&mut v, 50.0))
+    })
+    .await
+    .ctx("hand-off thread")?
+}
+
+/// Time from a plain thread completing a oneshot until the task awaiting it
+/// runs again, p50 over `n`: how a session reports "ready" to `dial`.
+async fn wake_latency(n: usize) -> Res<f64> {
+    let (req_tx, req_rx) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Instant>>();
+    let worker = std::thread::spawn(move || {
+        for reply in req_rx {
+            std::thread::sleep(Duration::from_micros(50));
+            let _ = reply.send(Instant::now());
+        }
+    });
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        req_tx.send(tx).ctx("wake request")?;
+        let sent = rx.await.ctx("wake reply")?;
+        v.push(micros(sent.elapsed()));
+    }
+    drop(req_tx);
+    let _ = worker.join();
+    Ok(percentile(&mut v, 50.0))
+}
+
 /// Phases 1 and 2: one-way bulk throughput, direct TCP vs plain dialer vs
-/// plain dialer+listener pair, interleaved run by run so that any drift of
-/// the machine affects all three alike; medians are compared.
+/// plain dialer+listener pair, interleaved round by round. The ratio is the
+/// median of the per-round ratios: on a shared machine the load drifts, and
+/// runs next to each other see about the same load. CPU time per GiB (this
+/// process, all threads) is reported too, since it moves less with load.
 async fn throughput(rt: &Runtime, watm: &Arc<Watm>, plan: &Plan, report: &mut Report) -> Res<()> {
     let mut sink = Sink::start()?;
     let sink_addr = sink.addr;
     let dialer = Dialer::new(rt, watm.clone());
     let pair = PairListener::start(rt, watm, sink_addr).await?;
-    let (mut direct, mut single, mut paired) = (Vec::new(), Vec::new(), Vec::new());
+    let mut runs: [Vec<(f64, f64)>; 3] = Default::default();
     for _ in 0..plan.bulk_runs {
-        direct.push(
+        runs[0].push(
             bulk(&mut sink, plan.bulk_bytes, async {
                 let s = TcpStream::connect(sink_addr).await.ctx("direct connect")?;
                 s.set_nodelay(true).ctx("nodelay")?;
@@ -480,7 +591,7 @@ async fn throughput(rt: &Runtime, watm: &Arc<Watm>, plan: &Plan, report: &mut Re
             })
             .await?,
         );
-        single.push(
+        runs[1].push(
             bulk(&mut sink, plan.bulk_bytes, async {
                 dialer
                     .dial("tcp", &sink_addr.to_string())
@@ -489,7 +600,7 @@ async fn throughput(rt: &Runtime, watm: &Arc<Watm>, plan: &Plan, report: &mut Re
             })
             .await?,
         );
-        paired.push(
+        runs[2].push(
             bulk(&mut sink, plan.bulk_bytes, async {
                 dialer
                     .dial("tcp", &pair.addr.to_string())
@@ -501,14 +612,30 @@ async fn throughput(rt: &Runtime, watm: &Arc<Watm>, plan: &Plan, report: &mut Re
     }
     pair.stop();
     bounded_idle(rt, Duration::from_secs(30)).await?;
-    let d = percentile(&mut direct, 50.0);
-    let s = percentile(&mut single, 50.0);
-    let p = percentile(&mut paired, 50.0);
-    let size = format!("{} MiB one way", plan.bulk_bytes >> 20);
+    let gib = plan.bulk_bytes as f64 / (MIB * 1024.0);
+    let speed = |i: usize| runs[i].iter().map(|r| r.0).collect::<Vec<f64>>();
+    let cpu = |i: usize| {
+        let mut v: Vec<f64> = runs[i].iter().map(|r| r.1 / gib).collect();
+        percentile(&mut v, 50.0)
+    };
+    let ratio = |i: usize| {
+        let mut v: Vec<f64> = runs[i]
+            .iter()
+            .zip(&runs[0])
+            .map(|(w, d)| w.0 / d.0)
+            .collect();
+        percentile(&mut v, 50.0)
+    };
+    let (d, s, p) = (
+        percentile(&mut speed(0), 50.0),
+        percentile(&mut speed(1), 50.0),
+        percentile(&mut speed(2), 50.0),
+    );
+    let size = format!("{} MiB one way, median", plan.bulk_bytes >> 20);
     report.row(
         Row::new("tput_direct_mibs", "throughput, direct TCP")
             .value(d, "MiB/s", 0)
-            .baseline(size.clone()),
+            .baseline(size),
     );
     report.row(
         Row::new("tput_plain_mibs", "throughput, plain dialer")
@@ -517,7 +644,7 @@ async fn throughput(rt: &Runtime, watm: &Arc<Watm>, plan: &Plan, report: &mut Re
     );
     report.row(
         Row::new("tput_plain_ratio", "  ratio plain dialer / direct")
-            .value(s / d, "", 3)
+            .value(ratio(1), "", 3)
             .baseline("reference runtime 0.066 (reverse)".into())
             .target(Op::AtLeast, 0.8),
     );
@@ -528,15 +655,24 @@ async fn throughput(rt: &Runtime, watm: &Arc<Watm>, plan: &Plan, report: &mut Re
     );
     report.row(
         Row::new("tput_pair_ratio", "  ratio pair / direct")
-            .value(p / d, "", 3)
+            .value(ratio(2), "", 3)
             .target(Op::AtLeast, 0.6),
     );
+    let (cd, cs, cp) = (cpu(0), cpu(1), cpu(2));
+    report.row(
+        Row::new("cpu_per_gib_plain_s", "CPU per GiB, plain dialer / pair")
+            .value(cs, "s", 2)
+            .second(cp)
+            .baseline(format!("direct TCP {cd:.2} s")),
+    );
+    report.figure("cpu_per_gib_direct_s", cd);
+    report.figure("cpu_per_gib_pair_s", cp);
     report.figure("bulk_bytes", plan.bulk_bytes as f64);
     report.note(format!(
-        "throughput runs (MiB/s): direct {}, plain {}, pair {}",
-        list(&direct),
-        list(&single),
-        list(&paired)
+        "throughput rounds (MiB/s): direct {}; plain {}; pair {}",
+        list(&speed(0)),
+        list(&speed(1)),
+        list(&speed(2))
     ));
     Ok(())
 }
@@ -554,6 +690,7 @@ async fn short_connections(
     let msg: Arc<[u8]> = (0..1024).map(|i| i as u8).collect::<Vec<_>>().into();
 
     let m = msg.clone();
+    let cpu0 = cpu_seconds();
     let direct = churn(n, c, move || {
         let m = m.clone();
         async move {
@@ -564,11 +701,13 @@ async fn short_connections(
     })
     .await;
     let direct_rate = direct.ok as f64 / direct.elapsed.as_secs_f64();
+    let direct_cpu = (cpu_seconds() - cpu0) * 1e6 / n as f64;
 
     let pair = PairListener::start(rt, watm, echo).await?;
     let dialer = Dialer::new(rt, watm.clone());
     let addr = pair.addr.to_string();
     let started = Instant::now();
+    let cpu0 = cpu_seconds();
     let water = churn(n, c, move || {
         let (dialer, addr, m) = (dialer.clone(), addr.clone(), msg.clone());
         async move {
@@ -580,6 +719,7 @@ async fn short_connections(
     // Count the teardown too: an instance still ending holds its thread.
     bounded_idle(rt, Duration::from_secs(30)).await?;
     let elapsed = started.elapsed();
+    let water_cpu = (cpu_seconds() - cpu0) * 1e6 / n as f64;
     let failed_setups = pair.failures.load(Ordering::SeqCst);
     pair.stop();
     let rate = water.ok as f64 / elapsed.as_secs_f64();
@@ -592,6 +732,12 @@ async fn short_connections(
         .baseline(format!("direct TCP {direct_rate:.0}/s"))
         .target(Op::AtLeast, 3000.0),
     );
+    report.row(
+        Row::new("short_cpu_per_conn_us", "CPU per short connection, pair")
+            .value(water_cpu, "µs", 0)
+            .baseline(format!("direct TCP {direct_cpu:.0} µs")),
+    );
+    report.figure("short_cpu_per_conn_direct_us", direct_cpu);
     report.figure("short_conns_direct_per_s", direct_rate);
     report.figure("short_conns_errors", water.errors as f64);
     report.figure("short_conns", n as f64);
@@ -716,17 +862,19 @@ impl Sink {
 }
 
 /// One bulk transfer of `bytes` on the stream `connect` opens; returns MiB/s
-/// from the first write to the sink's last read. The stream is kept open
+/// from the first write to the sink's last read, and the CPU seconds this
+/// process used meanwhile. The stream is kept open
 /// until the sink has everything, because dropping a `WaterStream` stops its
 /// module, which might cut off bytes still in flight.
 async fn bulk<S: AsyncWrite + Unpin>(
     sink: &mut Sink,
     bytes: u64,
     connect: impl Future<Output = Res<S>>,
-) -> Res<f64> {
+) -> Res<(f64, f64)> {
     let mut s = connect.await?;
     let chunk = vec![0x5au8; 256 << 10];
     let start = Instant::now();
+    let cpu0 = cpu_seconds();
     let mut left = bytes;
     while left > 0 {
         let n = left.min(chunk.len() as u64) as usize;
@@ -738,11 +886,13 @@ async fn bulk<S: AsyncWrite + Unpin>(
         .await
         .ctx("waiting for the sink")?
         .ok_or("sink stopped")?;
+    let cpu = cpu_seconds() - cpu0;
     drop(s);
     if got != bytes {
         return Err(format!("sink received {got} of {bytes} bytes"));
     }
-    Ok(bytes as f64 / MIB / last.duration_since(start).as_secs_f64())
+    let speed = bytes as f64 / MIB / last.duration_since(start).as_secs_f64();
+    Ok((speed, cpu))
 }
 
 /// The server half of the pair: a plain `Listener` whose decoded bytes go
@@ -1023,6 +1173,25 @@ fn write_json(path: &PathBuf, json: &str) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(path, json)
+}
+
+/// User plus system CPU time of this process (all threads, including ended
+/// ones) from `/proc/self/stat`, in seconds. Its resolution is a clock tick
+/// (USER_HZ, 100 on Linux), so it is only used over many connections or
+/// seconds of work.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the command name, which may itself contain spaces:
+    // state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
 }
 
 /// `/proc/loadavg`'s three averages: a busy machine explains noisy figures.
