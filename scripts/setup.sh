@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what building and testing water-pt needs on a fresh Debian machine
 # with a Rust toolchain: the wasm target (to check the committed modules),
-# and the Debian packages the end-to-end tests run for real (tor, tinyproxy).
+# the Debian packages the end-to-end tests run for real (tor, tinyproxy,
+# obfs4proxy for the benchmark), and shadowsocks-rust (the Shadowsocks
+# module's interop peer, built from crates.io once and cached).
 # Safe to run again; does nothing that is already done.
 set -euo pipefail
 
 need_pkgs=()
-for pair in tor:tor tinyproxy:tinyproxy prlimit:util-linux; do
+for pair in tor:tor tinyproxy:tinyproxy prlimit:util-linux obfs4proxy:obfs4proxy python3:python3; do
   bin=${pair%%:*}
   pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || [ -x "/usr/bin/$bin" ] || need_pkgs+=("$pkg")
@@ -24,3 +26,5 @@ fi
 if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx wasm32-wasip1; then
   rustup target add wasm32-wasip1 || echo "setup: wasm32-wasip1 unavailable; the committed modules will be used" >&2
 fi
+
+bash "$(dirname "$0")/install-shadowsocks.sh"

@@ -9,15 +9,19 @@
 # 'water'" and the client's log shows "new bridge descriptor", which means
 # tor's TLS and a BEGIN_DIR request crossed both modules.
 #
-# Usage: scripts/tor-e2e.sh [MODULE] [MODULE_CONFIG_BASE64URL]
+# Usage: scripts/tor-e2e.sh [MODULE] [SERVER_CONFIG [CLIENT_CONFIG]]
 #   MODULE: a name in watm/prebuilt/ (default plain) or a path to a .wasm.
+#   SERVER_CONFIG, CLIENT_CONFIG: module configs as base64url (the client's
+#   defaults to the server's); the bridge publishes the client's as
+#   water-client-config, and the client's Bridge line carries it.
 # Environment: WATER_PT (binary; default: build target/debug/water-pt),
 #   TOR (default: tor), E2E_TIMEOUT (seconds, default 90).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 module=${1:-plain}
-config=${2:-}
+server_config=${2:-}
+client_config=${3:-$server_config}
 case "$module" in
   */*|*.wasm) module_path=$(readlink -f "$module") ;;
   *) module_path=$(readlink -f "watm/prebuilt/$module.wasm") ;;
@@ -84,7 +88,8 @@ socks_port=$(free_port)
 fake_auth="DirAuthority fake orport=9 no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:9 0123 4567 89AB CDEF 0123 4567 89AB CDEF 0123 4567"
 
 options="water-wasm=$module_path"
-[ -n "$config" ] && options="$options water-config=$config"
+[ -n "$server_config" ] && options="$options water-config=$server_config"
+[ -n "$client_config" ] && options="$options water-client-config=$client_config"
 
 mkdir -m 700 "$tmp/bridge" "$tmp/client"
 cat > "$tmp/bridge.torrc" <<TORRC
@@ -112,7 +117,7 @@ fingerprint=$(cut -d' ' -f2 "$tmp/bridge/fingerprint")
 echo "tor-e2e: bridge up, fingerprint $fingerprint, transport at 127.0.0.1:$pt_port, module $(basename "$module_path")"
 
 bridge_args="water-wasm=$module_path water-sha256=$(sha256sum "$module_path" | cut -d' ' -f1)"
-[ -n "$config" ] && bridge_args="$bridge_args water-config=$config"
+[ -n "$client_config" ] && bridge_args="$bridge_args water-config=$client_config"
 cat > "$tmp/client.torrc" <<TORRC
 DataDirectory $tmp/client
 UseBridges 1

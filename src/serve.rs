@@ -20,6 +20,9 @@ where
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
+            // Checked first: once draining, a connection still in the backlog
+            // is refused (the listener closes), never served.
+            biased;
             _ = shutdown.reached(Phase::Draining) => return,
             r = listener.accept() => r,
         };

@@ -38,18 +38,19 @@ impl Shutdown {
             loop {
                 tokio::select! {
                     Some(()) = sigint.recv() => {
-                        let next = if *tx_sig.borrow() == Phase::Running {
+                        // The phase changes before the log line, so whoever reads
+                        // the line can rely on the new phase.
+                        if *tx_sig.borrow() == Phase::Running {
+                            tx_sig.send_replace(Phase::Draining);
                             tracing::info!("SIGINT: no longer accepting; waiting for open connections (SIGINT again to exit now)");
-                            Phase::Draining
                         } else {
+                            tx_sig.send_replace(Phase::Exit);
                             tracing::info!("second SIGINT: exiting");
-                            Phase::Exit
-                        };
-                        tx_sig.send_replace(next);
+                        }
                     }
                     Some(()) = sigterm.recv() => {
-                        tracing::info!("SIGTERM: exiting");
                         tx_sig.send_replace(Phase::Exit);
+                        tracing::info!("SIGTERM: exiting");
                     }
                     else => return,
                 }

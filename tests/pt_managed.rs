@@ -210,12 +210,12 @@ fn server_launch_transcript_and_bridge_line() {
 }
 
 #[test]
-fn server_with_config_publishes_it() {
+fn server_publishes_the_client_config_never_its_own() {
     let dir = TempDir::new("srvcfg");
     let mut env = server_env(&dir, "127.0.0.1:0");
     env.push((
         "TOR_PT_SERVER_TRANSPORT_OPTIONS",
-        "water:water-config=aGVsbG8".into(),
+        "water:water-config=c2VydmVyLXNlY3JldA;water:water-client-config=aGVsbG8".into(),
     ));
     let mut pt = PtChild::spawn(&env_refs(&env), &[]);
     assert_eq!(pt.line(), "VERSION 1");
@@ -224,6 +224,18 @@ fn server_with_config_publishes_it() {
         args,
         format!("water-sha256={},water-config=aGVsbG8", plain_sha())
     );
+
+    // A server config alone is not published at all.
+    let dir = TempDir::new("srvcfg2");
+    let mut env = server_env(&dir, "127.0.0.1:0");
+    env.push((
+        "TOR_PT_SERVER_TRANSPORT_OPTIONS",
+        "water:water-config=c2VydmVyLXNlY3JldA".into(),
+    ));
+    let mut pt = PtChild::spawn(&env_refs(&env), &[]);
+    assert_eq!(pt.line(), "VERSION 1");
+    let (_, args) = pt.smethod();
+    assert_eq!(args, format!("water-sha256={}", plain_sha()));
 }
 
 #[test]

@@ -144,7 +144,8 @@ fn parse_sha256(value: &str) -> Result<[u8; 32], BridgeArgsError> {
     Ok(out)
 }
 
-fn parse_config(value: &str) -> Result<Vec<u8>, BridgeArgsError> {
+/// Decodes a `water-config` value (URL-safe base64, padding optional).
+pub fn parse_config(value: &str) -> Result<Vec<u8>, BridgeArgsError> {
     if value.contains(['+', '/']) {
         return Err(BridgeArgsError::Config(
             "uses the standard base64 alphabet ('+' or '/'); use the URL-safe one ('-' and '_')"

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::bridge::{bridge_line, BridgeArgs};
+use super::bridge::{bridge_line, parse_config, BridgeArgs};
 use super::env::ServerEnv;
 use super::modules::ModuleStore;
 use super::output::{self, Severity};
@@ -23,6 +23,10 @@ use crate::extor::{self, ExtOrError};
 use crate::runtime::{into_fd, Role, Server};
 use crate::serve::accept_loop;
 use crate::shutdown::Shutdown;
+
+/// The server option whose value (base64url) is published in `SMETHOD ... ARGS:` as the
+/// clients' `water-config`.
+pub const CLIENT_CONFIG_OPTION: &str = "water-client-config";
 
 /// The file in `TOR_PT_STATE_LOCATION` holding a ready-to-edit bridge line.
 pub const BRIDGE_LINE_FILE: &str = "water_bridgeline.txt";
@@ -115,7 +119,22 @@ async fn try_launch(
             tracing::warn!("ServerTransportOptions water:{key}=... is not a water option; ignored");
         }
     }
-    let args = BridgeArgs::from_pairs(options).map_err(|e| e.to_string())?;
+    // `water-client-config` is what clients need (published as their `water-config`); the
+    // server's own config may hold secrets meant for the server only and is never published.
+    let mut client_config = None;
+    let mut module_options = Vec::new();
+    for (key, value) in options {
+        if key == CLIENT_CONFIG_OPTION {
+            if client_config.is_some() {
+                return Err(format!("{CLIENT_CONFIG_OPTION} is given twice"));
+            }
+            client_config =
+                Some(parse_config(value).map_err(|e| format!("{CLIENT_CONFIG_OPTION}: {e}"))?);
+        } else {
+            module_options.push((key.as_str(), value.as_str()));
+        }
+    }
+    let args = BridgeArgs::from_pairs(&module_options).map_err(|e| e.to_string())?;
     let config = args.config.clone();
     let watm = modules
         .select_blocking_off(args)
@@ -131,7 +150,7 @@ async fn try_launch(
     let published = BridgeArgs {
         wasm: None,
         sha256: Some(watm.sha256()),
-        config: config.clone(),
+        config: client_config,
     }
     .to_pairs();
     output::stdout()
