@@ -212,7 +212,7 @@ fn run(plan: &Plan, report: &mut Report) -> Res<()> {
                 max_connections: 4_096,
                 ..Limits::default()
             },
-            cache_dir: None,
+            ..RuntimeConfig::default()
         })
         .ctx("runtime")?;
         let watm = rt.load(&wasm).ctx("loading plain.wasm")?;

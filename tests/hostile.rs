@@ -1,41 +1,16 @@
 //! Broken and hostile modules fail their own connection, with a cause that
 //! names what went wrong, while a healthy connection beside them keeps
-//! working and nothing (fds, threads) is left behind.
+//! working. (That nothing is left behind is checked in `leaks.rs`, alone in
+//! its process so other tests' sockets and threads do not blur the count.)
 
 mod common;
 
 use common::*;
-use std::time::Duration;
 use water_pt::runtime::SessionEnd;
-use water_pt::{Dialer, Runtime};
-
-/// Starts a healthy `plain` connection, runs `hostile` (which returns how its
-/// connection ended), then checks the healthy one still carries bytes.
-async fn beside_a_healthy_connection(rt: &Runtime, hostile_wasm: Vec<u8>) -> SessionEnd {
-    let echo = echo_server().await;
-    let healthy = Dialer::new(rt, rt.load(&module("plain")).unwrap());
-    let mut good = healthy.dial("tcp", &echo.to_string()).await.unwrap();
-    assert_eq!(roundtrip(&mut good, b"before").await, b"before");
-
-    let bad = Dialer::new(rt, rt.load(&hostile_wasm).unwrap());
-    let stream = bad.dial("tcp", &echo.to_string()).await.unwrap();
-    let session = stream.session().clone();
-    // Dropping the caller side asks the module to stop; hostile modules
-    // ignore that and must be stopped by force.
-    drop(stream);
-    let end = tokio::time::timeout(Duration::from_secs(10), session.finished())
-        .await
-        .expect("hostile session ends in bounded time");
-
-    assert_eq!(roundtrip(&mut good, b"after").await, b"after");
-    end
-}
+use water_pt::Dialer;
 
 async fn check(hostile_wasm: Vec<u8>, expect_in_cause: &[&str]) {
     let rt = runtime();
-    // Warm up once so lazily created runtime threads exist before counting.
-    beside_a_healthy_connection(&rt, module("plain")).await;
-    let base = settle_to(counts()).await;
     let end = beside_a_healthy_connection(&rt, hostile_wasm).await;
     let SessionEnd::Failed(cause) = end else {
         panic!("hostile module should fail, ended {end:?}");
@@ -46,42 +21,27 @@ async fn check(hostile_wasm: Vec<u8>, expect_in_cause: &[&str]) {
             "cause {cause:?} should mention {word:?}"
         );
     }
-    let after = settle_to(base).await;
-    assert!(
-        after.0 <= base.0 && after.1 <= base.1,
-        "fds/threads before {base:?}, after {after:?}"
-    );
 }
 
 #[tokio::test]
 async fn bad_pointer_to_fd_write_is_efault() {
     // fd_write on the caller fd with an iovec array outside memory; the
     // module returns the errno it got, negated.
-    let m = wat_module(
-        "(i32.sub (i32.const 0)
-           (call $fd_write (global.get $caller) (i32.const 0xFFFFFF00) (i32.const 1) (i32.const 16)))",
-        "",
-    );
+    let m = wat_module(BAD_POINTER_START, "");
     check(m, &["watm_start_v1", "EFAULT"]).await;
 }
 
 #[tokio::test]
 async fn iovec_pointing_outside_memory_is_efault() {
     // A valid iovec array whose buffer runs past the end of memory.
-    let m = wat_module(
-        "(i32.store (i32.const 0) (i32.const 65000))
-         (i32.store (i32.const 4) (i32.const 4096))
-         (i32.sub (i32.const 0)
-           (call $fd_write (global.get $caller) (i32.const 0) (i32.const 1) (i32.const 16)))",
-        "",
-    );
+    let m = wat_module(OUTSIDE_IOVEC_START, "");
     check(m, &["EFAULT"]).await;
 }
 
 #[tokio::test]
 async fn trap_in_start_fails_only_its_connection() {
     check(
-        wat_module("(unreachable)", ""),
+        wat_module(TRAP_START, ""),
         &["watm_start_v1", "trapped", "unreachable"],
     )
     .await;
@@ -89,24 +49,13 @@ async fn trap_in_start_fails_only_its_connection() {
 
 #[tokio::test]
 async fn module_spinning_forever_is_stopped() {
-    check(
-        wat_module("(loop $spin (br $spin)) (i32.const 0)", ""),
-        &["watm_start_v1", "trapped"],
-    )
-    .await;
+    check(wat_module(SPIN_START, ""), &["watm_start_v1", "trapped"]).await;
 }
 
 #[tokio::test]
 async fn module_sleeping_in_poll_and_ignoring_ctrl_is_stopped() {
     // One clock subscription of an hour, never looking at the control pipe.
-    let m = wat_module(
-        "(i32.store8 (i32.const 8) (i32.const 0))
-         (i32.store (i32.const 16) (i32.const 1))
-         (i64.store (i32.const 24) (i64.const 3600000000000))
-         (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
-         (i32.const 0)",
-        "",
-    );
+    let m = wat_module(SLEEP_IGNORING_CTRL_START, "");
     check(m, &["stopped by the runtime"]).await;
 }
 

@@ -100,6 +100,7 @@ impl ModuleArgs {
         let runtime = Runtime::new(RuntimeConfig {
             limits: self.limits(),
             cache_dir,
+            ..RuntimeConfig::default()
         })
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
         let watm = match &self.wasm {

@@ -20,7 +20,7 @@ use super::report::Reporter;
 use super::server::{self, WaterServer};
 use super::TRANSPORT_NAME;
 use crate::proxy::ProxyUrl;
-use crate::runtime::{Limits, NetPolicy, Runtime, RuntimeConfig};
+use crate::runtime::{NetPolicy, Runtime, RuntimeConfig};
 use crate::shutdown::{Phase, Shutdown};
 
 /// Runs as a managed proxy configured by tor's environment. Returns `Err` (non-zero exit)
@@ -69,8 +69,8 @@ pub async fn run() -> Result<(), String> {
         .is_some_and(|s| !supported_transports(&s.transports).is_empty());
 
     let runtime = match Runtime::new(RuntimeConfig {
-        limits: Limits::default(),
         cache_dir: Some(env.state_location.join("cache")),
+        ..RuntimeConfig::default()
     }) {
         Ok(rt) => rt,
         Err(e) => {

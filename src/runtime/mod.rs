@@ -17,6 +17,7 @@ mod net;
 mod relay;
 mod session;
 mod stream;
+mod threads;
 mod ticker;
 
 pub use dialer::Dialer;
@@ -71,11 +72,28 @@ impl Default for Limits {
 }
 
 /// How to build a [`Runtime`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RuntimeConfig {
     pub limits: Limits,
     /// Where compiled modules are cached across restarts (`None`: no cache).
     pub cache_dir: Option<PathBuf>,
+    /// Session threads kept waiting for the next connection once theirs
+    /// ended (starting a thread costs more than the rest of a session's
+    /// setup).
+    pub idle_threads: usize,
+    /// How long such a thread waits before exiting.
+    pub thread_keepalive: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            cache_dir: None,
+            idle_threads: 64,
+            thread_keepalive: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The shared runtime: engine, compiled modules, live sessions.
@@ -91,6 +109,7 @@ pub(crate) struct RuntimeInner {
     cache: Option<ArtifactCache>,
     modules: Mutex<HashMap<[u8; 32], Arc<Watm>>>,
     ticker: Arc<Ticker>,
+    pub(crate) threads: Arc<threads::Threads>,
     sessions: Mutex<HashMap<u64, Weak<SessionShared>>>,
     live: AtomicUsize,
     live_changed: watch::Sender<usize>,
@@ -132,6 +151,13 @@ impl Runtime {
         let period =
             (limits.max_compute / 10).clamp(Duration::from_millis(5), Duration::from_millis(100));
         let ticker = Ticker::start(engine.clone(), period)?;
+        // The wasm stack lives on the session thread's stack, beside the
+        // host's own frames.
+        let threads = threads::Threads::new(
+            limits.wasm_stack + (512 << 10),
+            config.idle_threads,
+            config.thread_keepalive,
+        );
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,
@@ -140,6 +166,7 @@ impl Runtime {
                 cache,
                 modules: Mutex::new(HashMap::new()),
                 ticker,
+                threads,
                 sessions: Mutex::new(HashMap::new()),
                 live: AtomicUsize::new(0),
                 live_changed: watch::Sender::new(0),
@@ -283,6 +310,9 @@ impl RuntimeInner {
     }
 }
 
+/// Bytes of a pool slot's memory and table kept resident between instances.
+const KEEP_RESIDENT: usize = 128 << 10;
+
 fn build_engine(limits: &Limits) -> Result<Engine, Error> {
     let slots = u32::try_from(limits.max_connections)
         .unwrap_or(u32::MAX)
@@ -291,7 +321,13 @@ fn build_engine(limits: &Limits) -> Result<Engine, Error> {
     pool.total_core_instances(slots)
         .total_memories(slots)
         .total_tables(slots)
-        .max_memory_size(limits.max_memory);
+        .max_memory_size(limits.max_memory)
+        // A reused slot is reset by zeroing the start of its memory and
+        // table rather than by returning the pages to the OS and faulting
+        // them back in on the next connection: that is where a session's
+        // guest stack and buffers live.
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT);
     let mut config = Config::new();
     config
         .epoch_interruption(true)

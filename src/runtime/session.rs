@@ -176,17 +176,15 @@ pub(crate) fn spawn(
         runtime: runtime.clone(),
     };
     let rt = runtime.clone();
-    let stack = runtime.limits.wasm_stack + 512 * 1024;
-    std::thread::Builder::new()
-        .name(format!("watm-{}", shared.id))
-        .stack_size(stack)
-        .spawn(move || {
+    runtime
+        .threads
+        .execute(Box::new(move || {
             let id = shared.id;
             let end = run(&rt, &watm, job, ctrl_guest.into(), shared.clone(), tx);
             rt.unregister(id);
             drop(permit);
             shared.done.send_replace(Some(end));
-        })
+        }))
         .map_err(Error::Io)?;
     Ok((handle, rx))
 }

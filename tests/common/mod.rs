@@ -41,7 +41,7 @@ pub fn runtime_with(f: impl FnOnce(&mut Limits)) -> Runtime {
     f(&mut limits);
     Runtime::new(RuntimeConfig {
         limits,
-        cache_dir: None,
+        ..RuntimeConfig::default()
     })
     .expect("runtime")
 }
@@ -244,4 +244,49 @@ impl Drop for Child {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `watm_start_v1` bodies of hostile modules (for [`wat_module`]).
+///
+/// fd_write on the caller fd with an iovec array outside memory; the module
+/// returns the errno it got, negated.
+pub const BAD_POINTER_START: &str = "(i32.sub (i32.const 0)
+           (call $fd_write (global.get $caller) (i32.const 0xFFFFFF00) (i32.const 1) (i32.const 16)))";
+/// A valid iovec array whose buffer runs past the end of memory.
+pub const OUTSIDE_IOVEC_START: &str = "(i32.store (i32.const 0) (i32.const 65000))
+         (i32.store (i32.const 4) (i32.const 4096))
+         (i32.sub (i32.const 0)
+           (call $fd_write (global.get $caller) (i32.const 0) (i32.const 1) (i32.const 16)))";
+/// One clock subscription of an hour, never looking at the control pipe.
+pub const SLEEP_IGNORING_CTRL_START: &str = "(i32.store8 (i32.const 8) (i32.const 0))
+         (i32.store (i32.const 16) (i32.const 1))
+         (i64.store (i32.const 24) (i64.const 3600000000000))
+         (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+         (i32.const 0)";
+pub const TRAP_START: &str = "(unreachable)";
+pub const SPIN_START: &str = "(loop $spin (br $spin)) (i32.const 0)";
+
+/// Starts a healthy `plain` connection, runs `hostile` (which returns how its
+/// connection ended), then checks the healthy one still carries bytes.
+pub async fn beside_a_healthy_connection(
+    rt: &Runtime,
+    hostile_wasm: Vec<u8>,
+) -> water_pt::runtime::SessionEnd {
+    let echo = echo_server().await;
+    let healthy = water_pt::Dialer::new(rt, rt.load(&module("plain")).unwrap());
+    let mut good = healthy.dial("tcp", &echo.to_string()).await.unwrap();
+    assert_eq!(roundtrip(&mut good, b"before").await, b"before");
+
+    let bad = water_pt::Dialer::new(rt, rt.load(&hostile_wasm).unwrap());
+    let stream = bad.dial("tcp", &echo.to_string()).await.unwrap();
+    let session = stream.session().clone();
+    // Dropping the caller side asks the module to stop; hostile modules
+    // ignore that and must be stopped by force.
+    drop(stream);
+    let end = tokio::time::timeout(Duration::from_secs(10), session.finished())
+        .await
+        .expect("hostile session ends in bounded time");
+
+    assert_eq!(roundtrip(&mut good, b"after").await, b"after");
+    end
 }

@@ -1,0 +1,44 @@
+//! Hostile modules leave nothing behind: after each has failed beside a
+//! healthy connection, the process's open descriptors and threads are back
+//! to what they were. This is the only test in its binary, so nothing else
+//! runs in the process while it counts.
+
+mod common;
+
+use common::*;
+use water_pt::runtime::SessionEnd;
+use water_pt::{Limits, Runtime, RuntimeConfig};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_modules_leave_no_fd_or_thread_behind() {
+    // No idle session threads kept: every session's thread must exit.
+    let rt = Runtime::new(RuntimeConfig {
+        limits: Limits {
+            stop_grace: std::time::Duration::from_millis(300),
+            max_compute: std::time::Duration::from_millis(500),
+            ..Limits::default()
+        },
+        idle_threads: 0,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    // Warm up once, so threads the runtime starts lazily (its clock) exist
+    // before counting.
+    beside_a_healthy_connection(&rt, module("plain")).await;
+    let base = settle_to(counts()).await;
+    for (name, start) in [
+        ("bad pointer", BAD_POINTER_START),
+        ("iovec outside memory", OUTSIDE_IOVEC_START),
+        ("trap", TRAP_START),
+        ("spin", SPIN_START),
+        ("sleep ignoring ctrl", SLEEP_IGNORING_CTRL_START),
+    ] {
+        let end = beside_a_healthy_connection(&rt, wat_module(start, "")).await;
+        assert!(matches!(end, SessionEnd::Failed(_)), "{name}: {end:?}");
+        let after = settle_to(base).await;
+        assert!(
+            after.0 <= base.0 && after.1 <= base.1,
+            "{name}: fds/threads before {base:?}, after {after:?}"
+        );
+    }
+}
