@@ -101,10 +101,11 @@ pub enum Role {
 /// the SDK turns them into the negative return value of the export at hand.
 pub trait Transport: Sized + 'static {
     /// Largest number of bytes read from either side at a time, and therefore
-    /// the largest `input` a transform is given. The SDK allocates its buffers
-    /// (one read buffer, two output buffers) once per connection with this
-    /// size. A value of 0 is treated as 1.
-    const READ_SIZE: usize = 32 * 1024;
+    /// the largest `input` a transform is given. The read buffer starts at
+    /// 4 KiB (or this, if smaller) and grows towards this size only while
+    /// reads fill it, so idle connections stay small; the two output buffers
+    /// reserve this much once per connection. A value of 0 is treated as 1.
+    const READ_SIZE: usize = 128 * 1024;
 
     /// Builds the transport from the bytes of `/conf/watm.cfg`, or from `None`
     /// when the runtime provided no configuration.

@@ -36,6 +36,16 @@ const CLOCK: u64 = 3;
 /// would keep the instance alive forever.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// First size of the read buffer. It grows (up to `Transport::READ_SIZE`)
+/// only when reads fill it, so an idle or chatty connection keeps a few
+/// pages while a bulk transfer gets large reads.
+const INITIAL_READ: usize = 4 * 1024;
+
+/// Reads one direction may do per readiness event while each read fills the
+/// buffer, before going back to `poll_oneoff`: a bulk transfer then costs
+/// one poll per several reads instead of one per read.
+const READS_PER_WAKE: usize = 8;
+
 /// What a step of a [`Pipe`] found.
 #[derive(PartialEq, Eq)]
 enum Flow {
@@ -96,29 +106,49 @@ impl Pipe {
         Ok(())
     }
 
-    /// Handles readiness of whatever [`Self::subscription`] waited for: one
-    /// read plus transform plus write, or continuing a pending write.
+    /// Handles readiness of whatever [`Self::subscription`] waited for:
+    /// continuing a pending write, or reads, each transformed and written.
+    /// While reads fill the buffer (and everything was written), it reads
+    /// again, up to [`READS_PER_WAKE`] times, growing the buffer up to
+    /// `max_read`.
     fn step(
         &mut self,
-        buf: &mut [u8],
-        transform: impl FnOnce(&[u8], &mut Vec<u8>) -> Result<(), Errno>,
+        buf: &mut Vec<u8>,
+        max_read: usize,
+        mut transform: impl FnMut(&[u8], &mut Vec<u8>) -> Result<(), Errno>,
     ) -> Result<Flow, Errno> {
         if self.pending() {
             self.flush()?;
             return Ok(Flow::Open);
         }
-        let n = match ffi::read(self.src, buf) {
-            Ok(0) => return Ok(Flow::Eof),
-            Ok(n) => n,
-            // The readiness was stale: wait for the next one.
-            Err(Errno::AGAIN) => return Ok(Flow::Open),
-            Err(errno) => return Err(errno),
-        };
-        self.out.clear();
-        self.sent = 0;
-        transform(buf.get(..n).ok_or(Errno::IO)?, &mut self.out)?;
-        self.flush()?;
+        for _ in 0..READS_PER_WAKE {
+            let n = match ffi::read(self.src, buf) {
+                Ok(0) => return Ok(Flow::Eof),
+                Ok(n) => n,
+                // The readiness was stale (or the source is drained): wait
+                // for the next one.
+                Err(Errno::AGAIN) => return Ok(Flow::Open),
+                Err(errno) => return Err(errno),
+            };
+            self.out.clear();
+            self.sent = 0;
+            transform(buf.get(..n).ok_or(Errno::IO)?, &mut self.out)?;
+            self.flush()?;
+            if n < buf.len() || self.pending() {
+                break;
+            }
+            grow(buf, max_read);
+        }
         Ok(Flow::Open)
+    }
+}
+
+/// Enlarges a full read buffer (x4, at most `max`); keeps it as it is when
+/// memory is short.
+fn grow(buf: &mut Vec<u8>, max: usize) {
+    let target = buf.len().saturating_mul(4).min(max);
+    if target > buf.len() && buf.try_reserve_exact(target - buf.len()).is_ok() {
+        buf.resize(target, 0);
     }
 }
 
@@ -168,8 +198,8 @@ pub(crate) fn run<T: Transport>(
     }
 
     let size = T::READ_SIZE.max(1);
-    let mut buf = buffer(size)?;
-    buf.resize(size, 0);
+    let mut buf = buffer(size.min(INITIAL_READ))?;
+    buf.resize(size.min(INITIAL_READ), 0);
     let mut up = Pipe::new(caller, network, size)?;
     let mut down = Pipe::new(network, caller, size)?;
 
@@ -207,14 +237,14 @@ pub(crate) fn run<T: Transport>(
         // sees the timer due.
         let (up_ready, down_ready) = dispatch(ffi::poll(&subscriptions, &mut events)?)?;
         if up_ready
-            && up.step(&mut buf, |input, out| {
+            && up.step(&mut buf, size, |input, out| {
                 transport.caller_to_network(role, input, out)
             })? == Flow::Eof
         {
             return drain(ctrl, &mut up, &mut down);
         }
         if down_ready
-            && down.step(&mut buf, |input, out| {
+            && down.step(&mut buf, size, |input, out| {
                 transport.network_to_caller(role, input, out)
             })? == Flow::Eof
         {
