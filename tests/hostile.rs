@@ -11,7 +11,7 @@ use water_pt::Dialer;
 
 async fn check(hostile_wasm: Vec<u8>, expect_in_cause: &[&str]) {
     let rt = runtime();
-    let end = beside_a_healthy_connection(&rt, hostile_wasm).await;
+    let end = beside_a_healthy_connection(&rt, echo_server().await, hostile_wasm).await;
     let SessionEnd::Failed(cause) = end else {
         panic!("hostile module should fail, ended {end:?}");
     };

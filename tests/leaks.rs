@@ -24,7 +24,8 @@ async fn hostile_modules_leave_no_fd_or_thread_behind() {
     .unwrap();
     // Warm up once, so threads the runtime starts lazily (its clock) exist
     // before counting.
-    beside_a_healthy_connection(&rt, module("plain")).await;
+    let echo = echo_server().await;
+    beside_a_healthy_connection(&rt, echo, module("plain")).await;
     let base = settle_to(counts()).await;
     for (name, start) in [
         ("bad pointer", BAD_POINTER_START),
@@ -33,7 +34,7 @@ async fn hostile_modules_leave_no_fd_or_thread_behind() {
         ("spin", SPIN_START),
         ("sleep ignoring ctrl", SLEEP_IGNORING_CTRL_START),
     ] {
-        let end = beside_a_healthy_connection(&rt, wat_module(start, "")).await;
+        let end = beside_a_healthy_connection(&rt, echo, wat_module(start, "")).await;
         assert!(matches!(end, SessionEnd::Failed(_)), "{name}: {end:?}");
         let after = settle_to(base).await;
         assert!(

@@ -70,11 +70,10 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
                 reporter: Arc::new(crate::pt::report::Reporter::new(false)),
                 default_config: config_bytes,
             });
-            tokio::select! {
-                _ = crate::pt::client::serve_socks(client, &tcp, &shutdown) => {}
-                _ = shutdown.reached(crate::shutdown::Phase::Exit) => return Ok(()),
-            }
-            super::drain(&runtime, &shutdown).await;
+            super::serve_until_stopped(&runtime, &shutdown, tcp, async |tcp| {
+                crate::pt::client::serve_socks(client, tcp, &shutdown).await
+            })
+            .await;
             return Ok(());
         }
     };
@@ -82,27 +81,25 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
         Some(r) => tracing::info!("client listening on {local}, dialing {r}"),
         None => tracing::info!("client listening on {local}, module chooses the remote"),
     }
-    let serving = accept_loop(&tcp, &shutdown, |caller, peer| {
-        let dialer = dialer.clone();
-        let remote = remote.clone();
-        async move {
-            let result = match into_fd(caller) {
-                Ok(fd) => match &remote {
-                    Some(r) => dialer.dial_with_caller(fd, "tcp", r, None).await,
-                    None => dialer.dial_fixed_with_caller(fd).await,
-                },
-                Err(e) => Err(e.into()),
-            };
-            if let Err(e) = result {
-                tracing::info!("connection from {peer}: {e}");
+    super::serve_until_stopped(&runtime, &shutdown, tcp, async |tcp| {
+        accept_loop(tcp, &shutdown, |caller, peer| {
+            let dialer = dialer.clone();
+            let remote = remote.clone();
+            async move {
+                let result = match into_fd(caller) {
+                    Ok(fd) => match &remote {
+                        Some(r) => dialer.dial_with_caller(fd, "tcp", r, None).await,
+                        None => dialer.dial_fixed_with_caller(fd).await,
+                    },
+                    Err(e) => Err(e.into()),
+                };
+                if let Err(e) = result {
+                    tracing::info!("connection from {peer}: {e}");
+                }
             }
-        }
-    });
-    tokio::select! {
-        _ = serving => {}
-        _ = shutdown.reached(crate::shutdown::Phase::Exit) => return Ok(()),
-    }
-    drop(tcp);
-    super::drain(&runtime, &shutdown).await;
+        })
+        .await
+    })
+    .await;
     Ok(())
 }

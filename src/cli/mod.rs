@@ -182,14 +182,23 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Waits for the end of a standalone command: the first SIGINT stops the
-/// accept loop (which makes `serving` return), then open connections are
-/// awaited unless a second SIGINT or a SIGTERM arrives.
-pub(crate) async fn drain(runtime: &Runtime, shutdown: &crate::shutdown::Shutdown) {
+/// Serves `tcp` with `serve` (an accept loop that returns once the shutdown
+/// phase leaves `Running`) and ends the way the transports' convention asks:
+/// after the first SIGINT the listening socket is closed and open
+/// connections are awaited; SIGTERM or a second SIGINT ends everything at
+/// once.
+pub(crate) async fn serve_until_stopped(
+    runtime: &Runtime,
+    shutdown: &crate::shutdown::Shutdown,
+    tcp: tokio::net::TcpListener,
+    serve: impl AsyncFnOnce(&tokio::net::TcpListener),
+) {
     use crate::shutdown::Phase;
-    if shutdown.phase() == Phase::Exit {
-        return;
+    tokio::select! {
+        _ = serve(&tcp) => {}
+        _ = shutdown.reached(Phase::Exit) => return,
     }
+    drop(tcp);
     tokio::select! {
         _ = runtime.wait_idle() => {}
         _ = shutdown.reached(Phase::Exit) => {}

@@ -44,19 +44,17 @@ pub async fn run(args: RelayArgs) -> Result<(), String> {
         args.remote
     );
     let shutdown = Shutdown::install(false).map_err(|e| e.to_string())?;
-    let serving = accept_loop(&tcp, &shutdown, |inbound, peer| {
-        let relay = relay.clone();
-        async move {
-            if let Err(e) = relay.serve(inbound).await {
-                tracing::info!("connection from {peer}: {e}");
+    super::serve_until_stopped(&runtime, &shutdown, tcp, async |tcp| {
+        accept_loop(tcp, &shutdown, |inbound, peer| {
+            let relay = relay.clone();
+            async move {
+                if let Err(e) = relay.serve(inbound).await {
+                    tracing::info!("connection from {peer}: {e}");
+                }
             }
-        }
-    });
-    tokio::select! {
-        _ = serving => {}
-        _ = shutdown.reached(crate::shutdown::Phase::Exit) => return Ok(()),
-    }
-    drop(tcp);
-    super::drain(&runtime, &shutdown).await;
+        })
+        .await
+    })
+    .await;
     Ok(())
 }

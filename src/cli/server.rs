@@ -36,23 +36,19 @@ pub async fn run(args: ServerArgs) -> Result<(), String> {
     );
     let shutdown = Shutdown::install(false).map_err(|e| e.to_string())?;
     let forward = Arc::new(args.forward);
-    let serving = accept_loop(&tcp, &shutdown, |inbound, peer| {
-        let server = server.clone();
-        let forward = forward.clone();
-        async move {
-            if let Err(e) = serve_one(&server, inbound, &forward).await {
-                tracing::info!("connection from {peer}: {e}");
+    super::serve_until_stopped(&runtime, &shutdown, tcp, async |tcp| {
+        accept_loop(tcp, &shutdown, |inbound, peer| {
+            let server = server.clone();
+            let forward = forward.clone();
+            async move {
+                if let Err(e) = serve_one(&server, inbound, &forward).await {
+                    tracing::info!("connection from {peer}: {e}");
+                }
             }
-        }
-    });
-    tokio::select! {
-        _ = serving => {}
-        _ = shutdown.reached(crate::shutdown::Phase::Exit) => return Ok(()),
-    }
-    // Close the listening socket so new connections are refused while the
-    // open ones finish.
-    drop(tcp);
-    super::drain(&runtime, &shutdown).await;
+        })
+        .await
+    })
+    .await;
     Ok(())
 }
 

@@ -1,9 +1,10 @@
 //! The dialer roles: `watm_dial_v1` (the runtime picks the remote) and
 //! `watm_dial_fixed_v1` (the module picks it, within the allow-list).
 
+use super::binding::{Binding, Sockets};
 use super::module::{Role, Watm};
 use super::net::NetPolicy;
-use super::session::{self, Job, Replies, SessionHandle};
+use super::session::{Replies, SessionHandle};
 use super::stream::{caller_pair, WaterStream};
 use super::{Error, Runtime};
 use crate::sys::HostFd;
@@ -12,36 +13,30 @@ use std::sync::Arc;
 /// Opens connections through a WATM.
 #[derive(Clone, Debug)]
 pub struct Dialer {
-    runtime: Runtime,
-    watm: Arc<Watm>,
-    config: Option<Arc<[u8]>>,
-    policy: Arc<NetPolicy>,
+    binding: Binding,
 }
 
 impl Dialer {
     pub fn new(runtime: &Runtime, watm: Arc<Watm>) -> Self {
         Self {
-            runtime: runtime.clone(),
-            watm,
-            config: None,
-            policy: Arc::new(NetPolicy::default()),
+            binding: Binding::new(runtime, watm),
         }
     }
 
     /// Bytes the module reads as `/conf/watm.cfg`.
     pub fn with_config(mut self, config: Option<Vec<u8>>) -> Self {
-        self.config = config.map(Arc::from);
+        self.binding.set_config(config);
         self
     }
 
     /// What the module may dial and how.
     pub fn with_policy(mut self, policy: NetPolicy) -> Self {
-        self.policy = Arc::new(policy);
+        self.binding.set_policy(policy);
         self
     }
 
     pub fn watm(&self) -> &Arc<Watm> {
-        &self.watm
+        &self.binding.watm
     }
 
     /// Connects to `address` through the module (`watm_dial_v1`) and returns
@@ -49,7 +44,7 @@ impl Dialer {
     pub async fn dial(&self, network: &str, address: &str) -> Result<WaterStream, Error> {
         let (ours, theirs) = caller_pair()?;
         let session = self
-            .start(Role::Dialer, theirs, Some((network, address)), None)
+            .dial_with_caller(theirs, network, address, None)
             .await?;
         Ok(WaterStream::new(ours, session))
     }
@@ -57,7 +52,7 @@ impl Dialer {
     /// Connects to the address the module chooses (`watm_dial_fixed_v1`).
     pub async fn dial_fixed(&self) -> Result<WaterStream, Error> {
         let (ours, theirs) = caller_pair()?;
-        let session = self.start(Role::FixedDialer, theirs, None, None).await?;
+        let session = self.dial_fixed_with_caller(theirs).await?;
         Ok(WaterStream::new(ours, session))
     }
 
@@ -72,31 +67,21 @@ impl Dialer {
         address: &str,
         replies: Option<Replies>,
     ) -> Result<SessionHandle, Error> {
-        self.start(Role::Dialer, caller, Some((network, address)), replies)
-            .await
+        let sockets = Sockets {
+            caller: Some(caller),
+            fixed_remote: Some((network.to_owned(), address.to_owned())),
+            replies,
+            ..Sockets::default()
+        };
+        self.binding.start(Role::Dialer, sockets).await
     }
 
     /// Like [`Dialer::dial_fixed`], with an already-connected caller socket.
     pub async fn dial_fixed_with_caller(&self, caller: HostFd) -> Result<SessionHandle, Error> {
-        self.start(Role::FixedDialer, caller, None, None).await
-    }
-
-    async fn start(
-        &self,
-        role: Role,
-        caller: HostFd,
-        remote: Option<(&str, &str)>,
-        replies: Option<Replies>,
-    ) -> Result<SessionHandle, Error> {
-        let job = Job {
-            role,
+        let sockets = Sockets {
             caller: Some(caller),
-            inbound: None,
-            fixed_remote: remote.map(|(n, a)| (n.to_owned(), a.to_owned())),
-            config: self.config.clone(),
-            policy: self.policy.clone(),
-            replies,
+            ..Sockets::default()
         };
-        session::start(&self.runtime, self.watm.clone(), job).await
+        self.binding.start(Role::FixedDialer, sockets).await
     }
 }

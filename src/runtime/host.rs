@@ -146,7 +146,7 @@ fn dial(host: &mut Host, network: &str, address: &str) -> i32 {
     let result = host
         .policy
         .connector
-        .connect(network, address, host.wasi.stop_signal());
+        .connect(network, address, host.wasi.stop_signal().waker());
     match result {
         Ok(stream) => {
             let _ = stream.set_nodelay(true);

@@ -1,8 +1,9 @@
 //! The listener role: `watm_accept_v1` decodes inbound connections.
 
+use super::binding::{Binding, Sockets};
 use super::module::{Role, Watm};
 use super::net::NetPolicy;
-use super::session::{self, Job, SessionHandle};
+use super::session::SessionHandle;
 use super::stream::{caller_pair, WaterStream};
 use super::{Error, Runtime};
 use crate::sys::HostFd;
@@ -16,10 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 /// returns the inbound connection.
 #[derive(Clone, Debug)]
 pub struct Server {
-    runtime: Runtime,
-    watm: Arc<Watm>,
-    config: Option<Arc<[u8]>>,
-    policy: Arc<NetPolicy>,
+    binding: Binding,
 }
 
 impl Server {
@@ -27,42 +25,35 @@ impl Server {
     pub fn new(runtime: &Runtime, watm: Arc<Watm>) -> Result<Self, Error> {
         watm.require(Role::Listener)?;
         Ok(Self {
-            runtime: runtime.clone(),
-            watm,
-            config: None,
-            policy: Arc::new(NetPolicy::default()),
+            binding: Binding::new(runtime, watm),
         })
     }
 
     /// Bytes the module reads as `/conf/watm.cfg`.
     pub fn with_config(mut self, config: Option<Vec<u8>>) -> Self {
-        self.config = config.map(Arc::from);
+        self.binding.set_config(config);
         self
     }
 
     pub fn with_policy(mut self, policy: NetPolicy) -> Self {
-        self.policy = Arc::new(policy);
+        self.binding.set_policy(policy);
         self
     }
 
     pub fn watm(&self) -> &Arc<Watm> {
-        &self.watm
+        &self.binding.watm
     }
 
     /// Serves one accepted connection with `caller` as the module's caller
     /// fd: an already-connected socket (e.g. to the upstream server), so the
     /// module writes straight into it.
     pub async fn serve(&self, inbound: HostFd, caller: HostFd) -> Result<SessionHandle, Error> {
-        let job = Job {
-            role: Role::Listener,
+        let sockets = Sockets {
             caller: Some(caller),
             inbound: Some(inbound),
-            fixed_remote: None,
-            config: self.config.clone(),
-            policy: self.policy.clone(),
-            replies: None,
+            ..Sockets::default()
         };
-        session::start(&self.runtime, self.watm.clone(), job).await
+        self.binding.start(Role::Listener, sockets).await
     }
 
     /// Serves one accepted connection and returns the decoded stream.

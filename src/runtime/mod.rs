@@ -8,6 +8,7 @@
 //! thin layers that decide which sockets a session starts with.
 
 mod artifact_cache;
+mod binding;
 mod dialer;
 mod error;
 mod host;

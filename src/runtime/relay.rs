@@ -1,10 +1,11 @@
 //! The relay role: `watm_associate_v1` accepts an inbound connection and
 //! dials the fixed remote inside one instance.
 
+use super::binding::{Binding, Sockets};
 use super::listener::into_fd;
 use super::module::{Role, Watm};
 use super::net::NetPolicy;
-use super::session::{self, Job, SessionHandle};
+use super::session::SessionHandle;
 use super::{Error, Runtime};
 use std::sync::Arc;
 use tokio::net::TcpStream;
@@ -12,11 +13,8 @@ use tokio::net::TcpStream;
 /// Forwards connections to a fixed remote through a WATM.
 #[derive(Clone, Debug)]
 pub struct Relay {
-    runtime: Runtime,
-    watm: Arc<Watm>,
+    binding: Binding,
     remote: (String, String),
-    config: Option<Arc<[u8]>>,
-    policy: Arc<NetPolicy>,
 }
 
 impl Relay {
@@ -30,35 +28,29 @@ impl Relay {
     ) -> Result<Self, Error> {
         watm.require(Role::Relay)?;
         Ok(Self {
-            runtime: runtime.clone(),
-            watm,
+            binding: Binding::new(runtime, watm),
             remote: (network.to_owned(), address.to_owned()),
-            config: None,
-            policy: Arc::new(NetPolicy::default()),
         })
     }
 
+    /// Bytes the module reads as `/conf/watm.cfg`.
     pub fn with_config(mut self, config: Option<Vec<u8>>) -> Self {
-        self.config = config.map(Arc::from);
+        self.binding.set_config(config);
         self
     }
 
     pub fn with_policy(mut self, policy: NetPolicy) -> Self {
-        self.policy = Arc::new(policy);
+        self.binding.set_policy(policy);
         self
     }
 
     /// Relays one accepted connection.
     pub async fn serve(&self, inbound: TcpStream) -> Result<SessionHandle, Error> {
-        let job = Job {
-            role: Role::Relay,
-            caller: None,
+        let sockets = Sockets {
             inbound: Some(into_fd(inbound)?),
             fixed_remote: Some(self.remote.clone()),
-            config: self.config.clone(),
-            policy: self.policy.clone(),
-            replies: None,
+            ..Sockets::default()
         };
-        session::start(&self.runtime, self.watm.clone(), job).await
+        self.binding.start(Role::Relay, sockets).await
     }
 }

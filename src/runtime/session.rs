@@ -20,12 +20,10 @@ use super::host::{self, Host, Inbound};
 use super::module::{Role, Watm};
 use super::net::NetPolicy;
 use super::RuntimeInner;
-use crate::sys::{self, HostFd, PollFd, PollFlags, Waker};
-use crate::wasi::{Errno, HostTrap, Socket, WasiCtx};
-use std::io::Write;
-use std::os::unix::net::UnixStream;
+use crate::sys::{self, HostFd, PollFd, PollFlags};
+use crate::wasi::{Entry, Errno, HostTrap, Socket, StopSignal, WasiCtx};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 use wasmtime::{Store, UpdateDeadline};
@@ -71,12 +69,11 @@ pub enum SessionEnd {
 /// State shared between a session's thread and its handles.
 pub struct SessionShared {
     pub(crate) id: u64,
-    /// Interrupts any wait of the instance; signalled on a forced stop.
-    pub(crate) stop: Arc<Waker>,
-    killed: AtomicBool,
+    /// Makes the module's control fd readable (graceful stop) or ends every
+    /// wait of the instance (forced stop).
+    pub(crate) stop: Arc<StopSignal>,
+    /// Whether a graceful stop (and its forced follow-up) was scheduled.
     stop_requested: AtomicBool,
-    /// The runtime's end of the control pipe.
-    ctrl: Mutex<Option<UnixStream>>,
     done: watch::Sender<Option<SessionEnd>>,
 }
 
@@ -87,8 +84,7 @@ impl SessionShared {
         if self.done.borrow().is_none() {
             tracing::warn!(conn = self.id, "module did not stop in time; forcing it");
         }
-        self.killed.store(true, Ordering::SeqCst);
-        self.stop.wake();
+        self.stop.kill();
         engine.increment_epoch();
     }
 }
@@ -114,9 +110,9 @@ impl SessionHandle {
         self.shared.id
     }
 
-    /// Asks the module to stop: writes `0x00` on the control pipe and closes
-    /// it. A module that has not returned when the grace period ends is
-    /// stopped by force.
+    /// Asks the module to stop: its control fd becomes readable (one `0x00`
+    /// byte, then end-of-stream). A module that has not returned when the
+    /// grace period ends is stopped by force.
     pub fn stop(&self) {
         request_stop(&self.shared, &self.runtime);
     }
@@ -141,9 +137,7 @@ pub(crate) fn request_stop(shared: &Arc<SessionShared>, runtime: &RuntimeInner) 
     if shared.stop_requested.swap(true, Ordering::SeqCst) || shared.done.borrow().is_some() {
         return;
     }
-    if let Some(mut ctrl) = shared.ctrl.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        let _ = ctrl.write(&[0u8]);
-    }
+    shared.stop.request();
     runtime.ticker.schedule_force_stop(
         Instant::now() + runtime.limits.stop_grace,
         Arc::downgrade(shared),
@@ -159,14 +153,10 @@ pub(crate) fn spawn(
 ) -> Result<(SessionHandle, oneshot::Receiver<Result<(), Error>>), Error> {
     watm.require(job.role)?;
     let permit = runtime.admit()?;
-    let (ctrl_host, ctrl_guest) = UnixStream::pair()?;
-    ctrl_host.set_nonblocking(true)?;
     let shared = Arc::new(SessionShared {
         id: permit.id,
-        stop: Arc::new(Waker::new()?),
-        killed: AtomicBool::new(false),
+        stop: Arc::new(StopSignal::new()?),
         stop_requested: AtomicBool::new(false),
-        ctrl: Mutex::new(Some(ctrl_host)),
         done: watch::Sender::new(None),
     });
     runtime.register(&shared);
@@ -180,7 +170,7 @@ pub(crate) fn spawn(
         .threads
         .execute(Box::new(move || {
             let id = shared.id;
-            let end = run(&rt, &watm, job, ctrl_guest.into(), shared.clone(), tx);
+            let end = run(&rt, &watm, job, shared.clone(), tx);
             rt.unregister(id);
             drop(permit);
             shared.done.send_replace(Some(end));
@@ -194,7 +184,6 @@ fn run(
     rt: &RuntimeInner,
     watm: &Watm,
     mut job: Job,
-    ctrl_guest: HostFd,
     shared: Arc<SessionShared>,
     ready: oneshot::Sender<Result<(), Error>>,
 ) -> SessionEnd {
@@ -202,7 +191,7 @@ fn run(
     let replies = job.replies.take();
     let mut store = new_store(rt, &mut job, shared);
     let mut caller_fd = None;
-    let outcome = setup(watm, &mut store, job, ctrl_guest, &mut caller_fd);
+    let outcome = setup(watm, &mut store, job, &mut caller_fd);
     let outcome = outcome.and_then(|()| {
         if let (Some(r), Some(fd)) = (&replies, caller_fd) {
             write_to_guest_socket(&store, fd, &r.ready)?;
@@ -268,7 +257,7 @@ fn new_store(rt: &RuntimeInner, job: &mut Job, shared: Arc<SessionShared>) -> St
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut ctx| {
         let host = ctx.data_mut();
-        if host.shared.killed.load(Ordering::SeqCst) {
+        if host.shared.stop.is_killed() {
             return Err(wasmtime::Error::new(HostTrap::Stopped));
         }
         host.wasi.ticks_without_host_call += 1;
@@ -287,7 +276,6 @@ fn setup(
     watm: &Watm,
     store: &mut Store<Host>,
     job: Job,
-    ctrl_guest: HostFd,
     caller_fd: &mut Option<u32>,
 ) -> Result<(), Error> {
     let instance = watm.pre.instantiate(&mut *store).map_err(|e| Error::Trap {
@@ -340,7 +328,19 @@ fn setup(
             });
         }
     }
-    let ctrl_fd = insert(store, ctrl_guest, "control pipe")?;
+    let ctrl_fd = store
+        .data_mut()
+        .wasi
+        .fds
+        .insert(Entry::Control {
+            nonblocking: false,
+            delivered: false,
+        })
+        .map_err(|e| {
+            Error::Io(std::io::Error::other(format!(
+                "cannot give the control channel to the module: {e}"
+            )))
+        })?;
     expect_zero(
         call(store, "watm_ctrlpipe_v1", Some(ctrl_fd as i32))?,
         "watm_ctrlpipe_v1",
@@ -406,7 +406,10 @@ fn write_to_guest_socket(store: &Store<Host>, fd: u32, bytes: &[u8]) -> Result<(
             Err(rustix::io::Errno::AGAIN) => {
                 let mut fds = [
                     PollFd::from_borrowed_fd(sock.fd(), PollFlags::OUT),
-                    PollFd::from_borrowed_fd(host.wasi.stop_signal().as_fd(), PollFlags::IN),
+                    PollFd::from_borrowed_fd(
+                        host.wasi.stop_signal().waker().as_fd(),
+                        PollFlags::IN,
+                    ),
                 ];
                 let left = deadline.saturating_duration_since(Instant::now());
                 if sys::poll(&mut fds, Some(left))? == 0 || !fds[1].revents().is_empty() {

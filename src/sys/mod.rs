@@ -16,11 +16,8 @@ pub use rustix::event::{PollFd, PollFlags};
 /// A socket or pipe descriptor owned by a guest's fd table.
 pub type HostFd = OwnedFd;
 
-/// A one-shot wake-up signal that can be included in any `poll` set.
-///
-/// Once [`Waker::wake`] has been called the descriptor stays readable for
-/// ever: a stop request is never "consumed", so every later wait of the
-/// instance it belongs to returns at once.
+/// A wake-up signal that can be included in any `poll` set: readable from
+/// [`Waker::wake`] until [`Waker::drain`].
 #[derive(Debug)]
 pub struct Waker {
     read: OwnedFd,
@@ -51,6 +48,16 @@ impl Waker {
         let _ = rustix::io::write(&self.read, &1u64.to_ne_bytes());
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         let _ = rustix::io::write(&self.write, &[1u8]);
+    }
+
+    /// Resets the waker to not signalled, so that a wait including it blocks
+    /// again until the next [`Waker::wake`].
+    pub fn drain(&self) {
+        let mut buf = [0u8; 64];
+        while matches!(rustix::io::read(&self.read, &mut buf), Ok(n) if n > 0) {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            break;
+        }
     }
 
     /// Whether [`Waker::wake`] has been called.

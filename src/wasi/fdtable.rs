@@ -27,6 +27,14 @@ pub enum Entry {
     ConfFile {
         pos: u64,
     },
+    /// The control channel: readable once the runtime asks the module to
+    /// stop, when it yields one `0x00` byte and then end-of-stream. Backed
+    /// by the instance's [`super::StopSignal`], not by a descriptor of its
+    /// own.
+    Control {
+        nonblocking: bool,
+        delivered: bool,
+    },
     Socket(Socket),
 }
 

@@ -5,7 +5,7 @@
 //! `writev` on the host descriptor, no intermediate buffer): this is what
 //! lets a passthrough module run at native loopback speed.
 
-use super::{with_ctx, Entry, Errno, Fail, GuestMemory, HostResult, HostTrap, WasiCtx, WasiView};
+use super::{with_ctx, Entry, Errno, Fail, GuestMemory, HostResult, Socket, WasiCtx, WasiView};
 use crate::sys::{self, PollFd, PollFlags};
 use std::io::IoSlice;
 use std::os::fd::BorrowedFd;
@@ -112,9 +112,10 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
                     Entry::Stdout | Entry::Stderr => (FILETYPE_CHARACTER_DEVICE, FDFLAGS_APPEND),
                     Entry::ConfDir => (FILETYPE_DIRECTORY, 0),
                     Entry::ConfFile { .. } => (FILETYPE_REGULAR_FILE, 0),
-                    Entry::Socket(s) => (
+                    Entry::Socket(Socket { nonblocking, .. })
+                    | Entry::Control { nonblocking, .. } => (
                         FILETYPE_SOCKET_STREAM,
-                        if s.nonblocking { FDFLAGS_NONBLOCK } else { 0 },
+                        if *nonblocking { FDFLAGS_NONBLOCK } else { 0 },
                     ),
                 };
                 let out = out as u32;
@@ -132,8 +133,11 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
         "fd_fdstat_set_flags",
         |mut c: Caller<'_, T>, fd: i32, flags: i32| {
             with_ctx(&mut c, |_, ctx| {
-                if let Entry::Socket(s) = ctx.fds.get_mut(fd)? {
-                    s.nonblocking = flags as u16 & FDFLAGS_NONBLOCK != 0;
+                let nonblock = flags as u16 & FDFLAGS_NONBLOCK != 0;
+                match ctx.fds.get_mut(fd)? {
+                    Entry::Socket(Socket { nonblocking, .. })
+                    | Entry::Control { nonblocking, .. } => *nonblocking = nonblock,
+                    _ => {}
                 }
                 Ok(())
             })
@@ -172,7 +176,9 @@ fn write(m: &GuestMemory<'_>, ctx: &mut WasiCtx, fd: i32, iovs: u32, n: u32) -> 
             })?;
             Ok(n as u32)
         }
-        Entry::Stdin | Entry::ConfDir | Entry::ConfFile { .. } => Err(Errno::BADF.into()),
+        Entry::Stdin | Entry::ConfDir | Entry::ConfFile { .. } | Entry::Control { .. } => {
+            Err(Errno::BADF.into())
+        }
     }
 }
 
@@ -194,7 +200,43 @@ fn read(m: &mut GuestMemory<'_>, ctx: &mut WasiCtx, fd: i32, iovs: u32, n: u32) 
             })?;
             Ok(n as u32)
         }
+        Entry::Control { .. } => {
+            let byte = read_control(ctx, fd)?;
+            m.write(target.ptr, &byte)?;
+            Ok(byte.len() as u32)
+        }
         Entry::Stdout | Entry::Stderr | Entry::ConfDir => Err(Errno::BADF.into()),
+    }
+}
+
+/// `fd_read` on the control channel: nothing until the runtime asks for a
+/// stop, then one `0x00` byte, then end-of-stream.
+fn read_control(ctx: &mut WasiCtx, fd: i32) -> HostResult<&'static [u8]> {
+    loop {
+        let stop = ctx.stop.clone();
+        let Entry::Control {
+            nonblocking,
+            delivered,
+        } = ctx.fds.get_mut(fd)?
+        else {
+            return Err(Errno::BADF.into());
+        };
+        if stop.is_requested() {
+            return Ok(if std::mem::replace(delivered, true) {
+                &[]
+            } else {
+                &[0]
+            });
+        }
+        if *nonblocking {
+            return Err(Errno::AGAIN.into());
+        }
+        let mut fds = [PollFd::from_borrowed_fd(
+            stop.waker().as_fd(),
+            PollFlags::IN,
+        )];
+        sys::poll(&mut fds, None).map_err(|e| Errno::from(&e))?;
+        stop.woken().map_err(Fail::Trap)?;
     }
 }
 
@@ -215,11 +257,11 @@ fn retry_blocking(
                 let stop = ctx.stop_signal();
                 let mut fds = [
                     PollFd::from_borrowed_fd(fd, interest),
-                    PollFd::from_borrowed_fd(stop.as_fd(), PollFlags::IN),
+                    PollFd::from_borrowed_fd(stop.waker().as_fd(), PollFlags::IN),
                 ];
                 sys::poll(&mut fds, None).map_err(|e| Errno::from(&e))?;
                 if !fds[1].revents().is_empty() {
-                    return Err(Fail::Trap(HostTrap::Stopped));
+                    stop.woken().map_err(Fail::Trap)?;
                 }
             }
             Err(e) => return Err(Errno::from(e).into()),

@@ -22,6 +22,7 @@ pub use fdtable::{Entry, FdTable, Socket, MAX_FDS};
 pub use memory::{GuestMemory, IoVec};
 
 use crate::sys::Waker;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::{Caller, Linker, Memory};
@@ -59,13 +60,76 @@ pub const IMPLEMENTED: &[&str] = &[
     "sock_shutdown",
 ];
 
+/// How the runtime tells an instance to stop, through one descriptor.
+///
+/// A graceful stop makes the guest's control fd readable (it reads a single
+/// `0x00`, then end-of-stream), which is what a WATM watches for. A forced
+/// stop (`kill`) ends every wait of the instance with a trap. Both wake the
+/// same OS descriptor, which every host-side wait of the instance includes;
+/// the flags say which it was. The control fd itself is virtual, so a
+/// connection costs no socket pair for it.
+#[derive(Debug)]
+pub struct StopSignal {
+    waker: Waker,
+    requested: AtomicBool,
+    killed: AtomicBool,
+}
+
+impl StopSignal {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            waker: Waker::new()?,
+            requested: AtomicBool::new(false),
+            killed: AtomicBool::new(false),
+        })
+    }
+
+    /// Graceful stop: the control fd becomes readable.
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    /// Forced stop: every wait of the instance traps.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
+    }
+
+    /// The descriptor every wait includes.
+    pub fn waker(&self) -> &Waker {
+        &self.waker
+    }
+
+    /// Called when the waker fired during a wait: traps on a forced stop,
+    /// otherwise re-arms the waker (the graceful request stays recorded in
+    /// its flag) so later waits block again.
+    pub(crate) fn woken(&self) -> Result<(), HostTrap> {
+        self.waker.drain();
+        // Checked after draining: a kill that raced with the drain is seen.
+        if self.is_killed() {
+            Err(HostTrap::Stopped)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// Per-instance WASI state.
 pub struct WasiCtx {
     pub fds: FdTable,
     /// Contents of `/conf/watm.cfg`, when the runtime was given a config.
     conf: Option<Arc<[u8]>>,
-    /// Signalled by the runtime to stop this instance; included in every wait.
-    stop: Arc<Waker>,
+    /// How the runtime stops this instance; included in every wait.
+    stop: Arc<StopSignal>,
     /// The guest's exported memory, set right after instantiation.
     pub memory: Option<Memory>,
     /// Epoch ticks spent in wasm code since the last host call; the runtime
@@ -78,7 +142,7 @@ pub struct WasiCtx {
 }
 
 impl WasiCtx {
-    pub fn new(conf: Option<Arc<[u8]>>, stop: Arc<Waker>, tag: u64) -> Self {
+    pub fn new(conf: Option<Arc<[u8]>>, stop: Arc<StopSignal>, tag: u64) -> Self {
         Self {
             fds: FdTable::new(conf.is_some()),
             conf,
@@ -90,7 +154,7 @@ impl WasiCtx {
         }
     }
 
-    pub fn stop_signal(&self) -> &Waker {
+    pub fn stop_signal(&self) -> &StopSignal {
         &self.stop
     }
 }

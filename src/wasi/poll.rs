@@ -6,7 +6,7 @@
 //! can end a module that ignores its control pipe; a clock subscription
 //! becomes the wait's timeout.
 
-use super::{with_ctx, Entry, Errno, Fail, GuestMemory, HostResult, HostTrap, WasiCtx, WasiView};
+use super::{with_ctx, Entry, Errno, Fail, GuestMemory, HostResult, WasiCtx, WasiView};
 use crate::sys::{self, PollFd, PollFlags};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -144,6 +144,8 @@ fn poll_oneoff(
     let start = Instant::now();
     let mut events = Vec::new();
     let mut waits: Vec<usize> = Vec::new();
+    // Read subscriptions on the control channel that are not ready yet.
+    let mut controls: Vec<usize> = Vec::new();
     let mut fds: Vec<PollFd<'_>> = Vec::new();
     let mut timeout: Option<Duration> = None;
     for (i, sub) in subs.iter().enumerate() {
@@ -182,6 +184,14 @@ fn poll_oneoff(
                     }
                     Ok(Entry::Stdin) => events.push(ready(0, EVENTRWFLAGS_HANGUP)),
                     Ok(Entry::Stdout | Entry::Stderr) => events.push(ready(0, 0)),
+                    // Readable once a stop was requested; never writable.
+                    Ok(Entry::Control { .. }) => {
+                        if kind == EVENTTYPE_FD_READ && ctx.stop.is_requested() {
+                            events.push(ready(1, 0));
+                        } else {
+                            controls.push(i);
+                        }
+                    }
                     Ok(Entry::ConfDir) => events.push(Event {
                         error: Errno::ISDIR.0,
                         ..ready(0, 0)
@@ -198,14 +208,33 @@ fn poll_oneoff(
         timeout = Some(Duration::ZERO);
     }
 
-    fds.push(PollFd::from_borrowed_fd(ctx.stop.as_fd(), PollFlags::IN));
+    let stop = ctx.stop.clone();
+    fds.push(PollFd::from_borrowed_fd(
+        stop.waker().as_fd(),
+        PollFlags::IN,
+    ));
     loop {
         sys::poll(&mut fds, timeout.map(|t| t.saturating_sub(start.elapsed())))
             .map_err(|e| Errno::from(&e))?;
-        if fds.last().is_some_and(|p| !p.revents().is_empty()) {
-            return Err(Fail::Trap(HostTrap::Stopped));
+        let (stop_fd, socket_fds) = fds.split_last_mut().ok_or(Errno::INVAL)?;
+        if !stop_fd.revents().is_empty() {
+            stop.woken().map_err(Fail::Trap)?;
+            stop_fd.clear_revents();
+            if stop.is_requested() {
+                for &i in &controls {
+                    if let Sub::Fd { userdata, kind, .. } = subs[i] {
+                        events.push(Event {
+                            userdata,
+                            kind,
+                            nbytes: 1,
+                            ..Event::default()
+                        });
+                    }
+                }
+                controls.clear();
+            }
         }
-        let fd_ready = fds.iter().any(|p| !p.revents().is_empty());
+        let fd_ready = socket_fds.iter().any(|p| !p.revents().is_empty());
         let clock_due = timeout.is_some_and(|t| start.elapsed() >= t);
         if fd_ready || clock_due || !events.is_empty() {
             break;

@@ -270,9 +270,9 @@ pub const SPIN_START: &str = "(loop $spin (br $spin)) (i32.const 0)";
 /// connection ended), then checks the healthy one still carries bytes.
 pub async fn beside_a_healthy_connection(
     rt: &Runtime,
+    echo: SocketAddr,
     hostile_wasm: Vec<u8>,
 ) -> water_pt::runtime::SessionEnd {
-    let echo = echo_server().await;
     let healthy = water_pt::Dialer::new(rt, rt.load(&module("plain")).unwrap());
     let mut good = healthy.dial("tcp", &echo.to_string()).await.unwrap();
     assert_eq!(roundtrip(&mut good, b"before").await, b"before");

@@ -1,0 +1,61 @@
+//! What every role starts its sessions with: a module, its config and what
+//! it may dial.
+
+use super::module::{Role, Watm};
+use super::net::NetPolicy;
+use super::session::{self, Job, Replies, SessionHandle};
+use super::{Error, Runtime};
+use crate::sys::HostFd;
+use std::sync::Arc;
+
+/// A module bound to a runtime, with the settings of its sessions.
+#[derive(Clone, Debug)]
+pub(crate) struct Binding {
+    runtime: Runtime,
+    pub watm: Arc<Watm>,
+    /// Bytes the module reads as `/conf/watm.cfg`.
+    pub config: Option<Arc<[u8]>>,
+    pub policy: Arc<NetPolicy>,
+}
+
+/// The sockets and remote one session starts with.
+#[derive(Default)]
+pub(crate) struct Sockets {
+    pub caller: Option<HostFd>,
+    pub inbound: Option<HostFd>,
+    pub fixed_remote: Option<(String, String)>,
+    pub replies: Option<Replies>,
+}
+
+impl Binding {
+    pub fn new(runtime: &Runtime, watm: Arc<Watm>) -> Self {
+        Self {
+            runtime: runtime.clone(),
+            watm,
+            config: None,
+            policy: Arc::new(NetPolicy::default()),
+        }
+    }
+
+    pub fn set_config(&mut self, config: Option<Vec<u8>>) {
+        self.config = config.map(Arc::from);
+    }
+
+    pub fn set_policy(&mut self, policy: NetPolicy) {
+        self.policy = Arc::new(policy);
+    }
+
+    /// Starts a session in `role` and waits until its connection is set up.
+    pub async fn start(&self, role: Role, sockets: Sockets) -> Result<SessionHandle, Error> {
+        let job = Job {
+            role,
+            caller: sockets.caller,
+            inbound: sockets.inbound,
+            fixed_remote: sockets.fixed_remote,
+            config: self.config.clone(),
+            policy: self.policy.clone(),
+            replies: sockets.replies,
+        };
+        session::start(&self.runtime, self.watm.clone(), job).await
+    }
+}
