@@ -53,11 +53,13 @@ impl Waker {
     /// Resets the waker to not signalled, so that a wait including it blocks
     /// again until the next [`Waker::wake`].
     pub fn drain(&self) {
+        // An eventfd resets its counter with one read; a pipe may hold
+        // several wake-up bytes.
         let mut buf = [0u8; 64];
-        while matches!(rustix::io::read(&self.read, &mut buf), Ok(n) if n > 0) {
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            break;
-        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let _ = rustix::io::read(&self.read, &mut buf);
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        while matches!(rustix::io::read(&self.read, &mut buf), Ok(n) if n > 0) {}
     }
 
     /// Whether [`Waker::wake`] has been called.

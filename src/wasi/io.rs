@@ -202,7 +202,7 @@ fn read(m: &mut GuestMemory<'_>, ctx: &mut WasiCtx, fd: i32, iovs: u32, n: u32) 
         }
         Entry::Control { .. } => {
             let byte = read_control(ctx, fd)?;
-            m.write(target.ptr, &byte)?;
+            m.write(target.ptr, byte)?;
             Ok(byte.len() as u32)
         }
         Entry::Stdout | Entry::Stderr | Entry::ConfDir => Err(Errno::BADF.into()),
