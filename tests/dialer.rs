@@ -121,3 +121,48 @@ async fn hundred_concurrent_connections_carry_one_mib_each() {
         t.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn stop_reaches_the_module_through_its_control_fd() {
+    let rt = runtime();
+    let echo = echo_server().await;
+    let dialer = Dialer::new(&rt, rt.load(&module("plain")).unwrap());
+    let mut s = dialer.dial("tcp", &echo.to_string()).await.unwrap();
+    assert_eq!(roundtrip(&mut s, b"open").await, b"open");
+    let session = s.session().clone();
+    // Both sides are still open: only the control fd can end the module.
+    session.stop();
+    assert_eq!(
+        session.finished().await,
+        water_pt::runtime::SessionEnd::Cancelled
+    );
+}
+
+#[tokio::test]
+async fn control_fd_reads_one_zero_byte_then_end_of_stream() {
+    // After a stop request, watm_start_v1 reads the control fd twice
+    // (blocking) and returns byte * 100 + first_len * 10 + second_len, so the
+    // test sees exactly what it got: a 0x00 byte, then end-of-stream = 10.
+    let start = "
+        (i32.store (i32.const 0) (i32.const 64)) (i32.store (i32.const 4) (i32.const 1))
+        (i32.store8 (i32.const 64) (i32.const 7))
+        (drop (call $fd_read (global.get $ctrl) (i32.const 0) (i32.const 1) (i32.const 16)))
+        (local.set $byte (i32.load8_u (i32.const 64)))
+        (drop (call $fd_read (global.get $ctrl) (i32.const 0) (i32.const 1) (i32.const 20)))
+        (i32.add (i32.mul (local.get $byte) (i32.const 100))
+          (i32.add (i32.mul (i32.load (i32.const 16)) (i32.const 10)) (i32.load (i32.const 20))))";
+    let wasm = wat_module_with_locals("(local $byte i32)", start, "");
+    let rt = runtime();
+    let echo = echo_server().await;
+    let s = Dialer::new(&rt, rt.load(&wasm).unwrap())
+        .dial("tcp", &echo.to_string())
+        .await
+        .unwrap();
+    let session = s.session().clone();
+    session.stop();
+    assert_eq!(
+        session.finished().await,
+        water_pt::runtime::SessionEnd::Failed("watm_start_v1 returned 10".into())
+    );
+    drop(s);
+}

@@ -115,6 +115,11 @@ pub fn sha256(b: &[u8]) -> [u8; 32] {
 /// `start` (and extra items are spliced in). Globals `$caller`, `$net` and
 /// `$ctrl` hold the fds the runtime handed over.
 pub fn wat_module(start: &str, extra: &str) -> Vec<u8> {
+    wat_module_with_locals("", start, extra)
+}
+
+/// Like [`wat_module`], with local declarations for `watm_start_v1`.
+pub fn wat_module_with_locals(locals: &str, start: &str, extra: &str) -> Vec<u8> {
     let text = format!(
         r#"(module
   (import "env" "water_dial_fixed" (func $dial_fixed (result i32)))
@@ -139,7 +144,7 @@ pub fn wat_module(start: &str, extra: &str) -> Vec<u8> {
   (func (export "watm_ctrlpipe_v1") (param i32) (result i32)
     (global.set $ctrl (local.get 0))
     (i32.const 0))
-  (func (export "watm_start_v1") (result i32)
+  (func (export "watm_start_v1") (result i32) {locals}
     {start})
   {extra}
 )"#
