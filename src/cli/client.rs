@@ -28,10 +28,15 @@ pub struct ClientArgs {
     /// An address the module may dial with `water_dial` (repeatable).
     #[arg(long, value_name = "HOST:PORT")]
     pub allow_dial: Vec<String>,
+    /// SOCKS5 mode: where bare `water-wasm=NAME` and pin-only (`water-sha256=HEX`, loaded
+    /// as HEX.wasm) bridge arguments are looked up.
+    #[arg(long, value_name = "DIR")]
+    pub module_dir: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: ClientArgs) -> Result<(), String> {
     let (runtime, watm, config) = args.module.load()?;
+    let config_bytes = config.clone();
     let dialer = Dialer::new(&runtime, watm)
         .with_config(config)
         .with_policy(NetPolicy {
@@ -55,7 +60,22 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
         (None, true) => None,
         (None, false) => {
             tracing::info!("SOCKS5 client listening on {local}");
-            return crate::pt::client::serve_socks(&runtime, &tcp, &shutdown, None).await;
+            // Each request's bridge arguments pick the module; --wasm and --config apply
+            // to requests that name none.
+            let modules = crate::pt::modules::ModuleStore::new(runtime.clone(), args.module_dir)
+                .with_default(dialer.watm().clone());
+            let client = Arc::new(crate::pt::client::SocksClient {
+                modules: Arc::new(modules),
+                policy: NetPolicy::default(),
+                reporter: Arc::new(crate::pt::report::Reporter::new(false)),
+                default_config: config_bytes,
+            });
+            tokio::select! {
+                _ = crate::pt::client::serve_socks(client, &tcp, &shutdown) => {}
+                _ = shutdown.reached(crate::shutdown::Phase::Exit) => return Ok(()),
+            }
+            super::drain(&runtime, &shutdown).await;
+            return Ok(());
         }
     };
     match &remote {

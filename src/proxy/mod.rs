@@ -15,6 +15,7 @@ mod handshake;
 mod url;
 
 #[cfg(test)]
+#[path = "../../tests/common/test_proxies.rs"]
 mod test_proxies;
 #[cfg(test)]
 mod tests;

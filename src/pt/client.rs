@@ -1,15 +1,185 @@
 //! The client side: a SOCKS5 front whose requests are dialed through WATMs.
+//!
+//! tor connects once per bridge connection, with the bridge line's arguments in the SOCKS5
+//! username/password and the bridge address in the CONNECT request. For each connection:
+//! 1. the handshake runs; arguments that do not even parse get `01 01` (tor's rule);
+//! 2. the arguments pick the module ([`ModuleStore`]); a module that cannot be used gets a
+//!    non-zero CONNECT reply;
+//! 3. the accepted socket itself becomes the module's caller fd, and the runtime writes the
+//!    CONNECT reply on it once the module's dial succeeded or failed, so tor never sends
+//!    data into a tunnel that is not up, and no copy loop sits between tor and the module.
 
-use crate::runtime::Runtime;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use super::args::parse_socks_args;
+use super::bridge::{BridgeArgs, BridgeArgsError};
+use super::modules::ModuleStore;
+use super::report::Reporter;
+use crate::runtime::{into_fd, Dialer, Error, NetPolicy, Replies};
+use crate::serve::accept_loop;
 use crate::shutdown::Shutdown;
-use tokio::net::TcpListener;
+use crate::socks::{self, Reply};
 
-/// Serves SOCKS5 on `listener` until shutdown.
-pub async fn serve_socks(
-    _runtime: &Runtime,
-    _listener: &TcpListener,
-    _shutdown: &Shutdown,
-    _module_dir: Option<&std::path::Path>,
-) -> Result<(), String> {
-    Err("the SOCKS5 client is not available in this build".into())
+/// Everything the SOCKS front needs, shared by all its connections.
+#[derive(Debug)]
+pub struct SocksClient {
+    pub modules: Arc<ModuleStore>,
+    /// How modules reach the bridge (tor's proxy and bind addresses in managed mode).
+    pub policy: NetPolicy,
+    pub reporter: Arc<Reporter>,
+    /// Configuration for requests that name neither a module nor a config (the standalone
+    /// client's `--config`; `None` in managed mode).
+    pub default_config: Option<Vec<u8>>,
+}
+
+/// Serves SOCKS5 on `listener` until the shutdown phase leaves `Running`. Returns when the
+/// accept loop stops; open connections keep running (wait with `Runtime::wait_idle`).
+pub async fn serve_socks(client: Arc<SocksClient>, listener: &TcpListener, shutdown: &Shutdown) {
+    accept_loop(listener, shutdown, |stream, peer| {
+        let client = client.clone();
+        async move { client.handle(stream, peer).await }
+    })
+    .await;
+}
+
+/// The CONNECT reply for a failed setup: REP 5 when the bridge refused the connection, REP 1
+/// for everything else (tor only tells success from failure; the code helps a reader of a
+/// capture).
+pub fn failure_reply(err: &Error) -> Reply {
+    match err {
+        Error::Dial { source, .. } if source.kind() == io::ErrorKind::ConnectionRefused => {
+            Reply::ConnectionRefused
+        }
+        _ => Reply::GeneralFailure,
+    }
+}
+
+/// A short word for each kind of dial failure, for de-duplicated reporting.
+fn failure_kind(err: &Error) -> &'static str {
+    match err {
+        Error::Dial { source, .. } => match source.kind() {
+            io::ErrorKind::ConnectionRefused => "refused",
+            io::ErrorKind::TimedOut => "timeout",
+            io::ErrorKind::PermissionDenied => "proxy-auth",
+            _ => "dial",
+        },
+        Error::TooManyConnections(_) => "too-many-connections",
+        Error::RoleUnsupported { .. } => "module-role",
+        _ => "module-failed",
+    }
+}
+
+/// What `parse_auth` hands on: arguments that parsed, possibly unusable.
+type ParsedArgs = Result<BridgeArgs, BridgeArgsError>;
+
+fn parse_auth(creds: Option<(&[u8], &[u8])>) -> Result<ParsedArgs, String> {
+    match creds {
+        None => Ok(Ok(BridgeArgs::default())),
+        Some((user, pass)) => {
+            let pairs = parse_socks_args(user, pass).map_err(|e| e.to_string())?;
+            Ok(BridgeArgs::from_pairs(&pairs))
+        }
+    }
+}
+
+impl SocksClient {
+    async fn handle(&self, stream: TcpStream, peer: SocketAddr) {
+        let request = match socks::accept(stream, parse_auth).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Malformed bridge arguments are the bridge line's fault: tell the user.
+                if let socks::SocksError::AuthRejected(msg) = &e {
+                    self.reporter.log(
+                        super::output::Severity::Warning,
+                        &format!("water: malformed bridge arguments: {msg}"),
+                    );
+                } else {
+                    tracing::info!("SOCKS connection from {peer}: {e}");
+                }
+                return;
+            }
+        };
+        let address = request.target.to_string();
+        let args = match &request.auth {
+            Ok(args) => args.clone(),
+            Err(e) => {
+                let msg = e.to_string();
+                self.reporter.bridge_failed(&address, "bad-arguments", &msg);
+                let _ = request.reply_failure(Reply::GeneralFailure).await;
+                return;
+            }
+        };
+        let names_nothing = args.wasm.is_none() && args.sha256.is_none();
+        let config = match (&args.config, names_nothing) {
+            (None, true) => self.default_config.clone(),
+            (c, _) => c.clone(),
+        };
+        let watm = match self.modules.select_blocking_off(args).await {
+            Ok(w) => w,
+            Err(e) => {
+                self.reporter
+                    .bridge_failed(&address, e.kind(), &e.to_string());
+                let _ = request.reply_failure(Reply::GeneralFailure).await;
+                return;
+            }
+        };
+        let fd = match into_fd(request.stream) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::info!("SOCKS connection from {peer}: {e}");
+                return;
+            }
+        };
+        // The runtime owns `fd` from here on and answers on it once setup started; errors
+        // before that (connection limit) would leave tor without a reply, so keep a second
+        // descriptor to answer those ourselves.
+        let spare = fd.try_clone().ok();
+        let dialer = Dialer::new(self.modules.runtime(), watm)
+            .with_config(config)
+            .with_policy(self.policy.clone());
+        let replies = Replies {
+            ready: socks::connect_reply(Ok(())).to_vec(),
+            failed: Box::new(|e| socks::connect_reply(Err(failure_reply(e))).to_vec()),
+        };
+        match dialer
+            .dial_with_caller(fd, "tcp", &address, Some(replies))
+            .await
+        {
+            Ok(_session) => self.reporter.bridge_connected(&address),
+            Err(e) => {
+                if answered_by_runtime(&e) {
+                    drop(spare);
+                } else if let Some(spare) = spare {
+                    reply_on(spare, failure_reply(&e));
+                }
+                self.reporter
+                    .bridge_failed(&address, failure_kind(&e), &e.to_string());
+            }
+        }
+    }
+}
+
+/// Whether the runtime got as far as writing the failure reply itself: it does once the
+/// session is set up far enough to hold the socket; admission and role checks fail before
+/// that, and an OS error may come from either side of that point (a second failure reply
+/// after a first one is harmless: tor stops reading at the first).
+fn answered_by_runtime(err: &Error) -> bool {
+    !matches!(
+        err,
+        Error::TooManyConnections(_) | Error::RoleUnsupported { .. } | Error::Io(_)
+    )
+}
+
+/// Writes a failure reply on a socket we still hold a descriptor of (best effort: the reply
+/// is 10 bytes on a fresh connection, so a blocking write cannot stall).
+fn reply_on(fd: crate::sys::HostFd, rep: Reply) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::from(fd);
+    let _ = s.set_nonblocking(false);
+    let _ = s.write_all(&socks::connect_reply(Err(rep)));
+    let _ = s.shutdown(std::net::Shutdown::Both);
 }

@@ -1,6 +1,214 @@
-//! Managed mode: `water-pt` launched by tor.
+//! Managed mode: `water-pt` launched by tor, configured by its environment, talking to it on
+//! stdout. One process serves the client side, the server side, or both, with one runtime.
+//!
+//! The order of the stdout lines is tor's: `VERSION 1`, then `PROXY DONE`/`PROXY-ERROR` if
+//! tor set `TOR_PT_PROXY` (checked before anything is bound, so a refused proxy leaves nothing
+//! behind), then `CMETHOD`s and `CMETHODS DONE`, `SMETHOD`s and `SMETHODS DONE`.
 
-/// Runs as a managed proxy configured by tor's environment.
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use super::client::{serve_socks, SocksClient};
+use super::connector::PtConnector;
+use super::env::{self, supported_transports, ManagedEnv};
+use super::modules::ModuleStore;
+use super::output;
+use super::report::Reporter;
+use super::server::{self, WaterServer};
+use super::TRANSPORT_NAME;
+use crate::proxy::ProxyUrl;
+use crate::runtime::{Limits, NetPolicy, Runtime, RuntimeConfig};
+use crate::shutdown::{Phase, Shutdown};
+
+/// Runs as a managed proxy configured by tor's environment. Returns `Err` (non-zero exit)
+/// when tor's request cannot be served at all; `Ok` when asked to exit.
 pub async fn run() -> Result<(), String> {
-    Err("managed mode is not available in this build".into())
+    let out = output::stdout();
+    let env = match env::from_process_env() {
+        Ok(env) => env,
+        Err(e) => {
+            let _ = out.report_env_error(&e);
+            return Err(format!("managed-proxy environment: {e}"));
+        }
+    };
+    // Before VERSION, so a failure can still be an ENV-ERROR.
+    if let Err(e) = create_private_dir(&env.state_location) {
+        let msg = format!(
+            "TOR_PT_STATE_LOCATION: cannot create {}: {e}",
+            env.state_location.display()
+        );
+        let _ = out.env_error(&msg);
+        return Err(msg);
+    }
+    out.version().map_err(|e| format!("stdout: {e}"))?;
+
+    let proxy = match env.client.as_ref().and_then(|c| c.proxy.as_deref()) {
+        None => None,
+        Some(raw) => match ProxyUrl::parse(raw) {
+            Ok(url) => {
+                let _ = out.proxy_done();
+                Some(url)
+            }
+            Err(e) => {
+                let _ = out.proxy_error(&e);
+                return Err(format!("TOR_PT_PROXY: {e}"));
+            }
+        },
+    };
+
+    let want_client = env
+        .client
+        .as_ref()
+        .is_some_and(|c| !supported_transports(&c.transports).is_empty());
+    let want_server = env
+        .server
+        .as_ref()
+        .is_some_and(|s| !supported_transports(&s.transports).is_empty());
+
+    let runtime = match Runtime::new(RuntimeConfig {
+        limits: Limits::default(),
+        cache_dir: Some(env.state_location.join("cache")),
+    }) {
+        Ok(rt) => rt,
+        Err(e) => {
+            let msg = format!("cannot start the WATER runtime: {e}");
+            report_fatal(&env, want_client, want_server, &msg);
+            return Err(msg);
+        }
+    };
+    let modules = Arc::new(ModuleStore::new(
+        runtime.clone(),
+        Some(env.state_location.join("watm")),
+    ));
+    let reporter = Arc::new(Reporter::new(true));
+    let shutdown = Shutdown::install(env.exit_on_stdin_close)
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+
+    let socks = match &env.client {
+        None => None,
+        Some(_) => {
+            let socks = if want_client {
+                launch_client(
+                    &modules,
+                    PtConnector::from_env(&env, proxy).policy(),
+                    &reporter,
+                )
+                .await
+            } else {
+                None
+            };
+            let _ = out.cmethods_done();
+            socks
+        }
+    };
+    let water_server = match &env.server {
+        None => None,
+        Some(server_env) => {
+            let server = if want_server {
+                server::launch(server_env, &modules, &env.state_location, reporter.clone())
+                    .await
+                    .map(Arc::new)
+            } else {
+                None
+            };
+            let _ = out.smethods_done();
+            server
+        }
+    };
+    if socks.is_none() && water_server.is_none() {
+        // Like obfs4proxy: nothing to serve is a failed launch; tor notes the exit.
+        return Err("no transport to serve".into());
+    }
+    serve(socks, water_server, &runtime, &shutdown).await;
+    Ok(())
+}
+
+/// The SOCKS listener for the client side, announced with `CMETHOD`.
+async fn launch_client(
+    modules: &Arc<ModuleStore>,
+    policy: NetPolicy,
+    reporter: &Arc<Reporter>,
+) -> Option<(Arc<SocksClient>, TcpListener)> {
+    let out = output::stdout();
+    let tcp = match TcpListener::bind(("127.0.0.1", 0)).await {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            let _ = out.cmethod_error(TRANSPORT_NAME, &format!("cannot listen: {e}"));
+            return None;
+        }
+    };
+    let addr = match tcp.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = out.cmethod_error(TRANSPORT_NAME, &format!("cannot listen: {e}"));
+            return None;
+        }
+    };
+    let _ = out.cmethod(TRANSPORT_NAME, addr);
+    tracing::info!("water client: SOCKS5 on {addr}");
+    let client = SocksClient {
+        modules: modules.clone(),
+        policy,
+        reporter: reporter.clone(),
+        default_config: None,
+    };
+    Some((Arc::new(client), tcp))
+}
+
+/// Serves both sides until told to stop: on `Draining` the accept loops end and open
+/// connections are awaited; on `Exit` this returns at once.
+async fn serve(
+    socks: Option<(Arc<SocksClient>, TcpListener)>,
+    server: Option<Arc<WaterServer>>,
+    runtime: &Runtime,
+    shutdown: &Shutdown,
+) {
+    let client_side = async {
+        if let Some((client, tcp)) = socks {
+            serve_socks(client, &tcp, shutdown).await;
+        }
+    };
+    let server_side = async {
+        if let Some(server) = server {
+            server.serve(shutdown).await;
+        }
+    };
+    let draining = async {
+        tokio::join!(client_side, server_side);
+        tracing::info!("no longer accepting; waiting for open connections");
+        runtime.wait_idle().await;
+    };
+    tokio::select! {
+        _ = draining => {}
+        _ = shutdown.reached(Phase::Exit) => {}
+    }
+}
+
+/// Method errors for whatever tor asked for, then the DONE lines, so tor learns why.
+fn report_fatal(env: &ManagedEnv, want_client: bool, want_server: bool, msg: &str) {
+    let out = output::stdout();
+    if env.client.is_some() {
+        if want_client {
+            let _ = out.cmethod_error(TRANSPORT_NAME, msg);
+        }
+        let _ = out.cmethods_done();
+    }
+    if env.server.is_some() {
+        if want_server {
+            let _ = out.smethod_error(TRANSPORT_NAME, msg);
+        }
+        let _ = out.smethods_done();
+    }
+}
+
+/// `mkdir -p` with mode 0700 for the directories it creates (tor's state directory holds
+/// module caches and the bridge line; nobody else needs to read them).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }

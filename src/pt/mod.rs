@@ -10,15 +10,27 @@
 //! * [`module_ref`]: how a bridge argument may name a WebAssembly module file.
 //! * [`bridge`]: the `water-*` bridge arguments and `Bridge water ...` lines.
 //!
-//! Networking (SOCKS, Extended ORPort, the upstream proxy) lives elsewhere and builds on these.
+//! Networking (SOCKS, Extended ORPort, the upstream proxy) lives elsewhere; the transport itself
+//! is assembled from it here:
+//!
+//! * [`managed`]: the process tor launches (environment, stdout lines, lifecycle).
+//! * [`client`]: the SOCKS5 front, one module session per bridge connection.
+//! * [`server`]: the bridge side, one module session per inbound connection, fed to tor.
+//! * [`modules`]: which module a bridge uses, loaded once per file.
+//! * [`connector`]: outbound connections through tor's proxy and bind addresses.
+//! * [`report`]: `LOG`/`STATUS` lines for tor, de-duplicated.
 
 pub mod args;
 pub mod bridge;
 pub mod client;
+pub mod connector;
 pub mod env;
 pub mod managed;
 pub mod module_ref;
+pub mod modules;
 pub mod output;
+pub mod report;
+pub mod server;
 
 /// The only transport name this pluggable transport implements. Names are C identifiers, which
 /// tor checks in its configuration, and tor compares them case-sensitively.

@@ -108,21 +108,31 @@ pub struct SocksRequest<A> {
     pub target: TargetAddr,
 }
 
+/// The complete CONNECT reply: `05 00 00 01 0.0.0.0:0` for `Ok(())`, the same with the REP
+/// code of the [`Reply`] for `Err`.
+///
+/// Public because the reply may be written by someone other than [`SocksRequest`]: the
+/// pluggable-transport client hands the accepted socket to a WATM and lets the runtime write
+/// these bytes once the module's connection is up (or has failed). Every reply this module
+/// sends goes through here too, so the two paths cannot drift apart.
+pub fn connect_reply(outcome: Result<(), Reply>) -> [u8; 10] {
+    wire::reply_bytes(match outcome {
+        Ok(()) => wire::REP_SUCCEEDED,
+        Err(rep) => rep.code(),
+    })
+}
+
 impl<A> SocksRequest<A> {
     /// Sends `05 00 00 01 0.0.0.0:0` and hands the stream over for relaying.
     pub async fn reply_success(mut self) -> io::Result<(TcpStream, A)> {
-        self.stream
-            .write_all(&wire::reply_bytes(wire::REP_SUCCEEDED))
-            .await?;
+        self.stream.write_all(&connect_reply(Ok(()))).await?;
         Ok((self.stream, self.auth))
     }
 
     /// Sends a failure reply and closes the connection, as RFC 1928 requires after a
     /// non-success REP.
     pub async fn reply_failure(mut self, rep: Reply) -> io::Result<()> {
-        self.stream
-            .write_all(&wire::reply_bytes(rep.code()))
-            .await?;
+        self.stream.write_all(&connect_reply(Err(rep))).await?;
         self.stream.shutdown().await
     }
 }
@@ -242,7 +252,7 @@ async fn handshake<A>(
 }
 
 async fn refuse(stream: &mut TcpStream, rep: Reply) -> io::Result<()> {
-    stream.write_all(&wire::reply_bytes(rep.code())).await
+    stream.write_all(&connect_reply(Err(rep))).await
 }
 
 /// Maps fast-socks5's error type onto ours, keeping I/O errors as I/O errors (EOF in the

@@ -2,6 +2,10 @@
 //! and resource counting.
 #![allow(dead_code)]
 
+pub mod extor_server;
+pub mod pt;
+pub mod test_proxies;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

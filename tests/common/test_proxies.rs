@@ -1,5 +1,7 @@
 //! Test-only proxies and an echo server, written from the protocol texts (RFC 1928/1929,
-//! SOCKS4a, HTTP CONNECT) rather than from the client code they test.
+//! SOCKS4a, HTTP CONNECT) rather than from the client code they test. Shared by the unit tests
+//! of `src/proxy` (included with `#[path]`) and the transport's integration tests.
+#![allow(dead_code)]
 
 use base64::Engine as _;
 use std::io::{self, Read, Write};
@@ -9,10 +11,10 @@ use std::thread;
 
 /// Sent by every test proxy in the same write as its success reply: if `dial` read past the
 /// reply, these bytes would be missing from the stream it returns.
-pub(super) const BANNER: &[u8] = b"via-proxy;";
+pub const BANNER: &[u8] = b"via-proxy;";
 
 /// An echo server on loopback; serves any number of connections.
-pub(super) fn echo_server() -> SocketAddr {
+pub fn echo_server() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     thread::spawn(move || {
@@ -31,7 +33,7 @@ pub(super) fn echo_server() -> SocketAddr {
 
 /// Accepts one connection and runs `handshake` on it. On `Ok(record)` it connects to
 /// `upstream` and relays both ways; the record (or the error) is sent on the returned channel.
-pub(super) fn spawn_proxy<F>(
+pub fn spawn_proxy<F>(
     upstream: SocketAddr,
     handshake: F,
 ) -> (SocketAddr, mpsc::Receiver<Result<String, String>>)
@@ -60,7 +62,7 @@ where
     (addr, rx)
 }
 
-pub(super) fn read_n(s: &mut TcpStream, n: usize) -> Result<Vec<u8>, String> {
+pub fn read_n(s: &mut TcpStream, n: usize) -> Result<Vec<u8>, String> {
     let mut buf = vec![0u8; n];
     s.read_exact(&mut buf).map_err(|e| e.to_string())?;
     Ok(buf)
@@ -78,7 +80,7 @@ fn read_until_nul(s: &mut TcpStream) -> Result<Vec<u8>, String> {
 
 /// A SOCKS5 server. With `creds`, it insists on method 0x02 and those exact credentials.
 /// It answers CONNECT with `rep` and the bound-address bytes `bnd` (ATYP + address + port).
-pub(super) fn socks5_server(
+pub fn socks5_server(
     creds: Option<(&'static str, &'static str)>,
     rep: u8,
     bnd: Vec<u8>,
@@ -139,10 +141,10 @@ pub(super) fn socks5_server(
     }
 }
 
-pub(super) const BND_V4: [u8; 7] = [1, 10, 9, 8, 7, 0x1f, 0x90];
+pub const BND_V4: [u8; 7] = [1, 10, 9, 8, 7, 0x1f, 0x90];
 
 /// A SOCKS4/4a server answering with reply code `cd`.
-pub(super) fn socks4a_server(
+pub fn socks4a_server(
     cd: u8,
 ) -> impl FnOnce(&mut TcpStream) -> Result<String, String> + Send + 'static {
     move |s| {
@@ -174,7 +176,7 @@ pub(super) fn socks4a_server(
 }
 
 /// An HTTP CONNECT proxy; with `creds` it demands exactly that Basic authorization.
-pub(super) fn http_server(
+pub fn http_server(
     creds: Option<(&'static str, &'static str)>,
 ) -> impl FnOnce(&mut TcpStream) -> Result<String, String> + Send + 'static {
     move |s| {

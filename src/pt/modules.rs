@@ -1,0 +1,297 @@
+//! Which WATM a bridge uses, loaded once per file and shared by every connection.
+//!
+//! A bridge line names its module with `water-wasm=` (absolute path, `file:` URL or bare name in
+//! the module directory) and may pin it with `water-sha256=`; with neither, the built-in
+//! [`crate::DEFAULT_MODULE`] (`plain`) runs. tor hands us the same arguments on every SOCKS
+//! connection to a bridge, so the expensive part (read, hash, compile) must happen once: files are
+//! cached by (canonical path, length, modification time), and a file that changes on disk is
+//! picked up on the next connection. [`Runtime::load`] dedups by SHA-256 underneath, so two paths
+//! to identical bytes still share one compiled module.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::SystemTime;
+
+use super::bridge::BridgeArgs;
+use super::module_ref::ModuleRef;
+use crate::runtime::{sha256, Error, Runtime, Watm};
+
+/// A module file larger than this is refused before it is read: real WATMs are well under
+/// 1 MiB, and a bridge line must not be able to make us read an arbitrary large file.
+pub const MAX_MODULE_BYTES: u64 = 64 << 20;
+
+/// Why the module a bridge asked for cannot be used. Each is a CONNECT-time failure on the
+/// client and an `SMETHOD-ERROR` on the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    /// A bare module name or a pin without `water-wasm`, but no module directory to look in.
+    #[error("module {0:?} is named relative to the module directory, but there is none (use --module-dir)")]
+    NoModuleDir(String),
+    /// The file cannot be opened or read.
+    #[error("cannot read module {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The file is larger than [`MAX_MODULE_BYTES`].
+    #[error("module {} is {len} bytes; the limit is {MAX_MODULE_BYTES}", path.display())]
+    TooLarge { path: PathBuf, len: u64 },
+    /// The module's SHA-256 is not the `water-sha256` pin.
+    #[error("module {} has sha256 {actual}, but the bridge pins water-sha256={pinned}", path.display())]
+    PinMismatch {
+        path: PathBuf,
+        pinned: String,
+        actual: String,
+    },
+    /// The runtime refused the bytes (not wasm, not a WATM v1 module, ...).
+    #[error("module {}: {source}", path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: Error,
+    },
+}
+
+impl ModuleError {
+    /// A short stable word for the kind of failure, used to report each kind once.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModuleError::NoModuleDir(_) => "no-module-dir",
+            ModuleError::Read { .. } => "module-unreadable",
+            ModuleError::TooLarge { .. } => "module-too-large",
+            ModuleError::PinMismatch { .. } => "pin-mismatch",
+            ModuleError::Invalid { .. } => "module-refused",
+        }
+    }
+}
+
+/// Identifies one version of one file without reading it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct FileKey {
+    path: PathBuf,
+    len: u64,
+    mtime: Option<SystemTime>,
+}
+
+/// Loads and caches the modules bridges ask for.
+#[derive(Debug)]
+pub struct ModuleStore {
+    runtime: Runtime,
+    module_dir: Option<PathBuf>,
+    files: Mutex<HashMap<FileKey, Arc<Watm>>>,
+    default: OnceLock<Arc<Watm>>,
+}
+
+impl ModuleStore {
+    /// A store loading into `runtime`; bare names resolve in `module_dir`.
+    pub fn new(runtime: Runtime, module_dir: Option<PathBuf>) -> Self {
+        Self {
+            runtime,
+            module_dir,
+            files: Mutex::new(HashMap::new()),
+            default: OnceLock::new(),
+        }
+    }
+
+    /// Uses `watm` instead of the built-in module for bridges that name none (the standalone
+    /// client's `--wasm`).
+    pub fn with_default(self, watm: Arc<Watm>) -> Self {
+        let _ = self.default.set(watm);
+        self
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    pub fn module_dir(&self) -> Option<&Path> {
+        self.module_dir.as_deref()
+    }
+
+    /// The module `args` select, checked against their pin. Blocking (it may read and compile
+    /// a file); see [`ModuleStore::select_blocking_off`] for async callers.
+    pub fn select(&self, args: &BridgeArgs) -> Result<Arc<Watm>, ModuleError> {
+        let path = match (&args.wasm, &args.sha256) {
+            (None, None) => return self.builtin(),
+            (Some(ModuleRef::Path(p)), _) => p.clone(),
+            (wasm, pin) => {
+                let dir = self.module_dir.as_deref().ok_or_else(|| {
+                    ModuleError::NoModuleDir(match (wasm, pin) {
+                        (Some(r), _) => r.to_string(),
+                        (None, Some(pin)) => format!("{}.wasm", hex::encode(pin)),
+                        (None, None) => String::new(),
+                    })
+                })?;
+                match args.module_path(dir) {
+                    Some(p) => p,
+                    None => return self.builtin(),
+                }
+            }
+        };
+        self.load_file(&path, args.sha256.as_ref())
+    }
+
+    /// [`ModuleStore::select`] on tokio's blocking pool, so a first load (tens of
+    /// milliseconds of compiling) does not stall the async workers.
+    pub async fn select_blocking_off(
+        self: &Arc<Self>,
+        args: BridgeArgs,
+    ) -> Result<Arc<Watm>, ModuleError> {
+        let store = self.clone();
+        match tokio::task::spawn_blocking(move || store.select(&args)).await {
+            Ok(result) => result,
+            Err(join) => Err(ModuleError::Invalid {
+                path: PathBuf::new(),
+                source: Error::Engine(format!("module loading task failed: {join}")),
+            }),
+        }
+    }
+
+    fn builtin(&self) -> Result<Arc<Watm>, ModuleError> {
+        if let Some(w) = self.default.get() {
+            return Ok(w.clone());
+        }
+        let watm =
+            self.runtime
+                .load(crate::DEFAULT_MODULE)
+                .map_err(|source| ModuleError::Invalid {
+                    path: PathBuf::from("<built-in plain>"),
+                    source,
+                })?;
+        Ok(self.default.get_or_init(|| watm).clone())
+    }
+
+    fn load_file(&self, path: &Path, pin: Option<&[u8; 32]>) -> Result<Arc<Watm>, ModuleError> {
+        let read_err = |source| ModuleError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        // Metadata comes from the opened file, so the key and the bytes describe the same inode.
+        let mut file = File::open(path).map_err(read_err)?;
+        let meta = file.metadata().map_err(read_err)?;
+        if !meta.is_file() {
+            return Err(read_err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
+        if meta.len() > MAX_MODULE_BYTES {
+            return Err(ModuleError::TooLarge {
+                path: path.to_path_buf(),
+                len: meta.len(),
+            });
+        }
+        let key = FileKey {
+            path: std::fs::canonicalize(path).map_err(read_err)?,
+            len: meta.len(),
+            mtime: meta.modified().ok(),
+        };
+        let cached = self.lock().get(&key).cloned();
+        let watm = match cached {
+            Some(w) => w,
+            None => {
+                let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+                (&mut file)
+                    .take(MAX_MODULE_BYTES + 1)
+                    .read_to_end(&mut bytes)
+                    .map_err(read_err)?;
+                // Checked before compiling: a wrong file is refused without spending the
+                // compile time on it.
+                check_pin(path, pin, &sha256(&bytes))?;
+                let w = self
+                    .runtime
+                    .load(&bytes)
+                    .map_err(|source| ModuleError::Invalid {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
+                self.lock().insert(key, w.clone());
+                w
+            }
+        };
+        check_pin(path, pin, &watm.sha256())?;
+        Ok(watm)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FileKey, Arc<Watm>>> {
+        self.files.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn check_pin(path: &Path, pin: Option<&[u8; 32]>, actual: &[u8; 32]) -> Result<(), ModuleError> {
+    match pin {
+        Some(pin) if pin != actual => Err(ModuleError::PinMismatch {
+            path: path.to_path_buf(),
+            pinned: hex::encode(pin),
+            actual: hex::encode(actual),
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::RuntimeConfig;
+
+    fn store(dir: Option<PathBuf>) -> ModuleStore {
+        ModuleStore::new(Runtime::new(RuntimeConfig::default()).unwrap(), dir)
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("water-modules-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn args(pairs: &[(&str, &str)]) -> BridgeArgs {
+        BridgeArgs::from_pairs(pairs).unwrap()
+    }
+
+    #[test]
+    fn default_pin_name_and_cache() {
+        let dir = temp_dir("cache");
+        let plain = crate::DEFAULT_MODULE;
+        let hex = hex::encode(sha256(plain));
+        std::fs::write(dir.join("p.wasm"), plain).unwrap();
+        std::fs::write(dir.join(format!("{hex}.wasm")), plain).unwrap();
+        let s = store(Some(dir.clone()));
+        let builtin = s.select(&BridgeArgs::default()).unwrap();
+        let named = s.select(&args(&[("water-wasm", "p.wasm")])).unwrap();
+        assert!(Arc::ptr_eq(&builtin, &named), "same bytes share one module");
+        let pinned = s.select(&args(&[("water-sha256", &hex)])).unwrap();
+        assert_eq!(pinned.sha256_hex(), hex);
+        assert_eq!(s.lock().len(), 2, "one cache entry per file");
+
+        let wrong = "00".repeat(32);
+        let err = s
+            .select(&args(&[("water-wasm", "p.wasm"), ("water-sha256", &wrong)]))
+            .unwrap_err();
+        assert_eq!(err.kind(), "pin-mismatch", "{err}");
+
+        std::fs::write(dir.join("bad.wasm"), b"not wasm").unwrap();
+        let err = s.select(&args(&[("water-wasm", "bad.wasm")])).unwrap_err();
+        assert_eq!(err.kind(), "module-refused", "{err}");
+        let err = s
+            .select(&args(&[("water-wasm", "missing.wasm")]))
+            .unwrap_err();
+        assert_eq!(err.kind(), "module-unreadable", "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn names_need_a_module_dir() {
+        let s = store(None);
+        let err = s.select(&args(&[("water-wasm", "x.wasm")])).unwrap_err();
+        assert_eq!(err.kind(), "no-module-dir");
+        let err = s
+            .select(&args(&[("water-sha256", &"ab".repeat(32))]))
+            .unwrap_err();
+        assert_eq!(err.kind(), "no-module-dir");
+    }
+}

@@ -1,0 +1,214 @@
+//! The server (bridge) side: accept transport connections, decode each with the module's
+//! listener role, and hand the plaintext to tor.
+//!
+//! tor's side of each connection is opened *before* the module starts: an authenticated
+//! Extended ORPort connection (or a plain ORPort one) becomes the module's caller fd, so the
+//! module writes decoded bytes straight to tor. A connection tor refuses (DENY, bad cookie,
+//! ORPort down) is dropped with a log line; the transport keeps serving the others.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use super::bridge::{bridge_line, BridgeArgs};
+use super::env::ServerEnv;
+use super::modules::ModuleStore;
+use super::output::{self, Severity};
+use super::report::Reporter;
+use super::TRANSPORT_NAME;
+use crate::extor::{self, ExtOrError};
+use crate::runtime::{into_fd, Listener, Role};
+use crate::serve::accept_loop;
+use crate::shutdown::Shutdown;
+
+/// The file in `TOR_PT_STATE_LOCATION` holding a ready-to-edit bridge line.
+pub const BRIDGE_LINE_FILE: &str = "water_bridgeline.txt";
+
+/// Where decoded connections go.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// tor's Extended ORPort, authenticated with the cookie file (re-read per connection).
+    ExtOrPort { addr: SocketAddr, cookie: PathBuf },
+    /// tor's plain ORPort.
+    OrPort(SocketAddr),
+}
+
+impl Upstream {
+    /// The Extended ORPort when tor offers one (it tells tor the client's address), else the
+    /// ORPort. `None` only for an environment [`super::env::parse`] would have refused.
+    pub fn from_env(env: &ServerEnv) -> Option<Self> {
+        match (&env.ext_orport, &env.auth_cookie_file, &env.orport) {
+            (Some(addr), Some(cookie), _) => Some(Upstream::ExtOrPort {
+                addr: *addr,
+                cookie: cookie.clone(),
+            }),
+            (_, _, Some(addr)) => Some(Upstream::OrPort(*addr)),
+            _ => None,
+        }
+    }
+
+    /// Opens tor's side of one inbound connection from `peer`.
+    async fn connect(&self, peer: SocketAddr) -> Result<TcpStream, (&'static str, String)> {
+        match self {
+            Upstream::ExtOrPort { addr, cookie } => {
+                extor::connect(*addr, cookie, peer, TRANSPORT_NAME)
+                    .await
+                    .map_err(|e| (extor_kind(&e), e.to_string()))
+            }
+            Upstream::OrPort(addr) => TcpStream::connect(addr)
+                .await
+                .map_err(|e| ("orport", format!("cannot connect to ORPort {addr}: {e}"))),
+        }
+    }
+}
+
+fn extor_kind(e: &ExtOrError) -> &'static str {
+    match e {
+        ExtOrError::Cookie { .. } => "extor-cookie",
+        ExtOrError::Denied => "extor-denied",
+        ExtOrError::ServerHashMismatch | ExtOrError::AuthRejected(_) => "extor-auth",
+        ExtOrError::Io { .. } => "extor-io",
+        _ => "extor-protocol",
+    }
+}
+
+/// A bound, announced water server.
+#[derive(Debug)]
+pub struct WaterServer {
+    listener: Listener,
+    upstream: Upstream,
+    reporter: Arc<Reporter>,
+}
+
+/// Sets up the server side for tor: module from `ServerTransportOptions`, listener on tor's
+/// bind address, then `SMETHOD water IP:PORT ARGS:water-sha256=...` (or `SMETHOD-ERROR`) and
+/// the bridge-line file. The caller writes `SMETHODS DONE`.
+pub async fn launch(
+    env: &ServerEnv,
+    modules: &Arc<ModuleStore>,
+    state_dir: &Path,
+    reporter: Arc<Reporter>,
+) -> Option<WaterServer> {
+    match try_launch(env, modules, state_dir, reporter).await {
+        Ok(server) => Some(server),
+        Err(msg) => {
+            tracing::error!("water server: {msg}");
+            let _ = output::stdout().smethod_error(TRANSPORT_NAME, &msg);
+            None
+        }
+    }
+}
+
+async fn try_launch(
+    env: &ServerEnv,
+    modules: &Arc<ModuleStore>,
+    state_dir: &Path,
+    reporter: Arc<Reporter>,
+) -> Result<WaterServer, String> {
+    let options = env.options_for(TRANSPORT_NAME);
+    for (key, _) in options {
+        if !key.starts_with("water-") {
+            tracing::warn!("ServerTransportOptions water:{key}=... is not a water option; ignored");
+        }
+    }
+    let args = BridgeArgs::from_pairs(options).map_err(|e| e.to_string())?;
+    let config = args.config.clone();
+    let watm = modules
+        .select_blocking_off(args)
+        .await
+        .map_err(|e| e.to_string())?;
+    watm.require(Role::Listener).map_err(|e| e.to_string())?;
+    let upstream = Upstream::from_env(env).ok_or("neither an ORPort nor an Extended ORPort")?;
+    let bind = env.bind_addr(TRANSPORT_NAME);
+    let tcp = TcpListener::bind(bind)
+        .await
+        .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+    let addr = tcp.local_addr().map_err(|e| e.to_string())?;
+    let published = BridgeArgs {
+        wasm: None,
+        sha256: Some(watm.sha256()),
+        config: config.clone(),
+    }
+    .to_pairs();
+    output::stdout()
+        .smethod(TRANSPORT_NAME, addr, &published)
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        "water server listening on {addr} (module {})",
+        watm.sha256_hex()
+    );
+    if let Err(e) = write_bridge_line(state_dir, addr, &published) {
+        reporter.log(
+            Severity::Warning,
+            &format!("water: cannot write {BRIDGE_LINE_FILE}: {e}"),
+        );
+    }
+    let listener = Listener::from_tcp(modules.runtime(), watm, tcp).with_config(config);
+    Ok(WaterServer {
+        listener,
+        upstream,
+        reporter,
+    })
+}
+
+/// Writes `state_dir/water_bridgeline.txt`: a comment on what to fill in, then the line.
+pub fn write_bridge_line(
+    state_dir: &Path,
+    addr: SocketAddr,
+    args: &[(String, String)],
+) -> io::Result<()> {
+    let line = bridge_line(addr, None, args)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    // `bridge_line` without a fingerprint gives `Bridge water ADDR k=v...`; the fingerprint
+    // goes right after the address.
+    let head = format!("Bridge {TRANSPORT_NAME} {addr}");
+    let rest = line.strip_prefix(&head).unwrap_or("");
+    let text = format!(
+        "# A bridge line for this water bridge. Before giving it out, replace <FINGERPRINT>\n\
+         # with the bridge's identity fingerprint (the second word of the file\n\
+         # <DataDirectory>/fingerprint, also printed in tor's log at startup) and, if the\n\
+         # address is 0.0.0.0 or [::], put the bridge's public address there.\n\
+         {head} <FINGERPRINT>{rest}\n"
+    );
+    std::fs::write(state_dir.join(BRIDGE_LINE_FILE), text)
+}
+
+impl WaterServer {
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts until the shutdown phase leaves `Running`.
+    pub async fn serve(self: Arc<Self>, shutdown: &Shutdown) {
+        let tcp = self.clone();
+        accept_loop(tcp.listener.tcp(), shutdown, |inbound, peer| {
+            let server = self.clone();
+            async move { server.handle(inbound, peer).await }
+        })
+        .await;
+    }
+
+    async fn handle(&self, inbound: TcpStream, peer: SocketAddr) {
+        let tor = match self.upstream.connect(peer).await {
+            Ok(s) => s,
+            Err((kind, msg)) => {
+                // Dropping `inbound` closes the client's connection.
+                self.reporter.server_failed(kind, &msg);
+                return;
+            }
+        };
+        let fds = into_fd(inbound).and_then(|i| Ok((i, into_fd(tor)?)));
+        let result = match fds {
+            Ok((inbound, tor)) => self.listener.serve(inbound, tor).await.map(drop),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = result {
+            // Client addresses stay out of tor's log (bridges do not log users).
+            tracing::debug!("connection from {peer}: {e}");
+            self.reporter.server_failed("module", &e.to_string());
+        }
+    }
+}
