@@ -20,7 +20,7 @@ use super::output::{self, Severity};
 use super::report::Reporter;
 use super::TRANSPORT_NAME;
 use crate::extor::{self, ExtOrError};
-use crate::runtime::{into_fd, Listener, Role};
+use crate::runtime::{into_fd, Role, Server};
 use crate::serve::accept_loop;
 use crate::shutdown::Shutdown;
 
@@ -78,7 +78,8 @@ fn extor_kind(e: &ExtOrError) -> &'static str {
 /// A bound, announced water server.
 #[derive(Debug)]
 pub struct WaterServer {
-    listener: Listener,
+    tcp: TcpListener,
+    server: Server,
     upstream: Upstream,
     reporter: Arc<Reporter>,
 }
@@ -146,9 +147,12 @@ async fn try_launch(
             &format!("water: cannot write {BRIDGE_LINE_FILE}: {e}"),
         );
     }
-    let listener = Listener::from_tcp(modules.runtime(), watm, tcp).with_config(config);
+    let server = Server::new(modules.runtime(), watm)
+        .map_err(|e| e.to_string())?
+        .with_config(config);
     Ok(WaterServer {
-        listener,
+        tcp,
+        server,
         upstream,
         reporter,
     })
@@ -178,13 +182,13 @@ pub fn write_bridge_line(
 
 impl WaterServer {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.tcp.local_addr()
     }
 
     /// Accepts until the shutdown phase leaves `Running`.
     pub async fn serve(self: Arc<Self>, shutdown: &Shutdown) {
         let tcp = self.clone();
-        accept_loop(tcp.listener.tcp(), shutdown, |inbound, peer| {
+        accept_loop(&tcp.tcp, shutdown, |inbound, peer| {
             let server = self.clone();
             async move { server.handle(inbound, peer).await }
         })
@@ -202,7 +206,7 @@ impl WaterServer {
         };
         let fds = into_fd(inbound).and_then(|i| Ok((i, into_fd(tor)?)));
         let result = match fds {
-            Ok((inbound, tor)) => self.listener.serve(inbound, tor).await.map(drop),
+            Ok((inbound, tor)) => self.server.serve(inbound, tor).await.map(drop),
             Err(e) => Err(e.into()),
         };
         if let Err(e) = result {
