@@ -54,6 +54,10 @@ struct Cli {
     /// Connections in the setup-latency test (default 1000; quick: 200).
     #[arg(long, value_name = "N")]
     latency_conns: Option<usize>,
+    /// Seconds to hold the idle connections before reading memory (default 2; quick: 0.5);
+    /// longer leaves time to inspect the processes by hand.
+    #[arg(long, value_name = "SECS")]
+    idle_settle: Option<f64>,
     /// Seconds each bulk test measures (default 5; quick: 1).
     #[arg(long, value_name = "SECS")]
     bulk_secs: Option<f64>,
@@ -133,13 +137,20 @@ impl Settings {
         Ok(Settings {
             quick: q,
             idle: cli.idle.map_or(if q { 200 } else { 1000 }, |n| n as usize),
-            latency_conns: cli.latency_conns.unwrap_or(if q { 200 } else { 1000 }).clamp(1, 100_000),
+            latency_conns: cli
+                .latency_conns
+                .unwrap_or(if q { 200 } else { 1000 })
+                .clamp(1, 100_000),
             bulk: secs(cli.bulk_secs, 5.0, 1.0)?,
-            bulk_warmup: if q { Duration::from_millis(300) } else { Duration::from_secs(1) },
+            bulk_warmup: if q {
+                Duration::from_millis(300)
+            } else {
+                Duration::from_secs(1)
+            },
             cps: secs(cli.cps_secs, 5.0, 1.0)?,
             cps_concurrency: cli.cps_concurrency.clamp(1, 1024),
             cps_payload: 1024,
-            idle_settle: if q { Duration::from_millis(500) } else { Duration::from_secs(2) },
+            idle_settle: secs(cli.idle_settle, 2.0, 0.5)?,
             water_pt,
             obfs4proxy: cli.obfs4proxy,
             modules: cli.modules,
@@ -249,6 +260,20 @@ async fn run(settings: &Settings) -> Result<bool, String> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     let nofile = raise_nofile(settings.idle)?;
+    let load_start = loadavg();
+    if let Some(one) = load_start
+        .as_deref()
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+    {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        if one > cpus / 2.0 {
+            eprintln!(
+                "pt-bench: warning: load average {one:.1} on {cpus} CPUs before starting; \
+                 rates and latencies will be noisy (CPU per GiB and per connection much less so)"
+            );
+        }
+    }
     if !settings.water_pt.is_file() {
         return Err(format!(
             "no water-pt binary at {} (cargo build --release, or --water-pt)",
@@ -270,7 +295,11 @@ async fn run(settings: &Settings) -> Result<bool, String> {
     eprintln!(
         "pt-bench: {} subjects: {}; stand-in ORPort on {}; RLIMIT_NOFILE {nofile}",
         subjects.len(),
-        subjects.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
+        subjects
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         target.addr
     );
     let mut results = Vec::new();
@@ -293,7 +322,7 @@ async fn run(settings: &Settings) -> Result<bool, String> {
             println!("note: {}: {n}", r.name);
         }
     }
-    let env = environment(nofile);
+    let env = environment(nofile, load_start);
     let doc = report::results_json(settings.json(), env, &results, &verdicts, &notes);
     let json_path = out.join("results.json");
     let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
@@ -305,11 +334,20 @@ async fn run(settings: &Settings) -> Result<bool, String> {
     Ok(results.iter().all(|r| r.error.is_none()))
 }
 
+/// `/proc/loadavg`: other work on the machine competes with the transports for CPU.
+fn loadavg() -> Option<String> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
 /// The machine's limits that bound the idle test, for the JSON.
-fn environment(nofile: u64) -> serde_json::Value {
+fn environment(nofile: u64, load_start: Option<String>) -> serde_json::Value {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     json!({
         "cpus": cpus,
+        "loadavg_start": load_start,
+        "loadavg_end": loadavg(),
         "rlimit_nofile": nofile,
         "vm_max_map_count": procfs::sysctl("vm/max_map_count"),
         "kernel_threads_max": procfs::sysctl("kernel/threads-max"),
@@ -339,7 +377,8 @@ async fn run_subject(
     };
     match &subject.kind {
         Kind::Water(m) if !m.config_from.is_empty() => {
-            r.notes.push(format!("module config: {}", m.config_from.join(", ")));
+            r.notes
+                .push(format!("module config: {}", m.config_from.join(", ")));
         }
         Kind::Water(_) if subject.name == "reverse" => r.notes.push(
             "reverse transforms each read, so bulk is one-way (sink/source) and echoes are \
@@ -399,7 +438,10 @@ async fn steps(
     }
     target.drained(drain).await;
 
-    eprintln!("   setup latency over {} connections", settings.latency_conns);
+    eprintln!(
+        "   setup latency over {} connections",
+        settings.latency_conns
+    );
     let lat = measure::latency(&route, settings.latency_conns).await;
     eprintln!(
         "     p50 {:.3} ms, p99 {:.3} ms ({} errors)",
@@ -423,9 +465,7 @@ async fn steps(
                 s.held.maps
             );
         }
-        if idle.opened < idle.requested {
-            r.notes.push(idle_shortfall(&idle));
-        }
+        r.notes.extend(idle_limits(&idle));
         r.idle = Some(idle);
         pair.check_alive()?;
         if !target.drained(drain).await {
@@ -438,8 +478,21 @@ async fn steps(
         "   short connections for {:?} at concurrency {}",
         settings.cps, settings.cps_concurrency
     );
-    let cps = measure::cps(&route, settings.cps_concurrency, settings.cps_payload, settings.cps).await;
-    eprintln!("     {:.0} conn/s ({} errors)", cps.per_sec, cps.errors);
+    let cps = measure::cps(
+        &route,
+        settings.cps_concurrency,
+        settings.cps_payload,
+        settings.cps,
+        procs,
+    )
+    .await;
+    eprintln!(
+        "     {:.0} conn/s ({} errors){}",
+        cps.per_sec,
+        cps.errors,
+        cps.cpu_ms_per_conn()
+            .map_or(String::new(), |c| format!(", {c:.3} PT CPU ms/conn"))
+    );
     r.cps = Some(cps);
     pair.check_alive()?;
     target.drained(drain).await;
@@ -466,7 +519,9 @@ async fn steps(
             b.mib_per_s,
             b.cpu_s_per_gib()
                 .map_or(String::new(), |c| format!(", {c:.2} PT CPU s/GiB")),
-            b.error.as_ref().map_or(String::new(), |e| format!(" ({e})"))
+            b.error
+                .as_ref()
+                .map_or(String::new(), |e| format!(" ({e})"))
         );
         r.bulk.push(b);
         pair.check_alive()?;
@@ -475,28 +530,68 @@ async fn steps(
     Ok(())
 }
 
-/// Explains an idle test that could not open every connection, naming the limits it may have
-/// run into.
-fn idle_shortfall(idle: &measure::Idle) -> String {
-    let mut s = format!(
-        "idle: opened {} of {} ({} failures; first: {})",
-        idle.opened,
-        idle.requested,
-        idle.errors,
-        idle.first_error.as_deref().unwrap_or("none")
-    );
-    for side in &idle.sides {
-        s.push_str(&format!(
-            "; {}: {} threads (kernel.threads-max {}), {} maps (vm.max_map_count {}), \
-             {} fds (RLIMIT_NOFILE {})",
-            side.side,
-            side.held.threads,
-            procfs::sysctl("kernel/threads-max").unwrap_or(0),
-            side.held.maps,
-            procfs::sysctl("vm/max_map_count").unwrap_or(0),
-            side.held.fds,
-            getrlimit(Resource::Nofile).current.unwrap_or(0),
+/// Explains an idle test that could not open every connection, and for each side which
+/// per-process limit 10,000 connections would exceed at the measured per-connection rates, and
+/// by how much.
+fn idle_limits(idle: &measure::Idle) -> Vec<String> {
+    let mut notes = Vec::new();
+    if idle.opened < idle.requested {
+        notes.push(format!(
+            "idle: opened {} of {} ({} failures; first: {})",
+            idle.opened,
+            idle.requested,
+            idle.errors,
+            idle.first_error.as_deref().unwrap_or("none")
         ));
     }
-    s
+    let nofile = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX) as f64;
+    let maps = procfs::sysctl("vm/max_map_count").map_or(f64::INFINITY, |v| v as f64);
+    let threads = [
+        procfs::sysctl("kernel/threads-max"),
+        procfs::sysctl("kernel/pid_max"),
+        getrlimit(Resource::Nproc).current,
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .map_or(f64::INFINITY, |v| v as f64);
+    for side in &idle.sides {
+        let n = idle.opened;
+        let checks = [
+            (
+                "descriptors",
+                side.fds_at(n, 10_000),
+                side.fds_per_conn(n),
+                nofile,
+                "RLIMIT_NOFILE",
+            ),
+            (
+                "memory maps",
+                side.maps_at(n, 10_000),
+                side.maps_per_conn(n),
+                maps,
+                "vm.max_map_count",
+            ),
+            (
+                "threads",
+                side.threads_at(n, 10_000),
+                (side.held.threads as f64 - side.before.threads as f64) / n.max(1) as f64,
+                threads,
+                "min(kernel.threads-max, kernel.pid_max, RLIMIT_NPROC)",
+            ),
+        ];
+        for (what, at, per, limit, name) in checks {
+            if at > limit {
+                notes.push(format!(
+                    "idle: {} side at 10,000 connections needs ~{at:.0} {what} ({per:.1} per \
+                     connection) > {name} {limit:.0}: over by ~{:.0}; it would stop near {:.0} \
+                     connections",
+                    side.side,
+                    at - limit,
+                    (limit - (at - per * 10_000.0)) / per.max(1e-9),
+                ));
+            }
+        }
+    }
+    notes
 }

@@ -291,7 +291,10 @@ fn expect_lines(
             continue;
         }
         if !seen_version && (first == "CMETHOD" || first == "SMETHOD") {
-            return Err(fail(&process, format!("method line before VERSION: {line}")));
+            return Err(fail(
+                &process,
+                format!("method line before VERSION: {line}"),
+            ));
         }
         if line.trim() == done {
             return Ok(process);
@@ -317,7 +320,9 @@ pub fn parse_smethod_args(text: &str) -> Result<Vec<(String, String)>, String> {
             '\\' => cur.push(chars.next().ok_or("ARGS: ends with a backslash")?),
             '=' if key.is_none() => key = Some(std::mem::take(&mut cur)),
             ',' => {
-                let k = key.take().ok_or_else(|| format!("ARGS: {cur:?} has no '='"))?;
+                let k = key
+                    .take()
+                    .ok_or_else(|| format!("ARGS: {cur:?} has no '='"))?;
                 pairs.push((k, std::mem::take(&mut cur)));
             }
             c => cur.push(c),

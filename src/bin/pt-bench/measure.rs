@@ -92,11 +92,7 @@ async fn echo_once(route: &Route, len: usize) -> io::Result<(TcpStream, Duration
         got += n;
     }
     let first = first_at.unwrap_or_else(Instant::now);
-    Ok((
-        stream,
-        first - opened.request_sent,
-        first - opened.began,
-    ))
+    Ok((stream, first - opened.request_sent, first - opened.began))
 }
 
 fn ms(d: &Duration) -> f64 {
@@ -188,9 +184,29 @@ pub struct Cps {
     pub errors: usize,
     pub first_error: Option<String>,
     pub per_sec: f64,
+    /// CPU seconds of the transport processes during the test. Unlike the rate, this does not
+    /// depend on how busy the rest of the machine is.
+    pub cpu_secs: Option<f64>,
 }
 
-pub async fn cps(route: &Route, concurrency: usize, payload: usize, dur: Duration) -> Cps {
+impl Cps {
+    /// Transport CPU (both sides) per connection, ms.
+    pub fn cpu_ms_per_conn(&self) -> Option<f64> {
+        self.cpu_secs
+            .filter(|_| self.completed > 0)
+            .map(|c| c * 1e3 / self.completed as f64)
+    }
+}
+
+pub async fn cps(
+    route: &Route,
+    concurrency: usize,
+    payload: usize,
+    dur: Duration,
+    procs: &[Proc],
+) -> Cps {
+    let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
+    let cpu0 = procfs::cpu_total(&pids);
     let started = Instant::now();
     let stop = started + dur;
     let done = Arc::new(AtomicU64::new(0));
@@ -218,7 +234,12 @@ pub async fn cps(route: &Route, concurrency: usize, payload: usize, dur: Duratio
     // the measured time.
     let secs = started.elapsed().as_secs_f64();
     let completed = done.load(Ordering::Relaxed);
+    let cpu_secs = match (cpu0, procfs::cpu_total(&pids)) {
+        (Ok(a), Ok(b)) if !pids.is_empty() => Some(b - a),
+        _ => None,
+    };
     Cps {
+        cpu_secs,
         concurrency,
         payload,
         secs,
@@ -236,6 +257,7 @@ impl Cps {
             "concurrency": self.concurrency, "payload_bytes": self.payload,
             "secs": self.secs, "completed": self.completed, "errors": self.errors,
             "first_error": self.first_error, "per_sec": self.per_sec,
+            "pt_cpu_secs": self.cpu_secs, "pt_cpu_ms_per_conn": self.cpu_ms_per_conn(),
         })
     }
 }
@@ -332,7 +354,11 @@ pub async fn bulk(
     for _ in 0..streams {
         let (route, ready, counter) = (route.clone(), ready.clone(), counter.clone());
         tasks.spawn(async move {
-            let cmd = if counter.is_some() { CMD_SOURCE } else { CMD_SINK };
+            let cmd = if counter.is_some() {
+                CMD_SOURCE
+            } else {
+                CMD_SINK
+            };
             let mut stream = bounded(open_bulk(&route, cmd)).await?;
             if cmd == CMD_SOURCE {
                 stream.write_all(&[GO]).await?;
@@ -397,7 +423,9 @@ pub async fn bulk(
             _ => None,
         };
         if let Some(Ok(Err(e))) = tasks.try_join_next() {
-            result.error.get_or_insert(format!("a stream failed during the test: {e}"));
+            result
+                .error
+                .get_or_insert(format!("a stream failed during the test: {e}"));
         }
     }
     tasks.shutdown().await;
@@ -420,6 +448,22 @@ impl IdleSide {
     /// Memory mappings added per held connection.
     pub fn maps_per_conn(&self, n: usize) -> f64 {
         (self.held.maps as f64 - self.before.maps as f64) / n.max(1) as f64
+    }
+    /// `value` (a count) projected to `n` connections from before/held at `opened`.
+    fn project(before: u64, held: u64, opened: usize, n: usize) -> f64 {
+        before as f64 + (held as f64 - before as f64) / opened.max(1) as f64 * n as f64
+    }
+    /// Descriptors this side would hold with `n` connections, at the measured rate.
+    pub fn fds_at(&self, opened: usize, n: usize) -> f64 {
+        Self::project(self.before.fds, self.held.fds, opened, n)
+    }
+    /// Memory mappings this side would have with `n` connections, at the measured rate.
+    pub fn maps_at(&self, opened: usize, n: usize) -> f64 {
+        Self::project(self.before.maps, self.held.maps, opened, n)
+    }
+    /// Threads this side would run with `n` connections, at the measured rate.
+    pub fn threads_at(&self, opened: usize, n: usize) -> f64 {
+        Self::project(self.before.threads, self.held.threads, opened, n)
     }
     /// File descriptors added per held connection.
     pub fn fds_per_conn(&self, n: usize) -> f64 {
@@ -460,6 +504,11 @@ impl Idle {
                     "maps_per_conn": s.maps_per_conn(self.opened),
                     "fds_before": s.before.fds, "fds_held": s.held.fds,
                     "fds_per_conn": s.fds_per_conn(self.opened),
+                    "projected_at_10000": {
+                        "fds": s.fds_at(self.opened, 10_000),
+                        "maps": s.maps_at(self.opened, 10_000),
+                        "threads": s.threads_at(self.opened, 10_000),
+                    },
                 })
             })
             .collect();
@@ -475,7 +524,13 @@ impl Idle {
 /// How many connections the idle test opens at once.
 const IDLE_OPEN_CONCURRENCY: usize = 64;
 
-pub async fn idle(route: &Route, target: &Target, n: usize, settle: Duration, procs: &[Proc]) -> Idle {
+pub async fn idle(
+    route: &Route,
+    target: &Target,
+    n: usize,
+    settle: Duration,
+    procs: &[Proc],
+) -> Idle {
     let before: Vec<Sample> = procs
         .iter()
         .map(|p| procfs::sample(p.pid).unwrap_or_default())

@@ -67,6 +67,10 @@ impl SubjectResult {
         self.cps.as_ref().map(|c| c.per_sec)
     }
 
+    fn cpu_ms_per_conn(&self) -> Option<f64> {
+        self.cps.as_ref().and_then(Cps::cpu_ms_per_conn)
+    }
+
     /// The figures of the summary table, in column order.
     fn row(&self) -> Vec<Option<f64>> {
         vec![
@@ -77,6 +81,7 @@ impl SubjectResult {
             self.p50(),
             self.p99(),
             self.cps(),
+            self.cpu_ms_per_conn(),
             self.idle_kib("client"),
             self.idle_kib("server"),
             self.cpu_s_per_gib(),
@@ -102,7 +107,7 @@ impl SubjectResult {
 /// The parallel stream count of the "many streams" bulk tests.
 pub const STREAMS_N: usize = 8;
 
-const HEADERS: [&str; 10] = [
+const HEADERS: [&str; 11] = [
     "up×1 MiB/s",
     "down×1 MiB/s",
     "up×8 MiB/s",
@@ -110,6 +115,7 @@ const HEADERS: [&str; 10] = [
     "setup p50 ms",
     "setup p99 ms",
     "conn/s",
+    "PT CPU ms/conn",
     "idle KiB/conn client",
     "idle KiB/conn server",
     "PT CPU s/GiB",
@@ -174,7 +180,10 @@ fn table(rows: &[(String, Vec<String>)]) -> String {
         .collect();
     line(&mut out, rule);
     for (name, cells) in rows {
-        line(&mut out, std::iter::once(name.clone()).chain(cells.clone()).collect());
+        line(
+            &mut out,
+            std::iter::once(name.clone()).chain(cells.clone()).collect(),
+        );
     }
     out
 }
@@ -255,10 +264,15 @@ pub fn verdicts(results: &[SubjectResult], idle_requested: usize) -> Vec<Verdict
     }
     out.push(Verdict {
         target: "setup latency p50 <= 1 ms through both PTs (plain)".into(),
-        measured: format!("p50 {} ms, p99 {} ms", fmt_abs(plain.p50()), fmt_abs(plain.p99())),
+        measured: format!(
+            "p50 {} ms, p99 {} ms",
+            fmt_abs(plain.p50()),
+            fmt_abs(plain.p99())
+        ),
         pass: plain.p50().map(|v| v <= 1.0),
     });
-    let idle_target = "10,000 idle connections through one pair, <= 150 KiB RSS per connection per side";
+    let idle_target =
+        "10,000 idle connections through one pair, <= 150 KiB RSS per connection per side";
     match &plain.idle {
         Some(idle) => {
             let c = plain.idle_kib("client");
@@ -322,7 +336,10 @@ pub fn verdicts_json(v: &[Verdict]) -> Value {
 
 /// The largest finite value, for the chart's axis range.
 fn max_of(values: impl Iterator<Item = Option<f64>>) -> f64 {
-    values.flatten().filter(|v| v.is_finite()).fold(0.0, f64::max)
+    values
+        .flatten()
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max)
 }
 
 type ChartResult = Result<(), Box<dyn std::error::Error>>;
@@ -380,10 +397,7 @@ where
     // Every integer gets a tick; only the one in the middle of a group is labelled.
     let label = |x: &i32| {
         if x.rem_euclid(group) == k / 2 {
-            names
-                .get((x / group) as usize)
-                .cloned()
-                .unwrap_or_default()
+            names.get((x / group) as usize).cloned().unwrap_or_default()
         } else {
             String::new()
         }
@@ -393,7 +407,13 @@ where
         .disable_x_mesh()
         .x_labels((n * group) as usize + 1)
         .x_label_formatter(&label)
-        .y_label_formatter(&|y| format!("{y:.2}"))
+        .y_label_formatter(&|y| {
+            if ymax >= 100.0 {
+                format!("{y:.0}")
+            } else {
+                format!("{y:.2}")
+            }
+        })
         .draw()?;
     for (s, (name, values)) in series.iter().enumerate() {
         let color = Palette99::pick(s).to_rgba();
