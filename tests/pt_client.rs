@@ -247,18 +247,13 @@ async fn arguments_split_across_username_and_password() {
     assert_eq!((user.len(), pass.len()), (255, encoded.len() - 255));
     assert_reverse_module(c.socks, &[("water-wasm", text)]).await;
 
-    // The cut at byte 255 falls right after an escaping backslash.
-    let mut found = None;
-    for len in 280..320 {
-        let base = c.dir.path().join(";;;;;;;;;;;;;;;;;;;;");
-        let p = long_path(&base, len, "a;");
-        let enc = encode_socks_args(&[("water-wasm", p.to_str().unwrap())]).unwrap();
-        if enc.as_bytes()[254] == b'\\' {
-            found = Some(p);
-            break;
-        }
-    }
-    let abs = found.expect("a length that cuts an escape");
+    // The cut at byte 255 falls right after an escaping backslash: put a `;` where its
+    // escape lands on the last byte of the username.
+    let prefix = "water-wasm=".len() + c.dir.path().to_str().unwrap().len() + 1;
+    let pad = "p".repeat(254 - prefix);
+    let abs = c.dir.path().join(format!("{pad};x")).join("m.wasm");
+    let enc = encode_socks_args(&[("water-wasm", abs.to_str().unwrap())]).unwrap();
+    assert_eq!(&enc.as_bytes()[254..256], b"\\;");
     copy_module("reverse", &abs);
     assert_reverse_module(c.socks, &[("water-wasm", abs.to_str().unwrap())]).await;
 }
@@ -315,4 +310,32 @@ async fn refused_bridge_is_rep_5() {
     assert!(log.contains(&closed.to_string()), "{log}");
     let status = c.pt.expect_prefix("STATUS ");
     assert!(status.contains("CONNECT=Failed"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_socks_client_with_module_dir() {
+    let dir = TempDir::new("standalone");
+    copy_module("reverse", &dir.path().join("rev.wasm"));
+    let mut pt = PtChild::spawn(
+        &[],
+        &[
+            "client",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-cache",
+            "--module-dir",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    let line = pt.wait_stderr("SOCKS5 client listening on ");
+    let socks: SocketAddr = line
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|e| panic!("{line}: {e}"));
+    assert_reverse_module(socks, &[("water-wasm", "rev.wasm")]).await;
+    let echo = echo_server().await;
+    let mut s = socks_connect(socks, None, Target::Ip(echo)).await.stream();
+    assert_eq!(roundtrip(&mut s, b"standalone").await, b"standalone");
 }

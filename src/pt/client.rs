@@ -93,8 +93,8 @@ impl SocksClient {
             Err(e) => {
                 // Malformed bridge arguments are the bridge line's fault: tell the user.
                 if let socks::SocksError::AuthRejected(msg) = &e {
-                    self.reporter.log(
-                        super::output::Severity::Warning,
+                    self.reporter.failed_once(
+                        "malformed-arguments",
                         &format!("water: malformed bridge arguments: {msg}"),
                     );
                 } else {

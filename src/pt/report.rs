@@ -8,8 +8,9 @@
 //! so a line per connection would bury everything else in its log. The rule here is "report
 //! changes": for each bridge address the first success is reported, then nothing until a
 //! failure; each distinct kind of failure is reported once until the next success. The same
-//! rule gates the `LOG` lines that accompany those events. Server-side failures (Extended
-//! ORPort, module) have no bridge address; they are reported once per kind for the process.
+//! rule gates the `LOG` lines that accompany those events. Failures without a bridge address
+//! (server side: Extended ORPort, ORPort, module; client side: malformed arguments) are
+//! reported once per kind for the life of the process.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
@@ -25,7 +26,7 @@ const MAX_TRACKED: usize = 1024;
 struct Seen {
     /// Per bridge address: `None` after a reported success, else the failure kinds reported.
     client: HashMap<String, Option<HashSet<&'static str>>>,
-    server: HashSet<&'static str>,
+    other: HashSet<&'static str>,
 }
 
 /// Reports connection outcomes; shared by every connection of the process.
@@ -112,14 +113,14 @@ impl Reporter {
         }
     }
 
-    /// A server-side failure for one inbound connection (the transport keeps serving).
-    pub fn server_failed(&self, kind: &'static str, msg: &str) {
-        let first = self.lock().server.insert(kind);
-        let text = format!("water: inbound connection dropped: {msg}");
+    /// A failure not tied to a bridge address (a server-side connection tor refused, malformed
+    /// SOCKS arguments): a `LOG` warning the first time for each `kind`, stderr afterwards.
+    pub fn failed_once(&self, kind: &'static str, msg: &str) {
+        let first = self.lock().other.insert(kind);
         if first {
-            self.log(Severity::Warning, &text);
+            self.log(Severity::Warning, msg);
         } else {
-            tracing::info!("{text}");
+            tracing::info!("{msg}");
         }
     }
 }
@@ -147,8 +148,8 @@ mod tests {
         assert_eq!(state(&r).unwrap().unwrap().len(), 2);
         r.bridge_connected("a:1");
         assert_eq!(state(&r), Some(None));
-        r.server_failed("denied", "x");
-        r.server_failed("denied", "x");
-        assert_eq!(r.lock().server.len(), 1);
+        r.failed_once("denied", "x");
+        r.failed_once("denied", "x");
+        assert_eq!(r.lock().other.len(), 1);
     }
 }

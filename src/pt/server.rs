@@ -200,7 +200,8 @@ impl WaterServer {
             Ok(s) => s,
             Err((kind, msg)) => {
                 // Dropping `inbound` closes the client's connection.
-                self.reporter.server_failed(kind, &msg);
+                self.reporter
+                    .failed_once(kind, &format!("water: inbound connection dropped: {msg}"));
                 return;
             }
         };
@@ -212,7 +213,8 @@ impl WaterServer {
         if let Err(e) = result {
             // Client addresses stay out of tor's log (bridges do not log users).
             tracing::debug!("connection from {peer}: {e}");
-            self.reporter.server_failed("module", &e.to_string());
+            self.reporter
+                .failed_once("module", &format!("water: inbound connection failed: {e}"));
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Drives the real `water-pt` binary the way tor does: environment in, protocol lines out on
 //! stdout, SOCKS5 on the announced port.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -47,11 +47,21 @@ impl Drop for TempDir {
     }
 }
 
+/// The binary under test: cargo's `water-pt`, or `WATER_PT_BIN` when set. The override exists
+/// for worktrees sharing one `CARGO_TARGET_DIR`, where `target/debug/water-pt` is whichever
+/// checkout was built last; point it at a copy of this checkout's build.
+pub fn binary() -> PathBuf {
+    std::env::var_os("WATER_PT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_water-pt")))
+}
+
 /// A running `water-pt`; killed and reaped on drop (every test path).
 pub struct PtChild {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
+    err_lines: Receiver<String>,
     stderr: Arc<Mutex<String>>,
     /// Every stdout line read so far (for failure messages).
     pub transcript: Vec<String>,
@@ -61,7 +71,7 @@ impl PtChild {
     /// Starts the binary with exactly `env` for its `TOR_PT_*` variables (the test process's own
     /// ones are removed) and `args` on the command line.
     pub fn spawn(env: &[(&str, &str)], args: &[&str]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_water-pt"));
+        let mut cmd = Command::new(binary());
         for (k, _) in std::env::vars() {
             if k.starts_with("TOR_PT_") {
                 cmd.env_remove(k);
@@ -85,23 +95,24 @@ impl PtChild {
             }
         });
         let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err_pipe = child.stderr.take().unwrap();
+        let err_pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
+        let (err_tx, err_lines) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err_pipe.read(&mut buf) {
-                if n == 0 {
-                    return;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            for line in BufReader::new(err_pipe).lines() {
+                let Ok(line) = line else { return };
+                let mut all = sink.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+                // The receiver may be gone; the text is kept for failure messages anyway.
+                let _ = err_tx.send(line);
             }
         });
         PtChild {
             stdin: child.stdin.take(),
             child,
             lines,
+            err_lines,
             stderr,
             transcript: Vec::new(),
         }
@@ -179,6 +190,20 @@ impl PtChild {
         let (addr, args) = rest.split_once(' ').expect("ARGS after the address");
         let args = args.strip_prefix("ARGS:").expect("ARGS:").to_owned();
         (addr.parse().unwrap(), args)
+    }
+
+    /// The next stderr (log) line containing `needle`. Panics after [`WAIT`] or at EOF.
+    pub fn wait_stderr(&mut self, needle: &str) -> String {
+        loop {
+            match self.err_lines.recv_timeout(WAIT) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(e) => panic!(
+                    "no log line with {needle:?} ({e})\nstderr:\n{}",
+                    self.stderr()
+                ),
+            }
+        }
     }
 
     /// Closes the child's stdin (what tor's exit does).
