@@ -1,0 +1,597 @@
+//! pt-bench: measures water-pt against direct TCP and obfs4proxy, with every transport
+//! launched and driven the way tor drives a managed pluggable transport.
+//!
+//! For each subject the tool starts the server transport (plain ORPort pointing at a stand-in
+//! ORPort it runs itself), then the client transport, reads their stdout protocol lines, and
+//! talks SOCKS5 with bridge arguments to the client exactly as tor's client does. Then it runs,
+//! in this order: setup latency, idle connections (memory), short connections per second, and
+//! four bulk tests (1 and 8 streams, upload and download). See README "Benchmarks".
+
+// A binary's root file resolves `mod x;` next to itself (src/bin/x.rs), so the modules in
+// src/bin/pt-bench/ are named by path; a bare `src/bin/pt-bench/` directory with a main.rs
+// would instead become a second binary.
+#[path = "pt-bench/launch.rs"]
+mod launch;
+#[path = "pt-bench/measure.rs"]
+mod measure;
+#[path = "pt-bench/procfs.rs"]
+mod procfs;
+#[path = "pt-bench/report.rs"]
+mod report;
+#[path = "pt-bench/route.rs"]
+mod route;
+#[path = "pt-bench/subjects.rs"]
+mod subjects;
+#[path = "pt-bench/target.rs"]
+mod target;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+use serde_json::json;
+
+use measure::Direction;
+use report::{SubjectResult, STREAMS_N};
+use subjects::{Kind, Subject};
+use target::Target;
+
+/// Benchmark water-pt against direct TCP and obfs4proxy, as tor would run them.
+#[derive(Parser, Debug)]
+#[command(name = "pt-bench")]
+struct Cli {
+    /// Internal: run as the stand-in ORPort child.
+    #[arg(long, hide = true)]
+    serve_target: bool,
+    /// Short run (well under a minute) with fewer connections and 1 s tests, e.g. for CI.
+    #[arg(long)]
+    quick: bool,
+    /// Idle connections held open for the memory test (default 1000; quick: 200).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    idle: Option<u64>,
+    /// Connections in the setup-latency test (default 1000; quick: 200).
+    #[arg(long, value_name = "N")]
+    latency_conns: Option<usize>,
+    /// Seconds to hold the idle connections before reading memory (default 2; quick: 0.5);
+    /// longer leaves time to inspect the processes by hand.
+    #[arg(long, value_name = "SECS")]
+    idle_settle: Option<f64>,
+    /// Seconds each bulk test measures (default 5; quick: 1).
+    #[arg(long, value_name = "SECS")]
+    bulk_secs: Option<f64>,
+    /// Seconds of the short-connection test (default 5; quick: 1).
+    #[arg(long, value_name = "SECS")]
+    cps_secs: Option<f64>,
+    /// Concurrent workers in the short-connection test.
+    #[arg(long, default_value_t = 16)]
+    cps_concurrency: usize,
+    /// The water-pt binary (default: next to this one).
+    #[arg(long, value_name = "PATH")]
+    water_pt: Option<PathBuf>,
+    /// The obfs4proxy binary, by path or name in PATH.
+    #[arg(long, default_value = "obfs4proxy", value_name = "PATH")]
+    obfs4proxy: String,
+    /// Directory of WATM modules; every one with dialer and listener roles is a subject.
+    #[arg(long, default_value = "watm/prebuilt", value_name = "DIR")]
+    modules: PathBuf,
+    /// Configuration file for a module, given to both sides as water-config (otherwise
+    /// NAME.json, or NAME.client.json / NAME.server.json, next to the module is used).
+    #[arg(long = "config", value_name = "NAME=FILE")]
+    configs: Vec<String>,
+    /// Only these subjects (comma list of: direct, obfs4, module names).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    only: Vec<String>,
+    /// Where results.json, chart.svg and the transports' logs go.
+    #[arg(long, default_value = "target/pt-bench", value_name = "DIR")]
+    out_dir: PathBuf,
+}
+
+/// The run's parameters with defaults applied.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub quick: bool,
+    pub idle: usize,
+    pub latency_conns: usize,
+    pub bulk: Duration,
+    pub bulk_warmup: Duration,
+    pub cps: Duration,
+    pub cps_concurrency: usize,
+    pub cps_payload: usize,
+    pub idle_settle: Duration,
+    pub water_pt: PathBuf,
+    pub obfs4proxy: String,
+    pub modules: PathBuf,
+    pub configs: Vec<(String, PathBuf)>,
+    pub only: Vec<String>,
+    pub out_dir: PathBuf,
+}
+
+impl Settings {
+    fn from_cli(cli: Cli) -> Result<Self, String> {
+        let q = cli.quick;
+        let secs = |v: Option<f64>, full: f64, quick: f64| {
+            let s = v.unwrap_or(if q { quick } else { full });
+            if s.is_finite() && s > 0.0 && s <= 600.0 {
+                Ok(Duration::from_secs_f64(s))
+            } else {
+                Err(format!("{s} s is not a usable duration (0 < s <= 600)"))
+            }
+        };
+        let water_pt = match cli.water_pt {
+            Some(p) => p,
+            None => std::env::current_exe()
+                .map_err(|e| format!("cannot locate this executable: {e}"))?
+                .with_file_name("water-pt"),
+        };
+        let configs = cli
+            .configs
+            .iter()
+            .map(|c| {
+                c.split_once('=')
+                    .map(|(n, f)| (n.to_string(), PathBuf::from(f)))
+                    .ok_or_else(|| format!("--config {c:?}: expected NAME=FILE"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Settings {
+            quick: q,
+            idle: cli.idle.map_or(if q { 200 } else { 1000 }, |n| n as usize),
+            latency_conns: cli
+                .latency_conns
+                .unwrap_or(if q { 200 } else { 1000 })
+                .clamp(1, 100_000),
+            bulk: secs(cli.bulk_secs, 5.0, 1.0)?,
+            bulk_warmup: if q {
+                Duration::from_millis(300)
+            } else {
+                Duration::from_secs(1)
+            },
+            cps: secs(cli.cps_secs, 5.0, 1.0)?,
+            cps_concurrency: cli.cps_concurrency.clamp(1, 1024),
+            cps_payload: 1024,
+            idle_settle: secs(cli.idle_settle, 2.0, 0.5)?,
+            water_pt,
+            obfs4proxy: cli.obfs4proxy,
+            modules: cli.modules,
+            configs,
+            only: cli.only,
+            out_dir: cli.out_dir,
+        })
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "quick": self.quick,
+            "idle_connections": self.idle,
+            "latency_connections": self.latency_conns,
+            "bulk_secs": self.bulk.as_secs_f64(),
+            "bulk_warmup_secs": self.bulk_warmup.as_secs_f64(),
+            "bulk_streams": [1, STREAMS_N],
+            "cps_secs": self.cps.as_secs_f64(),
+            "cps_concurrency": self.cps_concurrency,
+            "cps_payload_bytes": self.cps_payload,
+            "water_pt": self.water_pt,
+            "modules": self.modules,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.serve_target {
+        return match target::serve_child() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pt-bench --serve-target: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let settings = match Settings::from_cli(cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pt-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pt-bench: cannot start tokio: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            r = run(&settings) => r,
+            // Dropping `run` drops every transport guard, which stops the children.
+            _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),
+        }
+    });
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(3),
+        Err(e) => {
+            eprintln!("pt-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Raises RLIMIT_NOFILE (hard too, when permitted) so the tool and the transports it starts,
+/// which inherit it, can hold `idle` connections: each one costs the tool two descriptors
+/// (its end and the stand-in ORPort's), and each transport two plus whatever it keeps per
+/// connection.
+fn raise_nofile(idle: usize) -> Result<u64, String> {
+    let want = (idle as u64 * 8).max(65_536);
+    let want = procfs::sysctl("fs/nr_open").map_or(want, |max| want.min(max));
+    let cur = getrlimit(Resource::Nofile);
+    let raised = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(want),
+            maximum: Some(cur.maximum.map_or(want, |m| m.max(want))),
+        },
+    );
+    if raised.is_err() {
+        // Not allowed to raise the hard limit: go as far as it permits.
+        let hard = cur.maximum.unwrap_or(want);
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(want.min(hard)),
+                maximum: cur.maximum,
+            },
+        )
+        .map_err(|e| format!("setrlimit(RLIMIT_NOFILE): {e}"))?;
+    }
+    Ok(getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX))
+}
+
+/// Runs every subject; returns whether every subject completed.
+async fn run(settings: &Settings) -> Result<bool, String> {
+    let out = &settings.out_dir;
+    let work = out.join("run");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let nofile = raise_nofile(settings.idle)?;
+    let load_start = loadavg();
+    if let Some(one) = load_start
+        .as_deref()
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+    {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        if one > cpus / 2.0 {
+            eprintln!(
+                "pt-bench: warning: load average {one:.1} on {cpus} CPUs before starting; \
+                 rates and latencies will be noisy (CPU per GiB and per connection much less so)"
+            );
+        }
+    }
+    if !settings.water_pt.is_file() {
+        return Err(format!(
+            "no water-pt binary at {} (cargo build --release, or --water-pt)",
+            settings.water_pt.display()
+        ));
+    }
+    let (subjects, notes) = {
+        let s = settings.clone();
+        tokio::task::spawn_blocking(move || subjects::discover(&s))
+            .await
+            .map_err(|e| e.to_string())?
+    };
+    for n in &notes {
+        eprintln!("pt-bench: {n}");
+    }
+    let target = Target::start(&work.join("target.log"))
+        .await
+        .map_err(|e| format!("stand-in ORPort: {e}"))?;
+    eprintln!(
+        "pt-bench: {} subjects: {}; stand-in ORPort on {}; RLIMIT_NOFILE {nofile}",
+        subjects.len(),
+        subjects
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        target.addr
+    );
+    let mut results = Vec::new();
+    for subject in &subjects {
+        eprintln!("== {} ({})", subject.name, subject.label());
+        let r = run_subject(subject, settings, &target, &work).await;
+        if let Some(e) = &r.error {
+            eprintln!("   {}: stopped early: {e}", subject.name);
+        }
+        results.push(r);
+        // Whatever the previous subject left open must not be counted against the next.
+        target.drained(Duration::from_secs(30)).await;
+    }
+
+    let verdicts = report::verdicts(&results, settings.idle);
+    println!("{}", report::render_tables(&results));
+    println!("{}", report::render_verdicts(&verdicts));
+    for r in &results {
+        for n in &r.notes {
+            println!("note: {}: {n}", r.name);
+        }
+    }
+    let env = environment(nofile, load_start);
+    let doc = report::results_json(settings.json(), env, &results, &verdicts, &notes);
+    let json_path = out.join("results.json");
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+    std::fs::write(&json_path, text).map_err(|e| format!("{}: {e}", json_path.display()))?;
+    let chart_path = out.join("chart.svg");
+    report::write_chart(&chart_path, &results)
+        .map_err(|e| format!("{}: {e}", chart_path.display()))?;
+    println!("wrote {} and {}", json_path.display(), chart_path.display());
+    Ok(results.iter().all(|r| r.error.is_none()))
+}
+
+/// `/proc/loadavg`: other work on the machine competes with the transports for CPU.
+fn loadavg() -> Option<String> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// The machine's limits that bound the idle test, for the JSON.
+fn environment(nofile: u64, load_start: Option<String>) -> serde_json::Value {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    json!({
+        "cpus": cpus,
+        "loadavg_start": load_start,
+        "loadavg_end": loadavg(),
+        "rlimit_nofile": nofile,
+        "vm_max_map_count": procfs::sysctl("vm/max_map_count"),
+        "kernel_threads_max": procfs::sysctl("kernel/threads-max"),
+        "kernel_pid_max": procfs::sysctl("kernel/pid_max"),
+        "rlimit_nproc": getrlimit(Resource::Nproc).current,
+        "obfs4proxy_version": std::process::Command::new("obfs4proxy").arg("-version").output()
+            .ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()),
+    })
+}
+
+async fn run_subject(
+    subject: &Subject,
+    settings: &Settings,
+    target: &Target,
+    work: &Path,
+) -> SubjectResult {
+    let mut r = SubjectResult {
+        name: subject.name.clone(),
+        label: subject.label().to_string(),
+        notes: Vec::new(),
+        error: None,
+        latency: None,
+        cps: None,
+        bulk: Vec::new(),
+        idle: None,
+        client_args: Vec::new(),
+    };
+    match &subject.kind {
+        Kind::Water(m) if !m.config_from.is_empty() => {
+            r.notes
+                .push(format!("module config: {}", m.config_from.join(", ")));
+        }
+        Kind::Water(_) if subject.name == "reverse" => r.notes.push(
+            "reverse transforms each read, so bulk is one-way (sink/source) and echoes are \
+             checked by count of identical bytes"
+                .into(),
+        ),
+        _ => {}
+    }
+    let pair = {
+        let (subject, water_pt, orport, work) = (
+            subject.clone(),
+            settings.water_pt.clone(),
+            target.addr,
+            work.to_path_buf(),
+        );
+        tokio::task::spawn_blocking(move || subjects::set_up(&subject, &water_pt, orport, &work))
+            .await
+    };
+    let mut pair = match pair {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            r.error = Some(format!("launch: {e}"));
+            return r;
+        }
+        Err(e) => {
+            r.error = Some(format!("launch: {e}"));
+            return r;
+        }
+    };
+    r.client_args = pair.client_args.clone();
+    let procs = pair.procs();
+    if let Err(e) = steps(&mut r, &mut pair, settings, target, &procs).await {
+        r.error = Some(e);
+    }
+    // Stopping may wait for the processes; keep that off the async workers.
+    let _ = tokio::task::spawn_blocking(move || drop(pair)).await;
+    r
+}
+
+/// The tests of one subject, in order. Stops at the first test that shows the pair is broken.
+async fn steps(
+    r: &mut SubjectResult,
+    pair: &mut subjects::Pair,
+    settings: &Settings,
+    target: &Target,
+    procs: &[measure::Proc],
+) -> Result<(), String> {
+    let route = pair.route.clone();
+    let drain = Duration::from_secs(30);
+    // Warm-up: water-pt's client loads and compiles the module on its first connection.
+    let warm = measure::latency(&route, 20).await;
+    if warm.samples == 0 {
+        return Err(format!(
+            "no connection works: {}",
+            warm.first_error.unwrap_or_default()
+        ));
+    }
+    target.drained(drain).await;
+
+    eprintln!(
+        "   setup latency over {} connections",
+        settings.latency_conns
+    );
+    let lat = measure::latency(&route, settings.latency_conns).await;
+    eprintln!(
+        "     p50 {:.3} ms, p99 {:.3} ms ({} errors)",
+        lat.p50_ms, lat.p99_ms, lat.errors
+    );
+    r.latency = Some(lat);
+    pair.check_alive()?;
+    target.drained(drain).await;
+
+    if !procs.is_empty() {
+        eprintln!("   {} idle connections", settings.idle);
+        let idle = measure::idle(&route, target, settings.idle, settings.idle_settle, procs).await;
+        for s in &idle.sides {
+            eprintln!(
+                "     {}: {} KiB/conn ({} -> {} KiB RSS, {} threads, {} maps)",
+                s.side,
+                format_args!("{:.1}", s.kib_per_conn(idle.opened)),
+                s.before.rss_kib,
+                s.held.rss_kib,
+                s.held.threads,
+                s.held.maps
+            );
+        }
+        r.notes.extend(idle_limits(&idle));
+        r.idle = Some(idle);
+        pair.check_alive()?;
+        if !target.drained(drain).await {
+            r.notes
+                .push("idle connections were still closing 30 s after release".into());
+        }
+    }
+
+    eprintln!(
+        "   short connections for {:?} at concurrency {}",
+        settings.cps, settings.cps_concurrency
+    );
+    let cps = measure::cps(
+        &route,
+        settings.cps_concurrency,
+        settings.cps_payload,
+        settings.cps,
+        procs,
+    )
+    .await;
+    eprintln!(
+        "     {:.0} conn/s ({} errors){}",
+        cps.per_sec,
+        cps.errors,
+        cps.cpu_ms_per_conn()
+            .map_or(String::new(), |c| format!(", {c:.3} PT CPU ms/conn"))
+    );
+    r.cps = Some(cps);
+    pair.check_alive()?;
+    target.drained(drain).await;
+
+    for (direction, streams) in [
+        (Direction::Up, 1),
+        (Direction::Down, 1),
+        (Direction::Up, STREAMS_N),
+        (Direction::Down, STREAMS_N),
+    ] {
+        let b = measure::bulk(
+            &route,
+            target,
+            direction,
+            streams,
+            settings.bulk_warmup,
+            settings.bulk,
+            procs,
+        )
+        .await;
+        eprintln!(
+            "   bulk {} x{streams}: {:.1} MiB/s{}{}",
+            direction.name(),
+            b.mib_per_s,
+            b.cpu_s_per_gib()
+                .map_or(String::new(), |c| format!(", {c:.2} PT CPU s/GiB")),
+            b.error
+                .as_ref()
+                .map_or(String::new(), |e| format!(" ({e})"))
+        );
+        r.bulk.push(b);
+        pair.check_alive()?;
+        target.drained(drain).await;
+    }
+    Ok(())
+}
+
+/// Explains an idle test that could not open every connection, and for each side which
+/// per-process limit 10,000 connections would exceed at the measured per-connection rates, and
+/// by how much.
+fn idle_limits(idle: &measure::Idle) -> Vec<String> {
+    let mut notes = Vec::new();
+    if idle.opened < idle.requested {
+        notes.push(format!(
+            "idle: opened {} of {} ({} failures; first: {})",
+            idle.opened,
+            idle.requested,
+            idle.errors,
+            idle.first_error.as_deref().unwrap_or("none")
+        ));
+    }
+    let nofile = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX) as f64;
+    let maps = procfs::sysctl("vm/max_map_count").map_or(f64::INFINITY, |v| v as f64);
+    let threads = [
+        procfs::sysctl("kernel/threads-max"),
+        procfs::sysctl("kernel/pid_max"),
+        getrlimit(Resource::Nproc).current,
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .map_or(f64::INFINITY, |v| v as f64);
+    for side in &idle.sides {
+        let n = idle.opened;
+        let checks = [
+            (
+                "descriptors",
+                side.fds_at(n, 10_000),
+                side.fds_per_conn(n),
+                nofile,
+                "RLIMIT_NOFILE",
+            ),
+            (
+                "memory maps",
+                side.maps_at(n, 10_000),
+                side.maps_per_conn(n),
+                maps,
+                "vm.max_map_count",
+            ),
+            (
+                "threads",
+                side.threads_at(n, 10_000),
+                (side.held.threads as f64 - side.before.threads as f64) / n.max(1) as f64,
+                threads,
+                "min(kernel.threads-max, kernel.pid_max, RLIMIT_NPROC)",
+            ),
+        ];
+        for (what, at, per, limit, name) in checks {
+            if at > limit {
+                notes.push(format!(
+                    "idle: {} side at 10,000 connections needs ~{at:.0} {what} ({per:.1} per \
+                     connection) > {name} {limit:.0}: over by ~{:.0}; it would stop near {:.0} \
+                     connections",
+                    side.side,
+                    at - limit,
+                    (limit - (at - per * 10_000.0)) / per.max(1e-9),
+                ));
+            }
+        }
+    }
+    notes
+}

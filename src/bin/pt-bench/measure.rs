@@ -1,0 +1,601 @@
+//! The measurements. Each one takes a [`Route`] to the stand-in ORPort and, where it reads
+//! process figures, the PIDs of the transport processes (none for direct TCP).
+//!
+//! Every wait is bounded: each connection step by [`OP_TIMEOUT`], each test by its duration or
+//! count, and a test stops early once failures pile up instead of grinding through timeouts.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::procfs::{self, Sample};
+use crate::route::Route;
+use crate::target::{Target, ACK, BULK_CHUNK, CMD_SINK, CMD_SOURCE, ECHO_BYTE, GO};
+
+/// Longest any single connection step (open, echo) may take.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(15);
+/// A test gives up after this many failed connections.
+const MAX_ERRORS: usize = 50;
+
+/// A transport process being measured: which side, and its PID.
+#[derive(Debug, Clone)]
+pub struct Proc {
+    pub side: &'static str,
+    pub pid: u32,
+}
+
+/// Counts failures and keeps the first message, which is usually the informative one.
+#[derive(Debug, Default)]
+struct Failures {
+    count: AtomicUsize,
+    first: Mutex<Option<String>>,
+}
+
+impl Failures {
+    fn record(&self, what: impl std::fmt::Display) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            *first = Some(what.to_string());
+        }
+    }
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+    fn too_many(&self) -> bool {
+        self.count() >= MAX_ERRORS
+    }
+    fn first(&self) -> Option<String> {
+        self.first.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Runs `fut` with [`OP_TIMEOUT`].
+async fn bounded<T>(fut: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    tokio::time::timeout(OP_TIMEOUT, fut)
+        .await
+        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")))
+}
+
+/// Opens a connection, echoes `len` bytes through it and checks them. Returns the connection
+/// (still open) and two durations to the first echoed byte: from the request (SOCKS CONNECT, or
+/// TCP connect for direct) and from the start of the TCP connect to the proxy.
+async fn echo_once(route: &Route, len: usize) -> io::Result<(TcpStream, Duration, Duration)> {
+    let opened = route.open().await?;
+    let mut stream = opened.stream;
+    stream.write_all(&vec![ECHO_BYTE; len]).await?;
+    let mut buf = vec![0u8; len.min(16 << 10)];
+    let mut got = 0;
+    let mut first_at = None;
+    while got < len {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("closed after {got} of {len} echoed bytes"),
+            ));
+        }
+        first_at.get_or_insert_with(Instant::now);
+        if buf[..n].iter().any(|&b| b != ECHO_BYTE) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "echo came back altered",
+            ));
+        }
+        got += n;
+    }
+    let first = first_at.unwrap_or_else(Instant::now);
+    Ok((stream, first - opened.request_sent, first - opened.began))
+}
+
+fn ms(d: &Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The value at quantile `q` of sorted samples (nearest rank).
+fn quantile(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    ms(&sorted[rank - 1])
+}
+
+/// Connection setup latency, one connection at a time.
+#[derive(Debug, Clone)]
+pub struct Latency {
+    pub samples: usize,
+    pub errors: usize,
+    pub first_error: Option<String>,
+    /// Request (SOCKS CONNECT) sent -> first echoed byte back, ms.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+    pub max_ms: f64,
+    /// Same, from the start of the TCP connect to the SOCKS port (adds the SOCKS greeting and
+    /// authentication round trips), ms.
+    pub full_p50_ms: f64,
+    pub full_p99_ms: f64,
+}
+
+pub async fn latency(route: &Route, n: usize) -> Latency {
+    let fails = Failures::default();
+    let (mut setup, mut full) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        if fails.too_many() {
+            break;
+        }
+        match bounded(echo_once(route, 1)).await {
+            Ok((stream, s, f)) => {
+                drop(stream);
+                setup.push(s);
+                full.push(f);
+            }
+            Err(e) => fails.record(e),
+        }
+    }
+    setup.sort();
+    full.sort();
+    let mean = if setup.is_empty() {
+        f64::NAN
+    } else {
+        setup.iter().map(ms).sum::<f64>() / setup.len() as f64
+    };
+    Latency {
+        samples: setup.len(),
+        errors: fails.count(),
+        first_error: fails.first(),
+        p50_ms: quantile(&setup, 0.5),
+        p99_ms: quantile(&setup, 0.99),
+        mean_ms: mean,
+        max_ms: setup.last().map(ms).unwrap_or(f64::NAN),
+        full_p50_ms: quantile(&full, 0.5),
+        full_p99_ms: quantile(&full, 0.99),
+    }
+}
+
+impl Latency {
+    pub fn json(&self) -> Value {
+        json!({
+            "what": "SOCKS CONNECT sent (direct: TCP connect started) -> first echoed byte back; one connection at a time",
+            "samples": self.samples, "errors": self.errors, "first_error": self.first_error,
+            "p50_ms": finite(self.p50_ms), "p99_ms": finite(self.p99_ms),
+            "mean_ms": finite(self.mean_ms), "max_ms": finite(self.max_ms),
+            "from_tcp_connect_p50_ms": finite(self.full_p50_ms),
+            "from_tcp_connect_p99_ms": finite(self.full_p99_ms),
+        })
+    }
+}
+
+/// Short connections per second at a fixed concurrency.
+#[derive(Debug, Clone)]
+pub struct Cps {
+    pub concurrency: usize,
+    pub payload: usize,
+    pub secs: f64,
+    pub completed: u64,
+    pub errors: usize,
+    pub first_error: Option<String>,
+    pub per_sec: f64,
+    /// CPU seconds of the transport processes during the test. Unlike the rate, this does not
+    /// depend on how busy the rest of the machine is.
+    pub cpu_secs: Option<f64>,
+}
+
+impl Cps {
+    /// Transport CPU (both sides) per connection, ms.
+    pub fn cpu_ms_per_conn(&self) -> Option<f64> {
+        self.cpu_secs
+            .filter(|_| self.completed > 0)
+            .map(|c| c * 1e3 / self.completed as f64)
+    }
+}
+
+pub async fn cps(
+    route: &Route,
+    concurrency: usize,
+    payload: usize,
+    dur: Duration,
+    procs: &[Proc],
+) -> Cps {
+    let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
+    let cpu0 = procfs::cpu_total(&pids);
+    let started = Instant::now();
+    let stop = started + dur;
+    let done = Arc::new(AtomicU64::new(0));
+    let fails = Arc::new(Failures::default());
+    let mut workers = JoinSet::new();
+    for _ in 0..concurrency {
+        let (route, done, fails) = (route.clone(), done.clone(), fails.clone());
+        workers.spawn(async move {
+            while Instant::now() < stop && !fails.too_many() {
+                match bounded(echo_once(&route, payload)).await {
+                    // Dropping the stream is the close.
+                    Ok(_) => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        fails.record(e);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    // Until the last in-flight connection finished, so every counted connection is inside
+    // the measured time.
+    let secs = started.elapsed().as_secs_f64();
+    let completed = done.load(Ordering::Relaxed);
+    let cpu_secs = match (cpu0, procfs::cpu_total(&pids)) {
+        (Ok(a), Ok(b)) if !pids.is_empty() => Some(b - a),
+        _ => None,
+    };
+    Cps {
+        cpu_secs,
+        concurrency,
+        payload,
+        secs,
+        completed,
+        errors: fails.count(),
+        first_error: fails.first(),
+        per_sec: completed as f64 / secs,
+    }
+}
+
+impl Cps {
+    pub fn json(&self) -> Value {
+        json!({
+            "what": "open (SOCKS handshake + CONNECT), echo the payload, close; workers in a loop",
+            "concurrency": self.concurrency, "payload_bytes": self.payload,
+            "secs": self.secs, "completed": self.completed, "errors": self.errors,
+            "first_error": self.first_error, "per_sec": self.per_sec,
+            "pt_cpu_secs": self.cpu_secs, "pt_cpu_ms_per_conn": self.cpu_ms_per_conn(),
+        })
+    }
+}
+
+/// Which way bulk data flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client -> stand-in ORPort sink (counted by the sink).
+    Up,
+    /// Stand-in ORPort source -> client (counted by the client).
+    Down,
+}
+
+impl Direction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Up => "upload",
+            Direction::Down => "download",
+        }
+    }
+}
+
+/// One bulk transfer test.
+#[derive(Debug, Clone)]
+pub struct Bulk {
+    pub direction: Direction,
+    pub streams: usize,
+    pub secs: f64,
+    pub bytes: u64,
+    pub mib_per_s: f64,
+    /// CPU seconds (user + system) of the transport processes during the measured window.
+    pub cpu_secs: Option<f64>,
+    pub error: Option<String>,
+}
+
+impl Bulk {
+    pub fn cpu_s_per_gib(&self) -> Option<f64> {
+        let gib = self.bytes as f64 / (1u64 << 30) as f64;
+        self.cpu_secs.filter(|_| gib > 0.0).map(|c| c / gib)
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "direction": self.direction.name(),
+            "what": match self.direction {
+                Direction::Up => "one-way client -> sink behind the server transport; bytes counted at the sink",
+                Direction::Down => "one-way source behind the server transport -> client; bytes counted at the client",
+            },
+            "streams": self.streams, "secs": self.secs, "bytes": self.bytes,
+            "mib_per_s": self.mib_per_s, "pt_cpu_secs": self.cpu_secs,
+            "pt_cpu_secs_per_gib": self.cpu_s_per_gib(), "error": self.error,
+        })
+    }
+}
+
+/// Opens a bulk connection: the command byte alone, then its acknowledgement.
+async fn open_bulk(route: &Route, cmd: u8) -> io::Result<TcpStream> {
+    let mut stream = route.open().await?.stream;
+    stream.write_all(&[cmd]).await?;
+    let mut ack = [0u8; 1];
+    stream.read_exact(&mut ack).await?;
+    if ack[0] != ACK {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("expected ack, got {:?}", ack[0]),
+        ));
+    }
+    Ok(stream)
+}
+
+/// Runs `streams` parallel transfers one way; measures bytes and transport CPU over `dur`
+/// after `warmup` (so slow start and first-use compilation stay out of the figure).
+pub async fn bulk(
+    route: &Route,
+    target: &Target,
+    direction: Direction,
+    streams: usize,
+    warmup: Duration,
+    dur: Duration,
+    procs: &[Proc],
+) -> Bulk {
+    let counter = match direction {
+        Direction::Up => None,
+        Direction::Down => Some(Arc::new(AtomicU64::new(0))),
+    };
+    let read_count = || async {
+        match &counter {
+            Some(c) => Ok(c.load(Ordering::Relaxed)),
+            None => target.counters().await.map(|c| c.sunk),
+        }
+    };
+    let ready = Arc::new(AtomicUsize::new(0));
+    let mut tasks: JoinSet<io::Result<()>> = JoinSet::new();
+    for _ in 0..streams {
+        let (route, ready, counter) = (route.clone(), ready.clone(), counter.clone());
+        tasks.spawn(async move {
+            let cmd = if counter.is_some() {
+                CMD_SOURCE
+            } else {
+                CMD_SINK
+            };
+            let mut stream = bounded(open_bulk(&route, cmd)).await?;
+            if cmd == CMD_SOURCE {
+                stream.write_all(&[GO]).await?;
+            }
+            ready.fetch_add(1, Ordering::Relaxed);
+            let mut buf = vec![ECHO_BYTE; BULK_CHUNK];
+            loop {
+                match &counter {
+                    None => stream.write_all(&buf).await?,
+                    Some(c) => {
+                        let n = stream.read(&mut buf).await?;
+                        if n == 0 {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "source closed",
+                            ));
+                        }
+                        c.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+    let mut result = Bulk {
+        direction,
+        streams,
+        secs: 0.0,
+        bytes: 0,
+        mib_per_s: 0.0,
+        cpu_secs: None,
+        error: None,
+    };
+    let deadline = Instant::now() + OP_TIMEOUT;
+    while ready.load(Ordering::Relaxed) < streams {
+        if Instant::now() >= deadline {
+            result.error = Some("streams did not open in time".into());
+            break;
+        }
+        if let Some(Ok(Err(e))) = tasks.try_join_next() {
+            result.error = Some(format!("a stream failed to open: {e}"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if result.error.is_none() {
+        tokio::time::sleep(warmup).await;
+        let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
+        let (b0, c0, t0) = (read_count().await, procfs::cpu_total(&pids), Instant::now());
+        tokio::time::sleep(dur).await;
+        let (b1, c1, t1) = (read_count().await, procfs::cpu_total(&pids), Instant::now());
+        result.secs = (t1 - t0).as_secs_f64();
+        result.bytes = match (b0, b1) {
+            (Ok(b0), Ok(b1)) => b1.saturating_sub(b0),
+            (Err(e), _) | (_, Err(e)) => {
+                result.error = Some(format!("cannot read the sink's count: {e}"));
+                0
+            }
+        };
+        result.mib_per_s = result.bytes as f64 / (1 << 20) as f64 / result.secs;
+        result.cpu_secs = match (c0, c1) {
+            (Ok(c0), Ok(c1)) if !pids.is_empty() => Some(c1 - c0),
+            _ => None,
+        };
+        if let Some(Ok(Err(e))) = tasks.try_join_next() {
+            result
+                .error
+                .get_or_insert(format!("a stream failed during the test: {e}"));
+        }
+    }
+    tasks.shutdown().await;
+    result
+}
+
+/// Memory of one transport process with idle connections held open.
+#[derive(Debug, Clone)]
+pub struct IdleSide {
+    pub side: &'static str,
+    pub before: Sample,
+    pub held: Sample,
+}
+
+impl IdleSide {
+    /// Growth per held connection, KiB.
+    pub fn kib_per_conn(&self, n: usize) -> f64 {
+        (self.held.rss_kib as f64 - self.before.rss_kib as f64) / n.max(1) as f64
+    }
+    /// Memory mappings added per held connection.
+    pub fn maps_per_conn(&self, n: usize) -> f64 {
+        (self.held.maps as f64 - self.before.maps as f64) / n.max(1) as f64
+    }
+    /// `value` (a count) projected to `n` connections from before/held at `opened`.
+    fn project(before: u64, held: u64, opened: usize, n: usize) -> f64 {
+        before as f64 + (held as f64 - before as f64) / opened.max(1) as f64 * n as f64
+    }
+    /// Descriptors this side would hold with `n` connections, at the measured rate.
+    pub fn fds_at(&self, opened: usize, n: usize) -> f64 {
+        Self::project(self.before.fds, self.held.fds, opened, n)
+    }
+    /// Memory mappings this side would have with `n` connections, at the measured rate.
+    pub fn maps_at(&self, opened: usize, n: usize) -> f64 {
+        Self::project(self.before.maps, self.held.maps, opened, n)
+    }
+    /// Threads this side would run with `n` connections, at the measured rate.
+    pub fn threads_at(&self, opened: usize, n: usize) -> f64 {
+        Self::project(self.before.threads, self.held.threads, opened, n)
+    }
+    /// File descriptors added per held connection.
+    pub fn fds_per_conn(&self, n: usize) -> f64 {
+        (self.held.fds as f64 - self.before.fds as f64) / n.max(1) as f64
+    }
+}
+
+/// The idle-connection test.
+#[derive(Debug, Clone)]
+pub struct Idle {
+    pub requested: usize,
+    pub opened: usize,
+    /// Connections the stand-in ORPort saw open while they were held.
+    pub at_orport: usize,
+    pub errors: usize,
+    pub first_error: Option<String>,
+    pub open_secs: f64,
+    pub sides: Vec<IdleSide>,
+}
+
+impl Idle {
+    pub fn side(&self, name: &str) -> Option<&IdleSide> {
+        self.sides.iter().find(|s| s.side == name)
+    }
+
+    pub fn json(&self) -> Value {
+        let sides: Vec<Value> = self
+            .sides
+            .iter()
+            .map(|s| {
+                json!({
+                    "side": s.side,
+                    "rss_kib_before": s.before.rss_kib, "rss_kib_held": s.held.rss_kib,
+                    "rss_kib_per_conn": s.kib_per_conn(self.opened),
+                    "rss_kib_per_conn_including_base": s.held.rss_kib as f64 / self.opened.max(1) as f64,
+                    "threads_before": s.before.threads, "threads_held": s.held.threads,
+                    "maps_before": s.before.maps, "maps_held": s.held.maps,
+                    "maps_per_conn": s.maps_per_conn(self.opened),
+                    "fds_before": s.before.fds, "fds_held": s.held.fds,
+                    "fds_per_conn": s.fds_per_conn(self.opened),
+                    "projected_at_10000": {
+                        "fds": s.fds_at(self.opened, 10_000),
+                        "maps": s.maps_at(self.opened, 10_000),
+                        "threads": s.threads_at(self.opened, 10_000),
+                    },
+                })
+            })
+            .collect();
+        json!({
+            "what": "N connections opened end to end (echo of one byte each) and held; VmRSS growth / N",
+            "requested": self.requested, "opened": self.opened, "at_orport": self.at_orport,
+            "errors": self.errors, "first_error": self.first_error,
+            "open_secs": self.open_secs, "sides": sides,
+        })
+    }
+}
+
+/// How many connections the idle test opens at once.
+const IDLE_OPEN_CONCURRENCY: usize = 64;
+
+pub async fn idle(
+    route: &Route,
+    target: &Target,
+    n: usize,
+    settle: Duration,
+    procs: &[Proc],
+) -> Idle {
+    let before: Vec<Sample> = procs
+        .iter()
+        .map(|p| procfs::sample(p.pid).unwrap_or_default())
+        .collect();
+    let started = Instant::now();
+    let fails = Arc::new(Failures::default());
+    let gate = Arc::new(Semaphore::new(IDLE_OPEN_CONCURRENCY));
+    let mut opening = JoinSet::new();
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        if fails.too_many() {
+            break;
+        }
+        let Ok(permit) = gate.clone().acquire_owned().await else {
+            break;
+        };
+        let (route, fails) = (route.clone(), fails.clone());
+        opening.spawn(async move {
+            let _permit = permit;
+            match bounded(echo_once(&route, 1)).await {
+                Ok((stream, _, _)) => Some(stream),
+                Err(e) => {
+                    fails.record(e);
+                    None
+                }
+            }
+        });
+        while let Some(done) = opening.try_join_next() {
+            held.extend(done.ok().flatten());
+        }
+    }
+    while let Some(done) = opening.join_next().await {
+        held.extend(done.ok().flatten());
+    }
+    let open_secs = started.elapsed().as_secs_f64();
+    // Let the transports finish whatever per-connection setup is lazy before looking.
+    tokio::time::sleep(settle).await;
+    let sides = procs
+        .iter()
+        .zip(before)
+        .map(|(p, before)| IdleSide {
+            side: p.side,
+            before,
+            held: procfs::sample(p.pid).unwrap_or_default(),
+        })
+        .collect();
+    let at_orport = target.counters().await.map_or(0, |c| c.active);
+    let opened = held.len();
+    drop(held);
+    Idle {
+        requested: n,
+        opened,
+        at_orport,
+        errors: fails.count(),
+        first_error: fails.first(),
+        open_secs,
+        sides,
+    }
+}
+
+/// JSON has no NaN; absent figures are `null`.
+pub fn finite(x: f64) -> Value {
+    if x.is_finite() {
+        json!(x)
+    } else {
+        Value::Null
+    }
+}
