@@ -23,6 +23,7 @@
 
 use clap::Parser;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,7 +40,10 @@ use tokio::net::{TcpListener, TcpStream};
 const RESIDENT_PER_SLOT_KIB: u64 = 256;
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "soak", about = "Load and soak a water-pt client/server pair on loopback")]
+#[command(
+    name = "soak",
+    about = "Load and soak a water-pt client/server pair on loopback"
+)]
 pub struct Opts {
     /// Short connections to make in phase 1 (0 skips the phase).
     #[arg(long, default_value_t = 1_000_000)]
@@ -106,6 +110,8 @@ pub struct Report {
     /// (label, client, server, rss allowance in KiB for that snapshot)
     pub snapshots: Vec<(String, Usage, Usage, u64)>,
     pub problems: Vec<String>,
+    /// Abnormal connection ends the PTs logged ("client 3 x connection ended: ...").
+    pub pt_log: Vec<String>,
 }
 
 impl Report {
@@ -160,6 +166,12 @@ impl Report {
                 }
             ));
         }
+        if !self.pt_log.is_empty() {
+            t.push_str("\nabnormal connection ends logged by the PTs:\n");
+            for l in &self.pt_log {
+                t.push_str(&format!("  {l}\n"));
+            }
+        }
         if self.problems.is_empty() {
             t.push_str("\nOK: no lost bytes, no leaked descriptors or threads\n");
         } else {
@@ -196,6 +208,8 @@ struct Pt {
     child: Child,
     lines: mpsc::Receiver<String>,
     warnings: Arc<Mutex<Vec<String>>>,
+    /// Why connections ended abnormally, as the PT logged it, with counts.
+    abnormal_ends: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 impl Pt {
@@ -212,8 +226,22 @@ impl Pt {
         let (tx, lines) = mpsc::channel();
         let warnings = Arc::new(Mutex::new(Vec::new()));
         let sink = warnings.clone();
+        let abnormal_ends = Arc::new(Mutex::new(BTreeMap::new()));
+        let ends = abnormal_ends.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // A connection that ends abnormally is logged at info level; tally why, with
+                // the numbers (connection ids, byte counts) blanked so that kinds add up.
+                if let Some(i) = line
+                    .find("connection ended")
+                    .or_else(|| line.find("connection setup failed"))
+                {
+                    let kind: String = line[i..]
+                        .chars()
+                        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+                        .collect();
+                    *ends.lock().unwrap().entry(kind).or_insert(0) += 1;
+                }
                 if line.contains("WARN") || line.contains("ERROR") {
                     let mut w = sink.lock().unwrap();
                     if w.len() < 20 {
@@ -229,6 +257,7 @@ impl Pt {
             child,
             lines,
             warnings,
+            abnormal_ends,
         })
     }
 
@@ -504,8 +533,7 @@ async fn settle(
     let deadline = Instant::now() + Duration::from_secs(o.settle_secs);
     loop {
         let now = (client.usage()?, server.usage()?);
-        let back =
-            |u: &Usage, b: &Usage| (!check_fds || u.fds <= b.fds) && u.threads <= b.threads;
+        let back = |u: &Usage, b: &Usage| (!check_fds || u.fds <= b.fds) && u.threads <= b.threads;
         if (back(&now.0, &base.0) && back(&now.1, &base.1)) || Instant::now() >= deadline {
             return Ok(now);
         }
@@ -549,7 +577,8 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
         }
     };
     let echo = echo_server().await.map_err(|e| e.to_string())?;
-    let mut common: Vec<String> = vec!["--no-cache".into(), "--listen".into(), "127.0.0.1:0".into()];
+    let mut common: Vec<String> =
+        vec!["--no-cache".into(), "--listen".into(), "127.0.0.1:0".into()];
     if let Some(w) = &o.wasm {
         common.push("--wasm".into());
         common.push(w.display().to_string());
@@ -607,7 +636,9 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
         ));
     }
     report.snapshots.push(("fresh".into(), fresh.0, fresh.1, 0));
-    report.snapshots.push(("baseline".into(), base.0, base.1, 0));
+    report
+        .snapshots
+        .push(("baseline".into(), base.0, base.1, 0));
 
     let slack = o.rss_slack_mib * 1024;
     let mut peak_slots = 0u64;
@@ -641,6 +672,9 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
         let w = pt.warnings.lock().unwrap();
         if !w.is_empty() {
             eprintln!("soak: {} logged warnings: {:#?}", pt.name, *w);
+        }
+        for (kind, n) in pt.abnormal_ends.lock().unwrap().iter() {
+            report.pt_log.push(format!("{} {n} x {kind}", pt.name));
         }
     }
     Ok(report)
