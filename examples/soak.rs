@@ -231,16 +231,13 @@ impl Pt {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 // A connection that ends abnormally is logged at info level; tally why, with
-                // the numbers (connection ids, byte counts) blanked so that kinds add up.
+                // the connection id left out so that kinds add up.
                 if let Some(i) = line
                     .find("connection ended")
                     .or_else(|| line.find("connection setup failed"))
                 {
-                    let kind: String = line[i..]
-                        .chars()
-                        .map(|c| if c.is_ascii_digit() { '#' } else { c })
-                        .collect();
-                    *ends.lock().unwrap().entry(kind).or_insert(0) += 1;
+                    let kind = line[i..].split(" conn=").next().unwrap_or_default();
+                    *ends.lock().unwrap().entry(kind.to_owned()).or_insert(0) += 1;
                 }
                 if line.contains("WARN") || line.contains("ERROR") {
                     let mut w = sink.lock().unwrap();
