@@ -1,0 +1,712 @@
+//! Load and soak driver: a `water-pt client --remote` / `water-pt server --forward` pair in
+//! front of an echo server, all on loopback, driven hard enough to expose lost bytes and slow
+//! leaks.
+//!
+//! Phases:
+//! 1. *short*: `--short` connections (connect, echo `--short-bytes`, close) at a fixed
+//!    `--short-concurrency`. A leak of a few bytes or one descriptor per connection adds up
+//!    over many connections, so this is where per-connection leaks show;
+//! 2. *long*: `--long` connections open at once, each carrying `--long-bytes` of
+//!    pseudo-random data each way. The SHA-256 of what was sent must equal the SHA-256 of
+//!    what came back, so a lost, duplicated or reordered byte fails the run.
+//!
+//! Before the first phase (after a few warm-up connections) and after each phase (once its
+//! connections closed, and after a bounded settling wait) the open descriptors, threads and RSS of both PT processes are read
+//! from `/proc`. Descriptors and threads must come back to the baseline. Threads need the
+//! wait: the runtime keeps up to 64 finished session threads parked for 10 s, so the settling
+//! wait (`--settle-secs`) must outlast that. RSS cannot come back exactly (the allocator keeps
+//! freed pages, and the instance pool keeps 256 KiB of each slot it used resident by design),
+//! so it may exceed the baseline by that per-slot amount for the peak concurrency plus
+//! `--rss-slack-mib`; a per-connection leak over a million connections does not fit in that.
+//!
+//! `scripts/soak.sh` builds and runs it; `tests/soak_short.rs` runs it with small counts.
+
+use clap::Parser;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Resident bytes the runtime's instance pool keeps per slot once used (linear memory and
+/// table, 128 KiB each; see `KEEP_RESIDENT` in `src/runtime/mod.rs`).
+const RESIDENT_PER_SLOT_KIB: u64 = 256;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "soak",
+    about = "Load and soak a water-pt client/server pair on loopback"
+)]
+pub struct Opts {
+    /// Short connections to make in phase 1 (0 skips the phase).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub short: u64,
+    /// Short connections in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub short_concurrency: usize,
+    /// Bytes echoed on each short connection.
+    #[arg(long, default_value_t = 32)]
+    pub short_bytes: usize,
+    /// Long connections open at once in phase 2 (0 skips the phase).
+    #[arg(long, default_value_t = 1_000)]
+    pub long: usize,
+    /// Bytes carried each way on each long connection.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub long_bytes: u64,
+    /// Longest wait, after a phase, for descriptors and threads to come back to the
+    /// baseline. Must exceed the runtime's 10 s idle-thread keep-alive.
+    #[arg(long, default_value_t = 20)]
+    pub settle_secs: u64,
+    /// RSS growth tolerated beyond the instance pool's resident slots, in MiB.
+    #[arg(long, default_value_t = 32)]
+    pub rss_slack_mib: u64,
+    /// A single read or write (or connect) that makes no progress for this long fails its
+    /// connection, so a stuck connection cannot hang the run.
+    #[arg(long, default_value_t = 60)]
+    pub io_timeout_secs: u64,
+    /// Upper bound on each phase as a whole.
+    #[arg(long, default_value_t = 3_600)]
+    pub phase_timeout_secs: u64,
+    /// The `water-pt` binary (default: next to this executable's directory, i.e. the
+    /// `water-pt` of the same cargo profile).
+    #[arg(long)]
+    pub bin: Option<PathBuf>,
+    /// Module both PTs run (default: the built-in `plain`).
+    #[arg(long)]
+    pub wasm: Option<PathBuf>,
+}
+
+/// What one phase did.
+#[derive(Debug, Default, Clone)]
+pub struct PhaseResult {
+    pub name: &'static str,
+    pub connections: u64,
+    pub failures: u64,
+    pub bytes_each_way: u64,
+    pub elapsed: Duration,
+    /// The first few failure messages.
+    pub errors: Vec<String>,
+}
+
+/// `/proc` figures of one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub fds: usize,
+    pub threads: usize,
+    pub rss_kib: u64,
+}
+
+/// The whole run: per phase results, and snapshots of (client, server) usage.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub phases: Vec<PhaseResult>,
+    /// (label, client, server, rss allowance in KiB for that snapshot)
+    pub snapshots: Vec<(String, Usage, Usage, u64)>,
+    pub problems: Vec<String>,
+    /// Abnormal connection ends the PTs logged ("client 3 x connection ended: ...").
+    pub pt_log: Vec<String>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        t.push_str(&format!(
+            "{:<8} {:>12} {:>9} {:>10} {:>10} {:>12}\n",
+            "phase", "connections", "failures", "MiB/way", "seconds", "conn/s"
+        ));
+        for p in &self.phases {
+            let secs = p.elapsed.as_secs_f64();
+            t.push_str(&format!(
+                "{:<8} {:>12} {:>9} {:>10.1} {:>10.1} {:>12.0}\n",
+                p.name,
+                p.connections,
+                p.failures,
+                p.bytes_each_way as f64 / (1u64 << 20) as f64,
+                secs,
+                p.connections as f64 / secs.max(1e-9),
+            ));
+            if secs > 0.0 && p.bytes_each_way > 0 {
+                t.push_str(&format!(
+                    "{:<8} {:>12.1} MiB/s each way (aggregate)\n",
+                    "",
+                    p.bytes_each_way as f64 / (1u64 << 20) as f64 / secs
+                ));
+            }
+        }
+        t.push('\n');
+        t.push_str(&format!(
+            "{:<14} {:>9} {:>9} {:>11} {:>9} {:>9} {:>11}\n",
+            "snapshot", "cli fds", "cli thr", "cli RSS KiB", "srv fds", "srv thr", "srv RSS KiB"
+        ));
+        for (label, c, s, allow) in &self.snapshots {
+            t.push_str(&format!(
+                "{:<14} {:>9} {:>9} {:>11} {:>9} {:>9} {:>11}{}\n",
+                label,
+                c.fds,
+                c.threads,
+                c.rss_kib,
+                s.fds,
+                s.threads,
+                s.rss_kib,
+                if *allow > 0 {
+                    format!("  (RSS allowance +{allow} KiB)")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        if !self.pt_log.is_empty() {
+            t.push_str("\nabnormal connection ends logged by the PTs:\n");
+            for l in &self.pt_log {
+                t.push_str(&format!("  {l}\n"));
+            }
+        }
+        if self.problems.is_empty() {
+            t.push_str("\nOK: no lost bytes, no leaked descriptors or threads\n");
+        } else {
+            t.push_str("\nFAILED:\n");
+            for p in &self.problems {
+                t.push_str(&format!("  {p}\n"));
+            }
+        }
+        t
+    }
+}
+
+/// Reads descriptors, threads and RSS of `pid` from `/proc`.
+pub fn usage(pid: u32) -> std::io::Result<Usage> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))?.count();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    Ok(Usage {
+        fds,
+        threads,
+        rss_kib,
+    })
+}
+
+/// A spawned PT process whose stderr is drained on a thread (a full pipe would block its
+/// logging); killed and reaped on drop, so every exit path of the driver cleans up.
+struct Pt {
+    name: &'static str,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    warnings: Arc<Mutex<Vec<String>>>,
+    /// Why connections ended abnormally, as the PT logged it, with counts.
+    abnormal_ends: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+impl Pt {
+    fn spawn(name: &'static str, bin: &PathBuf, args: &[String]) -> Result<Pt, String> {
+        let mut child = Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        let warnings = Arc::new(Mutex::new(Vec::new()));
+        let sink = warnings.clone();
+        let abnormal_ends = Arc::new(Mutex::new(BTreeMap::new()));
+        let ends = abnormal_ends.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // A connection that ends abnormally is logged at info level; tally why, with
+                // the connection id left out so that kinds add up.
+                if let Some(i) = line
+                    .find("connection ended")
+                    .or_else(|| line.find("connection setup failed"))
+                {
+                    let kind = line[i..].split(" conn=").next().unwrap_or_default();
+                    *ends.lock().unwrap().entry(kind.to_owned()).or_insert(0) += 1;
+                }
+                if line.contains("WARN") || line.contains("ERROR") {
+                    let mut w = sink.lock().unwrap();
+                    if w.len() < 20 {
+                        w.push(line.clone());
+                    }
+                }
+                // After start-up nobody listens; the line is dropped.
+                let _ = tx.send(line);
+            }
+        });
+        Ok(Pt {
+            name,
+            child,
+            lines,
+            warnings,
+            abnormal_ends,
+        })
+    }
+
+    /// Waits (bounded) for the `listening on ADDR` line.
+    fn listening_addr(&mut self) -> Result<SocketAddr, String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .map_err(|e| format!("{}: no 'listening on' line ({e})", self.name))?;
+            if let Some(i) = line.find("listening on ") {
+                let rest = &line[i + "listening on ".len()..];
+                let addr = rest.split([',', ' ']).next().unwrap_or_default();
+                return addr
+                    .parse()
+                    .map_err(|_| format!("{}: no address in {line:?}", self.name));
+            }
+        }
+    }
+
+    fn usage(&mut self) -> Result<Usage, String> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Err(format!("{} exited: {status}", self.name));
+        }
+        usage(self.child.id()).map_err(|e| format!("{}: /proc: {e}", self.name))
+    }
+}
+
+impl Drop for Pt {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An echo server on loopback with a 64 KiB copy buffer per connection.
+async fn echo_server() -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// xorshift64: deterministic pseudo-random bytes, cheap enough for gigabytes.
+struct Stream(u64);
+
+impl Stream {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+    }
+}
+
+async fn timed<T>(
+    limit: Duration,
+    what: &str,
+    f: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: no progress in {limit:?}")),
+    }
+}
+
+async fn short_conn(addr: SocketAddr, i: u64, len: usize, limit: Duration) -> Result<(), String> {
+    let mut s = timed(limit, "connect", TcpStream::connect(addr)).await?;
+    let mut msg = vec![0u8; len];
+    Stream(i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1).fill(&mut msg);
+    timed(limit, "write", s.write_all(&msg)).await?;
+    let mut back = vec![0u8; len];
+    timed(limit, "read", s.read_exact(&mut back)).await?;
+    if back != msg {
+        return Err(format!("connection {i}: echo differs"));
+    }
+    Ok(())
+}
+
+async fn long_conn(addr: SocketAddr, i: u64, total: u64, limit: Duration) -> Result<(), String> {
+    let s = timed(limit, "connect", TcpStream::connect(addr)).await?;
+    let (mut r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let mut gen = Stream((i + 1).wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
+        let mut hash = Sha256::new();
+        let mut buf = vec![0u8; 64 << 10];
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            gen.fill(&mut buf[..n]);
+            hash.update(&buf[..n]);
+            timed(limit, "write", w.write_all(&buf[..n])).await?;
+            left -= n as u64;
+        }
+        // The write half stays open until the echo is read back: the module ends the whole
+        // connection at the first EOF from either side.
+        Ok::<_, String>((hash.finalize(), w))
+    });
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut got = 0u64;
+    while got < total {
+        let want = (total - got).min(buf.len() as u64) as usize;
+        let n = timed(limit, "read", r.read(&mut buf[..want])).await?;
+        if n == 0 {
+            writer.abort();
+            return Err(format!(
+                "connection {i}: closed after {got} of {total} bytes"
+            ));
+        }
+        hash.update(&buf[..n]);
+        got += n as u64;
+    }
+    let (sent, _w) = writer.await.map_err(|e| e.to_string())??;
+    if sent != hash.finalize() {
+        return Err(format!("connection {i}: SHA-256 of the echo differs"));
+    }
+    Ok(())
+}
+
+async fn phase_short(addr: SocketAddr, o: &Opts) -> PhaseResult {
+    let next = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let limit = Duration::from_secs(o.io_timeout_secs);
+    let mut workers = Vec::new();
+    for _ in 0..o.short_concurrency.max(1) {
+        let (next, failures, errors) = (next.clone(), failures.clone(), errors.clone());
+        let (n, len) = (o.short, o.short_bytes);
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return;
+                }
+                if let Err(e) = short_conn(addr, i, len, limit).await {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    let mut errs = errors.lock().unwrap();
+                    if errs.len() < 10 {
+                        errs.push(e);
+                    }
+                }
+            }
+        }));
+    }
+    let progress = {
+        let next = next.clone();
+        let n = o.short;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                let done = next.load(Ordering::Relaxed).min(n);
+                let secs = started.elapsed().as_secs_f64();
+                eprintln!(
+                    "soak: short {done}/{n} after {secs:.0} s ({:.0}/s)",
+                    done as f64 / secs
+                );
+            }
+        })
+    };
+    let all = async {
+        for w in workers {
+            let _ = w.await;
+        }
+    };
+    let timed_out = tokio::time::timeout(Duration::from_secs(o.phase_timeout_secs), all)
+        .await
+        .is_err();
+    progress.abort();
+    let mut errors = errors.lock().unwrap().clone();
+    if timed_out {
+        errors.push(format!("phase timed out after {} s", o.phase_timeout_secs));
+    }
+    PhaseResult {
+        name: "short",
+        connections: next.load(Ordering::Relaxed).min(o.short),
+        failures: failures.load(Ordering::Relaxed) + u64::from(timed_out),
+        bytes_each_way: o.short * o.short_bytes as u64,
+        elapsed: started.elapsed(),
+        errors,
+    }
+}
+
+async fn phase_long(addr: SocketAddr, o: &Opts) -> PhaseResult {
+    let started = Instant::now();
+    let limit = Duration::from_secs(o.io_timeout_secs);
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..o.long as u64 {
+        let (total, done) = (o.long_bytes, done.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = long_conn(addr, i, total, limit).await;
+            done.fetch_add(1, Ordering::Relaxed);
+            r
+        }));
+    }
+    let progress = {
+        let (done, n) = (done.clone(), o.long);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                eprintln!(
+                    "soak: long {}/{n} finished after {:.0} s",
+                    done.load(Ordering::Relaxed),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        })
+    };
+    let mut failures = 0;
+    let mut errors = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(o.phase_timeout_secs);
+    for t in tasks {
+        let outcome = match tokio::time::timeout_at(deadline, t).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("phase timed out".to_string()),
+        };
+        if let Err(e) = outcome {
+            failures += 1;
+            if errors.len() < 10 {
+                errors.push(e);
+            }
+        }
+    }
+    progress.abort();
+    PhaseResult {
+        name: "long",
+        connections: o.long as u64,
+        failures,
+        bytes_each_way: o.long as u64 * o.long_bytes,
+        elapsed: started.elapsed(),
+        errors,
+    }
+}
+
+/// Polls (bounded by `--settle-secs`) until both processes are back to `base` threads (and
+/// descriptors, with `check_fds`), and returns what it saw last.
+async fn settle(
+    client: &mut Pt,
+    server: &mut Pt,
+    base: (Usage, Usage),
+    check_fds: bool,
+    o: &Opts,
+) -> Result<(Usage, Usage), String> {
+    let deadline = Instant::now() + Duration::from_secs(o.settle_secs);
+    loop {
+        let now = (client.usage()?, server.usage()?);
+        let back = |u: &Usage, b: &Usage| (!check_fds || u.fds <= b.fds) && u.threads <= b.threads;
+        if (back(&now.0, &base.0) && back(&now.1, &base.1)) || Instant::now() >= deadline {
+            return Ok(now);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn check(report: &mut Report, label: &str, name: &str, base: &Usage, now: &Usage, allow_kib: u64) {
+    if now.fds > base.fds {
+        report.problems.push(format!(
+            "{label}: {name} has {} open descriptors, baseline {}",
+            now.fds, base.fds
+        ));
+    }
+    if now.threads > base.threads {
+        report.problems.push(format!(
+            "{label}: {name} has {} threads, baseline {}",
+            now.threads, base.threads
+        ));
+    }
+    if now.rss_kib > base.rss_kib + allow_kib {
+        report.problems.push(format!(
+            "{label}: {name} RSS {} KiB, baseline {} KiB + allowance {allow_kib} KiB",
+            now.rss_kib, base.rss_kib
+        ));
+    }
+}
+
+/// Runs the whole soak. `Err` only when the set-up itself failed; leaks and lost bytes are
+/// in the report's problems.
+pub async fn run(o: &Opts) -> Result<Report, String> {
+    let bin = match &o.bin {
+        Some(b) => b.clone(),
+        None => {
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            // target/<profile>/examples/soak -> target/<profile>/water-pt
+            exe.parent()
+                .and_then(|p| p.parent())
+                .map(|p| p.join("water-pt"))
+                .ok_or("cannot locate water-pt; pass --bin")?
+        }
+    };
+    let echo = echo_server().await.map_err(|e| e.to_string())?;
+    let mut common: Vec<String> =
+        vec!["--no-cache".into(), "--listen".into(), "127.0.0.1:0".into()];
+    if let Some(w) = &o.wasm {
+        common.push("--wasm".into());
+        common.push(w.display().to_string());
+    }
+    let need = (o.long.max(o.short_concurrency) + 100).to_string();
+    common.push("--max-connections".into());
+    common.push(need);
+
+    let mut args = vec!["server".to_string(), "--forward".into(), echo.to_string()];
+    args.extend(common.iter().cloned());
+    let mut server = Pt::spawn("server", &bin, &args)?;
+    let server_addr = server.listening_addr()?;
+    let mut args = vec![
+        "client".to_string(),
+        "--remote".into(),
+        server_addr.to_string(),
+    ];
+    args.extend(common.iter().cloned());
+    let mut client = Pt::spawn("client", &bin, &args)?;
+    let client_addr = client.listening_addr()?;
+
+    let mut report = Report::default();
+    // The baseline is taken after a few warm-up connections, once their threads are gone
+    // again: the first connection creates what lives as long as the module does (wasmtime's
+    // memory image, a memfd) and faults in code pages. Threads must come back to the count of
+    // the freshly started processes: every thread a connection starts (session threads,
+    // tokio's blocking pool) ends on its own after its keep-alive.
+    let fresh = (client.usage()?, server.usage()?);
+    for i in 0..4 {
+        short_conn(
+            client_addr,
+            u64::MAX - i,
+            16,
+            Duration::from_secs(o.io_timeout_secs),
+        )
+        .await
+        .map_err(|e| format!("warm-up connection: {e}"))?;
+    }
+    let warm = settle(&mut client, &mut server, fresh, false, o).await?;
+    // Descriptors once the warm-up connections are closed; threads as started.
+    let base = (
+        Usage {
+            threads: fresh.0.threads,
+            ..warm.0
+        },
+        Usage {
+            threads: fresh.1.threads,
+            ..warm.1
+        },
+    );
+    if warm.0.threads > base.0.threads || warm.1.threads > base.1.threads {
+        report.problems.push(format!(
+            "warm-up: threads did not come back to {} / {} within {} s: {} / {}",
+            base.0.threads, base.1.threads, o.settle_secs, warm.0.threads, warm.1.threads
+        ));
+    }
+    report.snapshots.push(("fresh".into(), fresh.0, fresh.1, 0));
+    report
+        .snapshots
+        .push(("baseline".into(), base.0, base.1, 0));
+
+    let slack = o.rss_slack_mib * 1024;
+    let mut peak_slots = 0u64;
+    for phase in ["short", "long"] {
+        let result = match phase {
+            "short" if o.short > 0 => phase_short(client_addr, o).await,
+            "long" if o.long > 0 => phase_long(client_addr, o).await,
+            _ => continue,
+        };
+        if result.failures > 0 {
+            report.problems.push(format!(
+                "{phase}: {} of {} connections failed; first errors: {:?}",
+                result.failures, result.connections, result.errors
+            ));
+        }
+        report.phases.push(result);
+        let concurrency = if phase == "short" {
+            o.short_concurrency
+        } else {
+            o.long
+        } as u64;
+        peak_slots = peak_slots.max(concurrency);
+        let allow = peak_slots * RESIDENT_PER_SLOT_KIB + slack;
+        let now = settle(&mut client, &mut server, base, true, o).await?;
+        let label = format!("after {phase}");
+        check(&mut report, &label, "client", &base.0, &now.0, allow);
+        check(&mut report, &label, "server", &base.1, &now.1, allow);
+        report.snapshots.push((label, now.0, now.1, allow));
+    }
+    for pt in [&client, &server] {
+        let w = pt.warnings.lock().unwrap();
+        if !w.is_empty() {
+            eprintln!("soak: {} logged warnings: {:#?}", pt.name, *w);
+        }
+        for (kind, n) in pt.abnormal_ends.lock().unwrap().iter() {
+            report.pt_log.push(format!("{} {n} x {kind}", pt.name));
+        }
+    }
+    Ok(report)
+}
+
+#[allow(dead_code)] // unused when the tests include this file as a module
+fn main() -> std::process::ExitCode {
+    let opts = Opts::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    // SIGTERM (from `timeout` in scripts/soak.sh) or SIGINT drops the run, and with it the
+    // PT processes, which are killed on drop rather than left behind.
+    let outcome = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        tokio::select! {
+            r = run(&opts) => r,
+            _ = term.recv() => Err("SIGTERM: stopped".to_string()),
+            _ = tokio::signal::ctrl_c() => Err("SIGINT: stopped".to_string()),
+        }
+    });
+    match outcome {
+        Ok(report) => {
+            println!("{}", report.table());
+            if report.ok() {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("soak: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

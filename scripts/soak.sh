@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Load and soak test of a water-pt client/server pair on loopback (see examples/soak.rs).
+#
+#   scripts/soak.sh                      the full soak: 1,000,000 short connections, then
+#                                        1,000 concurrent connections of 64 MiB each way
+#   scripts/soak.sh --short 10000 --long 100 --long-bytes 1048576
+#                                        any count or size, as flags (--help lists them)
+#
+# Builds the release binary and the driver, then runs the driver under `nice` so the rest of
+# the machine stays usable. Everything stays on 127.0.0.1. The run is bounded: each phase by
+# the driver's --phase-timeout-secs, the whole script by SOAK_TIMEOUT seconds (default 7200),
+# after which `timeout` stops the driver (and the driver's exit takes its PT processes with it).
+# Exit status: 0 when no byte was lost and descriptors and threads came back to the baseline.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+
+cargo build --release --locked --bin water-pt --example soak
+exec timeout --signal=TERM --kill-after=30 "${SOAK_TIMEOUT:-7200}" \
+  nice -n "${SOAK_NICE:-10}" "$TARGET_DIR/release/examples/soak" --bin "$TARGET_DIR/release/water-pt" "$@"

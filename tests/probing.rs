@@ -1,0 +1,258 @@
+//! Probing resistance of the bridge side, through the real binary in managed server mode.
+//!
+//! A censor probing a suspected bridge connects and sends something (random bytes, an HTTP
+//! request, a TLS ClientHello) or nothing at all, and watches what comes back and when the
+//! connection closes. With the `shadowsocks` module the bridge must look like a silent
+//! service: not one byte back (neither the module nor the host adds a banner or an error
+//! text), a close at the module's reject deadline whatever was sent, and nothing of the probe
+//! handed to tor's ORPort. With `plain` there is nothing to hide, but water-pt itself must
+//! still add nothing: the probe sees exactly what the ORPort sent.
+
+mod common;
+
+use base64::Engine as _;
+use common::pt::*;
+use common::{module_path, random_bytes};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// The shadowsocks server's `reject_timeout_secs` in these tests.
+const REJECT_SECS: u64 = 2;
+/// How much later than the reject deadline a close may come (scheduling, the runtime's
+/// tick, a loaded machine).
+const MARGIN: Duration = Duration::from_secs(3);
+
+/// What a recording ORPort saw on one connection, reported when the PT closed it.
+#[derive(Debug)]
+struct OrConn {
+    received: Vec<u8>,
+}
+
+/// A test ORPort: sends `greeting` on accept, records every byte until EOF, then reports.
+async fn recording_orport(
+    greeting: &'static [u8],
+) -> (SocketAddr, mpsc::UnboundedReceiver<OrConn>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = s.write_all(greeting).await;
+                let mut received = Vec::new();
+                let _ = s.read_to_end(&mut received).await;
+                let _ = tx.send(OrConn { received });
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// Starts a server PT in front of `orport`, with `options` as its transport options.
+fn server(dir: &TempDir, orport: SocketAddr, options: Option<String>) -> (PtChild, SocketAddr) {
+    let mut env = vec![
+        ("TOR_PT_MANAGED_TRANSPORT_VER", "1".to_string()),
+        ("TOR_PT_STATE_LOCATION", dir.state()),
+        ("TOR_PT_EXIT_ON_STDIN_CLOSE", "1".into()),
+        ("TOR_PT_SERVER_TRANSPORTS", "water".into()),
+        ("TOR_PT_SERVER_BINDADDR", "water-127.0.0.1:0".into()),
+        ("TOR_PT_ORPORT", orport.to_string()),
+        ("TOR_PT_EXTENDED_SERVER_PORT", String::new()),
+    ];
+    if let Some(o) = options {
+        env.push(("TOR_PT_SERVER_TRANSPORT_OPTIONS", o));
+    }
+    let mut pt = PtChild::spawn(&env_refs(&env), &[]);
+    assert_eq!(pt.line(), "VERSION 1");
+    let (addr, _) = pt.smethod();
+    assert_eq!(pt.line(), "SMETHODS DONE");
+    (pt, addr)
+}
+
+fn shadowsocks_options() -> String {
+    let config = format!(
+        r#"{{"method":"chacha20-ietf-poly1305","password":"probing test secret","reject_timeout_secs":{REJECT_SECS}}}"#
+    );
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(config);
+    format!(
+        "water:water-wasm={};water:water-config={b64}",
+        module_path("shadowsocks").display()
+    )
+}
+
+/// A TLS 1.3 ClientHello as a browser sends it: record header, SNI, ALPN, supported groups,
+/// signature algorithms, supported versions and an X25519 key share.
+fn client_hello() -> Vec<u8> {
+    fn ext(kind: u16, body: &[u8]) -> Vec<u8> {
+        let mut v = kind.to_be_bytes().to_vec();
+        v.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+    fn vec16(body: &[u8]) -> Vec<u8> {
+        let mut v = (body.len() as u16).to_be_bytes().to_vec();
+        v.extend_from_slice(body);
+        v
+    }
+    let host = b"www.example.com";
+    let mut sni = vec![0u8];
+    sni.extend_from_slice(&vec16(host));
+    let mut alpn = vec![2];
+    alpn.extend_from_slice(b"h2");
+    alpn.push(8);
+    alpn.extend_from_slice(b"http/1.1");
+    let mut key_share = vec![0x00, 0x1d, 0x00, 0x20];
+    key_share.extend_from_slice(&random_bytes(32, 11));
+    let extensions = [
+        ext(0x0000, &vec16(&sni)),
+        ext(0x0017, &[]),  // extended master secret
+        ext(0xff01, &[0]), // renegotiation info
+        ext(0x000a, &vec16(&[0x00, 0x1d, 0x00, 0x17, 0x00, 0x18])), // groups
+        ext(0x000b, &[1, 0]), // point formats
+        ext(0x0010, &vec16(&alpn)), // ALPN
+        ext(0x000d, &vec16(&[0x04, 0x03, 0x08, 0x04, 0x04, 0x01])), // signature algorithms
+        ext(0x0033, &vec16(&key_share)), // key share
+        ext(0x002d, &[1, 1]), // PSK modes
+        ext(0x002b, &[4, 0x03, 0x04, 0x03, 0x03]), // supported versions
+    ]
+    .concat();
+    let mut hello = vec![0x03, 0x03];
+    hello.extend_from_slice(&random_bytes(32, 12));
+    hello.push(32);
+    hello.extend_from_slice(&random_bytes(32, 13));
+    hello.extend_from_slice(&vec16(&[
+        0x13, 0x01, 0x13, 0x02, 0x13, 0x03, 0xc0, 0x2b, 0xc0, 0x2f, 0xcc, 0xa9, 0xcc, 0xa8,
+    ]));
+    hello.extend_from_slice(&[1, 0]);
+    hello.extend_from_slice(&vec16(&extensions));
+    let mut handshake = vec![1, 0];
+    handshake.extend_from_slice(&(hello.len() as u16).to_be_bytes());
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+fn probes() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("random 64", random_bytes(64, 1)),
+        ("random 4096", random_bytes(4096, 2)),
+        (
+            "http",
+            b"GET / HTTP/1.1\r\nHost: 192.0.2.1\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n"
+                .to_vec(),
+        ),
+        ("tls", client_hello()),
+        ("half-open", Vec::new()),
+    ]
+}
+
+/// Reads until EOF, reset or `limit`; returns the bytes, how long it took and whether the
+/// connection was closed.
+async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration, bool) {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = limit.saturating_sub(start.elapsed());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (got, start.elapsed(), true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (got, start.elapsed(), false),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadowsocks_bridge_is_silent_and_closes_at_the_deadline() {
+    let (orport, mut at_orport) = recording_orport(b"").await;
+    let dir = TempDir::new("probe-ss");
+    let (_pt, addr) = server(&dir, orport, Some(shadowsocks_options()));
+
+    let limit = Duration::from_secs(REJECT_SECS) + MARGIN;
+    let mut probing = Vec::new();
+    for (name, bytes) in probes() {
+        probing.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            if !bytes.is_empty() {
+                s.write_all(&bytes).await.unwrap();
+            }
+            let (got, took, closed) = read_until_closed(&mut s, limit).await;
+            (name, got, took, closed)
+        }));
+    }
+    for p in probing {
+        let (name, got, took, closed) = p.await.unwrap();
+        assert!(got.is_empty(), "{name}: the bridge answered {got:?}");
+        assert!(closed, "{name}: still open after {took:?}");
+        // Closed at the deadline, not at once: a judged probe and one still waiting for more
+        // bytes look the same.
+        assert!(
+            took >= Duration::from_millis(REJECT_SECS * 1000 - 500),
+            "{name}: closed after only {took:?}"
+        );
+    }
+    // tor's side of each connection was opened before the module ran; every one of them must
+    // be closed again without a byte of the probes.
+    let mut seen = 0;
+    while seen < probes().len() {
+        let conn = tokio::time::timeout(limit, at_orport.recv())
+            .await
+            .expect("the ORPort connection of a probe was closed")
+            .unwrap();
+        assert!(
+            conn.received.is_empty(),
+            "probe bytes reached the ORPort: {:?}",
+            conn.received
+        );
+        seen += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_bridge_adds_nothing_of_its_own() {
+    const GREETING: &[u8] = b"orport speaks first\n";
+    let (orport, mut at_orport) = recording_orport(GREETING).await;
+    let dir = TempDir::new("probe-plain");
+    let (_pt, addr) = server(&dir, orport, None);
+
+    for (name, bytes) in probes() {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        // First what the ORPort sent, byte for byte and nothing before it...
+        let mut first = vec![0u8; GREETING.len()];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut first))
+            .await
+            .expect("greeting in time")
+            .unwrap();
+        assert_eq!(first, GREETING, "{name}");
+        if bytes.is_empty() {
+            // Half-open: nothing else arrives while the probe stays silent.
+            let (got, _, closed) = read_until_closed(&mut s, Duration::from_millis(500)).await;
+            assert!(got.is_empty() && !closed, "{name}: {got:?} closed={closed}");
+            drop(s);
+        } else {
+            s.write_all(&bytes).await.unwrap();
+            // ...then, after the probe ends its side, nothing more: no trailer, no error text.
+            s.shutdown().await.unwrap();
+            let (got, took, closed) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+            assert!(closed, "{name}: not closed after {took:?}");
+            assert!(got.is_empty(), "{name}: water-pt added {got:?}");
+        }
+        let conn = tokio::time::timeout(Duration::from_secs(10), at_orport.recv())
+            .await
+            .expect("ORPort connection closed")
+            .unwrap();
+        assert_eq!(
+            conn.received, bytes,
+            "{name}: the ORPort got exactly the probe"
+        );
+    }
+}
