@@ -14,7 +14,7 @@ use crate::route::Route;
 use crate::Settings;
 
 /// Modules in the prebuilt directory that exist only to test the runtime.
-const FIXTURES: &[&str] = &["config-echo"];
+const FIXTURES: &[&str] = &["config-echo", "faulty"];
 
 /// A water module to benchmark, with the configuration each side gets (`water-config`).
 #[derive(Debug, Clone)]
