@@ -31,6 +31,12 @@ if ! command -v obfs4proxy >/dev/null 2>&1; then
   fi
 fi
 
+# Each water-pt connection holds about ten memory mappings (thread stack, signal stack, the
+# instance's memory slot); 10,000 of them pass Linux's default limit of 65,530 mappings.
+if [ "$(cat /proc/sys/vm/max_map_count 2>/dev/null || echo 0)" -lt 262144 ] && [ "$(id -u)" = 0 ]; then
+  sysctl -qw vm.max_map_count=262144 || echo "bench.sh: cannot raise vm.max_map_count" >&2
+fi
+
 cargo build --release --quiet --bin water-pt --bin pt-bench
 # The target directory may be shared with other checkouts that build a binary of the same name
 # (CARGO_TARGET_DIR): copy ours out at once so the run uses exactly what was just built.
