@@ -66,7 +66,8 @@ fn decode(mut data: &[u8]) -> Option<Input<'_>> {
     let flags = take(&mut data, 1)?[0];
     let len = take(&mut data, 2)?;
     let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
-    let auth = take(&mut data, len.min(data.len()))?;
+    let len = len.min(data.len());
+    let auth = take(&mut data, len)?;
     let server_nonce = take(&mut data, 32)?.try_into().ok()?;
     let wrong_hash = take(&mut data, 32)?.try_into().ok()?;
     let status = take(&mut data, 1)?[0];
@@ -102,7 +103,11 @@ enum Expect {
 fn model(input: &Input<'_>) -> (Expect, bool) {
     // Auth type list: types until a 0, at most 255 of them.
     let Some(end) = input.auth.iter().position(|&b| b == 0) else {
-        let e = if input.auth.len() > 255 { Expect::Protocol } else { Expect::Io };
+        let e = if input.auth.len() > 255 {
+            Expect::Protocol
+        } else {
+            Expect::Io
+        };
         return (e, false);
     };
     if end > 255 {
@@ -175,7 +180,11 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(hello[0], 1, "the client picks SAFE_COOKIE");
                 let cn = &hello[1..];
                 let good = mac(SERVER_LABEL, cn, &input.server_nonce);
-                let hash = if input.correct_hash { good } else { input.wrong_hash };
+                let hash = if input.correct_hash {
+                    good
+                } else {
+                    input.wrong_hash
+                };
                 tor.write_all(&hash).await?;
                 tor.write_all(&input.server_nonce).await?;
                 let mut client_hash = [0u8; 32];

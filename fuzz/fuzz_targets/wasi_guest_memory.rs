@@ -25,5 +25,8 @@ fn harness() -> &'static WasiHarness {
 
 fuzz_target!(|data: &[u8]| {
     let run = harness().run(data);
-    assert!(!run.stopped, "a run blocked until the harness stopped it: {run:?}");
+    assert!(
+        !run.stopped,
+        "a run blocked until the harness stopped it: {run:?}"
+    );
 });
