@@ -259,6 +259,8 @@ pub struct WasiHarness {
     /// Keeps SIGPIPE handled (so a write to a closed socket is `EPIPE`, as in the real binary,
     /// where Rust's start-up code ignores SIGPIPE; libFuzzer's `main` does not).
     _sigpipe: tokio::signal::unix::Signal,
+    /// Whether [`WasiHarness::run`] checks that each run released its thread and sockets.
+    check_resources: bool,
 }
 
 impl WasiHarness {
@@ -299,12 +301,20 @@ impl WasiHarness {
             allow: AllowList::new([WASI_DIAL_OK, WASI_DIAL_REFUSED]),
             connector: Arc::new(FuzzConnector { target }),
         };
-        Self {
+        let harness = Self {
             tokio,
             runtime,
             watm,
             policy,
             _sigpipe: sigpipe,
+            check_resources: false,
+        };
+        // The first instance makes some lazily created, long-lived descriptors; one run up
+        // front keeps them out of the per-run resource check.
+        harness.run(&wasi_input(b"", &[]));
+        Self {
+            check_resources: true,
+            ..harness
         }
     }
 
@@ -314,6 +324,7 @@ impl WasiHarness {
         let dialer = Dialer::new(&self.runtime, self.watm.clone())
             .with_config(Some(input.to_vec()))
             .with_policy(self.policy.clone());
+        let before = crate::sys::process_counts().filter(|_| self.check_resources);
         self.tokio.block_on(async {
             let mut stream = dialer
                 .dial("tcp", WASI_DIAL_OK)
@@ -337,6 +348,26 @@ impl WasiHarness {
             // it would ask the session to stop.
             let caller = tokio::time::timeout(RUN_LIMIT + STOP_LIMIT, peer(&mut stream, b"caller"));
             let ((end, stopped), _) = tokio::join!(wait, caller);
+            // Our handles keep the session's control pipe and stop signal open.
+            drop(stream);
+            drop(session);
+            // The session thread and every socket of the run must go away. Waiting for that
+            // also keeps a thread that is still exiting from looking like a leak to
+            // LeakSanitizer when the run returns.
+            if let Some(before) = before {
+                let deadline = tokio::time::Instant::now() + STOP_LIMIT;
+                let mut now = crate::sys::process_counts().unwrap_or(before);
+                while (now.0 > before.0 || now.1 > before.1)
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    now = crate::sys::process_counts().unwrap_or(before);
+                }
+                assert!(
+                    now.0 <= before.0 && now.1 <= before.1,
+                    "a run left descriptors or threads behind: (fds, threads) {before:?} -> {now:?}"
+                );
+            }
             WasiRun { end, stopped }
         })
     }

@@ -2,6 +2,7 @@
 //! normal test suite, so the stable toolchain (and CI) checks them without cargo-fuzz.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use water_pt::fuzzing::{wasi_input, WasiHarness, WASI_HARNESS_WAT};
 use water_pt::runtime::SessionEnd;
 
@@ -13,8 +14,16 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn harness() -> WasiHarness {
-    WasiHarness::new(&wat::parse_str(WASI_HARNESS_WAT).unwrap())
+/// Each run checks that the process's descriptor and thread counts come back down, so the
+/// tests of this file take turns instead of running their harnesses side by side.
+static TURN: Mutex<()> = Mutex::new(());
+
+fn harness() -> (MutexGuard<'static, ()>, WasiHarness) {
+    let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    (
+        turn,
+        WasiHarness::new(&wat::parse_str(WASI_HARNESS_WAT).unwrap()),
+    )
 }
 
 #[test]
@@ -31,7 +40,7 @@ fn wasi_seeds_and_regressions_end_on_their_own() {
         .collect();
     inputs.extend(files(&root.join("regressions/wasi_guest_memory")));
     assert!(!inputs.is_empty(), "seeds are committed");
-    let h = harness();
+    let (_turn, h) = harness();
     for path in inputs {
         let run = h.run(&std::fs::read(&path).unwrap());
         assert!(!run.stopped, "{}: {run:?}", path.display());
@@ -40,7 +49,7 @@ fn wasi_seeds_and_regressions_end_on_their_own() {
 
 #[test]
 fn wasi_harness_runs_its_program() {
-    let h = harness();
+    let (_turn, h) = harness();
     // No records: the program only opens its config and returns 0.
     assert_eq!(h.run(&wasi_input(b"", &[])).end, SessionEnd::Closed);
     // proc_exit(7) as the one record traps, which ends the session as a failure.
@@ -57,7 +66,7 @@ fn wasi_harness_runs_its_program() {
 #[test]
 fn wasi_seeds_run_to_their_last_record() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/wasi_guest_memory");
-    let h = harness();
+    let (_turn, h) = harness();
     // The tour makes every call with valid arguments and returns 0; the edge cases end with
     // proc_exit(3), so reaching it shows no earlier record trapped.
     let tour = h.run(&std::fs::read(dir.join("seed-tour")).unwrap());
