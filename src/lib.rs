@@ -15,6 +15,8 @@
 
 pub mod cli;
 pub mod extor;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod proxy;
 pub mod pt;
 pub mod runtime;

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use wire::{Command, AUTH_SAFE_COOKIE, CMD_DENY, CMD_OKAY, COOKIE_FILE_LEN};
@@ -82,28 +82,49 @@ pub async fn connect_with_timeout(
 ) -> Result<TcpStream, ExtOrError> {
     // Everything that can fail locally fails before a connection to tor is made.
     let cookie = read_cookie(cookie_file)?;
+    let commands = encode_commands(client_addr, transport)?;
+
+    let exchange = async {
+        let mut stream = TcpStream::connect(ext_orport)
+            .await
+            .map_err(io_err("connecting"))?;
+        handshake(&mut stream, &cookie, &commands).await?;
+        Ok(stream)
+    };
+    tokio::time::timeout(limit, exchange)
+        .await
+        .unwrap_or(Err(ExtOrError::Timeout(limit)))
+}
+
+/// The commands we send after authenticating: USERADDR, TRANSPORT, DONE.
+pub(crate) fn encode_commands(
+    client_addr: SocketAddr,
+    transport: &str,
+) -> Result<Vec<u8>, ExtOrError> {
     let mut commands = Vec::with_capacity(64);
     Command::user_addr(client_addr).encode_into(&mut commands);
     Command::transport(transport)
         .map_err(ExtOrError::InvalidTransport)?
         .encode_into(&mut commands);
     Command::done().encode_into(&mut commands);
+    Ok(commands)
+}
 
-    let exchange = async {
-        let mut stream = TcpStream::connect(ext_orport)
-            .await
-            .map_err(io_err("connecting"))?;
-        authenticate(&mut stream, &cookie).await?;
-        stream
-            .write_all(&commands)
-            .await
-            .map_err(io_err("sending commands"))?;
-        wait_for_okay(&mut stream).await?;
-        Ok(stream)
-    };
-    tokio::time::timeout(limit, exchange)
+/// Everything after the connection is made: authentication, our `commands`, and tor's answer.
+///
+/// Generic over the stream so the whole exchange can also run against an in-memory peer (the
+/// fuzz harness plays a hostile tor this way); [`connect_with_timeout`] bounds it in time.
+pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    cookie: &[u8; 32],
+    commands: &[u8],
+) -> Result<(), ExtOrError> {
+    authenticate(stream, cookie).await?;
+    stream
+        .write_all(commands)
         .await
-        .unwrap_or(Err(ExtOrError::Timeout(limit)))
+        .map_err(io_err("sending commands"))?;
+    wait_for_okay(stream).await
 }
 
 /// Reads the cookie afresh: tor writes a new one every time it starts, and a long-running
@@ -128,7 +149,10 @@ fn read_cookie(path: &Path) -> Result<[u8; 32], ExtOrError> {
 }
 
 /// The SAFE_COOKIE exchange (ext-orport-spec section 2).
-async fn authenticate(stream: &mut TcpStream, cookie: &[u8; 32]) -> Result<(), ExtOrError> {
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    cookie: &[u8; 32],
+) -> Result<(), ExtOrError> {
     let mut offered = Vec::new();
     loop {
         let t = stream
@@ -192,7 +216,7 @@ async fn authenticate(stream: &mut TcpStream, cookie: &[u8; 32]) -> Result<(), E
 
 /// Reads tor's commands until OKAY or DENY. Reads are exact: tor may start sending OR
 /// protocol bytes right after OKAY, and those belong to the client.
-async fn wait_for_okay(stream: &mut TcpStream) -> Result<(), ExtOrError> {
+async fn wait_for_okay<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(), ExtOrError> {
     loop {
         let mut header = [0u8; 4];
         stream

@@ -143,6 +143,9 @@ pub fn parse_kv_list(text: &str) -> Result<Vec<(String, String)>, ArgsError> {
 /// Encodes arguments the way tor does for SOCKS: `;` and `\` escaped, tokens joined with `;`.
 ///
 /// Keys must be non-empty and free of `=` (tor does not escape `=`, so the key would end early).
+/// Neither keys nor values may contain NUL: tor's bridge lines are C strings, and a NUL that
+/// landed alone in the password (an encoding of exactly 256 bytes ending in NUL) would read back
+/// as tor's "nothing overflowed" marker and be dropped.
 pub fn encode_socks_args<K, V>(args: &[(K, V)]) -> Result<String, ArgsError>
 where
     K: AsRef<str>,
@@ -156,6 +159,12 @@ where
             return Err(ArgsError::Unencodable {
                 key: k.to_owned(),
                 why: "keys cannot contain '='",
+            });
+        }
+        if k.contains('\0') || v.contains('\0') {
+            return Err(ArgsError::Unencodable {
+                key: k.to_owned(),
+                why: "tor cannot carry a NUL byte",
             });
         }
         if i > 0 {

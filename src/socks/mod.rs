@@ -38,7 +38,7 @@ use fast_socks5::server::Socks5ServerProtocol;
 use fast_socks5::server::{AuthMethod, SocksServerError};
 use fast_socks5::util::target_addr::{AddrError, TargetAddr as LibTargetAddr};
 use fast_socks5::Socks5Command;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub use wire::Reply;
@@ -98,10 +98,13 @@ pub enum SocksError {
 }
 
 /// A parsed CONNECT request whose reply has not been sent yet.
+///
+/// The stream type is generic so the handshake can run over any byte stream (the fuzz harness
+/// drives it through an in-memory duplex); in the transport it is always a `TcpStream`.
 #[derive(Debug)]
-pub struct SocksRequest<A> {
+pub struct SocksRequest<A, S = TcpStream> {
     /// The client connection; nothing past the request has been read from it.
-    pub stream: TcpStream,
+    pub stream: S,
     /// What `parse_auth` made of the credentials.
     pub auth: A,
     /// Where the client wants to go.
@@ -122,9 +125,9 @@ pub fn connect_reply(outcome: Result<(), Reply>) -> [u8; 10] {
     })
 }
 
-impl<A> SocksRequest<A> {
+impl<A, S: AsyncWrite + Unpin> SocksRequest<A, S> {
     /// Sends `05 00 00 01 0.0.0.0:0` and hands the stream over for relaying.
-    pub async fn reply_success(mut self) -> io::Result<(TcpStream, A)> {
+    pub async fn reply_success(mut self) -> io::Result<(S, A)> {
         self.stream.write_all(&connect_reply(Ok(()))).await?;
         Ok((self.stream, self.auth))
     }
@@ -143,19 +146,19 @@ impl<A> SocksRequest<A> {
 /// or `None` for 0x00. Returning `Err` rejects the client: with 0x02 it gets `01 01` and the
 /// connection closes (what tor expects for malformed bridge arguments); with 0x00 there is no
 /// reply to carry the refusal, so the connection just closes.
-pub async fn accept<A>(
-    stream: TcpStream,
+pub async fn accept<A, S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
     parse_auth: impl FnOnce(Option<(&[u8], &[u8])>) -> Result<A, String>,
-) -> Result<SocksRequest<A>, SocksError> {
+) -> Result<SocksRequest<A, S>, SocksError> {
     accept_with_timeout(stream, HANDSHAKE_TIMEOUT, parse_auth).await
 }
 
 /// [`accept`] with an explicit limit for the whole handshake.
-pub async fn accept_with_timeout<A>(
-    mut stream: TcpStream,
+pub async fn accept_with_timeout<A, S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     limit: Duration,
     parse_auth: impl FnOnce(Option<(&[u8], &[u8])>) -> Result<A, String>,
-) -> Result<SocksRequest<A>, SocksError> {
+) -> Result<SocksRequest<A, S>, SocksError> {
     match tokio::time::timeout(limit, handshake(&mut stream, parse_auth)).await {
         Ok(Ok((auth, target))) => Ok(SocksRequest {
             stream,
@@ -193,8 +196,8 @@ impl<T> AuthMethod<T> for Method {
 /// 0x02 first: tor drops the bridge arguments if 0x00 is chosen while it offered both.
 const PREFERENCE: [Method; 2] = [Method::UserPass, Method::NoAuth];
 
-async fn handshake<A>(
-    stream: &mut TcpStream,
+async fn handshake<A, S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     parse_auth: impl FnOnce(Option<(&[u8], &[u8])>) -> Result<A, String>,
 ) -> Result<(A, TargetAddr), SocksError> {
     let (method, _) = Socks5ServerProtocol::start(&mut *stream)
@@ -251,7 +254,7 @@ async fn handshake<A>(
     Ok((auth, target))
 }
 
-async fn refuse(stream: &mut TcpStream, rep: Reply) -> io::Result<()> {
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, rep: Reply) -> io::Result<()> {
     stream.write_all(&connect_reply(Err(rep))).await
 }
 
