@@ -166,3 +166,29 @@ async fn control_fd_reads_one_zero_byte_then_end_of_stream() {
     );
     drop(s);
 }
+
+#[tokio::test]
+async fn read_events_report_a_peer_that_closed_its_side_as_hang_up() {
+    // watm_start_v1 waits for FD_READ on the network fd and returns the
+    // event's fd_readwrite.flags (1 = hang-up) plus 10 * its error field.
+    let start = "
+        (i64.store (i32.const 0) (i64.const 7))
+        (i32.store8 (i32.const 8) (i32.const 1))
+        (i32.store (i32.const 16) (global.get $net))
+        (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+        (i32.add (i32.load16_u (i32.const 88)) (i32.mul (i32.load16_u (i32.const 72)) (i32.const 10)))";
+    let rt = runtime();
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let dialer = Dialer::new(&rt, rt.load(&wat_module(start, "")).unwrap());
+    let target = addr.to_string();
+    let (s, accepted) = tokio::join!(dialer.dial("tcp", &target), server.accept());
+    let s = s.unwrap();
+    // The peer finishes sending (FIN) but keeps its socket open.
+    let (mut peer, _) = accepted.unwrap();
+    peer.shutdown().await.unwrap();
+    assert_eq!(
+        s.session().finished().await,
+        water_pt::runtime::SessionEnd::Failed("watm_start_v1 returned 1".into())
+    );
+}

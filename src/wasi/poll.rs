@@ -23,6 +23,21 @@ const EVENTTYPE_FD_WRITE: u8 = 2;
 const SUBCLOCKFLAGS_ABSTIME: u16 = 1;
 const EVENTRWFLAGS_HANGUP: u16 = 1;
 
+/// What a read subscription waits for. Where the OS reports it, the peer
+/// closing its side (`POLLRDHUP`) is asked for too, so a read event can say
+/// "hang-up" even while unread data is queued: a module that stopped
+/// reading a source (backpressure) can still learn that its peer is gone.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const READ_INTEREST: PollFlags = PollFlags::IN.union(PollFlags::RDHUP);
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const READ_INTEREST: PollFlags = PollFlags::IN;
+
+/// Poll results reported to the guest as `fd_readwrite.flags.hangup`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const HANGUP: PollFlags = PollFlags::HUP.union(PollFlags::RDHUP);
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const HANGUP: PollFlags = PollFlags::HUP;
+
 pub(super) const CLOCK_REALTIME: u32 = 0;
 pub(super) const CLOCK_MONOTONIC: u32 = 1;
 pub(super) const CLOCK_PROCESS_CPUTIME: u32 = 2;
@@ -170,7 +185,7 @@ fn poll_oneoff(
                 match ctx.fds.get(fd) {
                     Ok(Entry::Socket(s)) => {
                         let interest = if kind == EVENTTYPE_FD_READ {
-                            PollFlags::IN
+                            READ_INTEREST
                         } else {
                             PollFlags::OUT
                         };
@@ -257,7 +272,7 @@ fn poll_oneoff(
         if revents.contains(PollFlags::NVAL) {
             ev.error = Errno::BADF.0;
         } else {
-            if revents.contains(PollFlags::HUP) {
+            if revents.intersects(HANGUP) {
                 ev.flags = EVENTRWFLAGS_HANGUP;
             }
             if kind == EVENTTYPE_FD_READ {
