@@ -59,6 +59,19 @@ async fn module_sleeping_in_poll_and_ignoring_ctrl_is_stopped() {
     check(m, &["stopped by the runtime"]).await;
 }
 
+/// A module with the three required exports, `watm_init_v1` being
+/// `(func (export "watm_init_v1") INIT)`, plus `extra` items.
+fn tiny_watm(init: &str, extra: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module (memory (export "memory") 1)
+            (func (export "watm_init_v1") {init})
+            (func (export "watm_ctrlpipe_v1") (param i32) (result i32) (i32.const 0))
+            (func (export "watm_start_v1") (result i32) (i32.const 0))
+            {extra})"#
+    ))
+    .unwrap()
+}
+
 #[tokio::test]
 async fn setup_errors_name_their_cause() {
     let rt = runtime();
@@ -74,14 +87,10 @@ async fn setup_errors_name_their_cause() {
     assert!(err.contains("watm_init_v1"), "{err}");
 
     // A module that is a listener only cannot dial.
-    let m = wat::parse_str(
-        r#"(module (memory (export "memory") 1)
-            (func (export "watm_init_v1") (result i32) (i32.const 0))
-            (func (export "watm_ctrlpipe_v1") (param i32) (result i32) (i32.const 0))
-            (func (export "watm_start_v1") (result i32) (i32.const 0))
-            (func (export "watm_accept_v1") (param i32) (result i32) (i32.const 0)))"#,
-    )
-    .unwrap();
+    let m = tiny_watm(
+        "(result i32) (i32.const 0)",
+        r#"(func (export "watm_accept_v1") (param i32) (result i32) (i32.const 0))"#,
+    );
     let err = Dialer::new(&rt, rt.load(&m).unwrap())
         .dial("tcp", &echo)
         .await
@@ -93,13 +102,7 @@ async fn setup_errors_name_their_cause() {
     );
 
     // An export with the wrong type.
-    let m = wat::parse_str(
-        r#"(module (memory (export "memory") 1)
-            (func (export "watm_init_v1") (param i32) (result i32) (i32.const 0))
-            (func (export "watm_ctrlpipe_v1") (param i32) (result i32) (i32.const 0))
-            (func (export "watm_start_v1") (result i32) (i32.const 0)))"#,
-    )
-    .unwrap();
+    let m = tiny_watm("(param i32) (result i32) (i32.const 0)", "");
     let err = rt.load(&m).unwrap_err().to_string();
     assert!(
         err.contains("watm_init_v1") && err.contains("func() -> i32"),
@@ -107,14 +110,10 @@ async fn setup_errors_name_their_cause() {
     );
 
     // init failing with an errno.
-    let m = wat::parse_str(
-        r#"(module (memory (export "memory") 1)
-            (func (export "watm_init_v1") (result i32) (i32.const -28))
-            (func (export "watm_ctrlpipe_v1") (param i32) (result i32) (i32.const 0))
-            (func (export "watm_start_v1") (result i32) (i32.const 0))
-            (func (export "watm_dial_v1") (param i32) (result i32) (i32.const 0)))"#,
-    )
-    .unwrap();
+    let m = tiny_watm(
+        "(result i32) (i32.const -28)",
+        r#"(func (export "watm_dial_v1") (param i32) (result i32) (i32.const 0))"#,
+    );
     let err = Dialer::new(&rt, rt.load(&m).unwrap())
         .dial("tcp", &echo)
         .await
@@ -123,14 +122,10 @@ async fn setup_errors_name_their_cause() {
     assert!(err.contains("watm_init_v1 returned -EINVAL"), "{err}");
 
     // A role function returning a bogus fd.
-    let m = wat::parse_str(
-        r#"(module (memory (export "memory") 1)
-            (func (export "watm_init_v1") (result i32) (i32.const 0))
-            (func (export "watm_ctrlpipe_v1") (param i32) (result i32) (i32.const 0))
-            (func (export "watm_start_v1") (result i32) (i32.const 0))
-            (func (export "watm_dial_v1") (param i32) (result i32) (i32.const 77)))"#,
-    )
-    .unwrap();
+    let m = tiny_watm(
+        "(result i32) (i32.const 0)",
+        r#"(func (export "watm_dial_v1") (param i32) (result i32) (i32.const 77))"#,
+    );
     let err = Dialer::new(&rt, rt.load(&m).unwrap())
         .dial("tcp", &echo)
         .await

@@ -107,12 +107,10 @@ async fn relay_command_forwards_through_plain() {
     assert_eq!(sha256(&roundtrip(&mut s, &data).await), sha256(&data));
 }
 
-#[tokio::test]
-async fn first_sigint_drains_second_exits() {
-    let echo = echo_server().await;
-    let w = wasm("plain");
-    let e = echo.to_string();
-    let mut server = Child::spawn(&[
+/// `water-pt server` through `plain`, forwarding to `forward`.
+fn plain_server(forward: SocketAddr) -> Child {
+    let (w, f) = (wasm("plain"), forward.to_string());
+    Child::spawn(&[
         "server",
         "--no-cache",
         "--wasm",
@@ -120,11 +118,23 @@ async fn first_sigint_drains_second_exits() {
         "--listen",
         "127.0.0.1:0",
         "--forward",
-        &e,
-    ]);
+        &f,
+    ])
+}
+
+/// A served connection through `server`, checked with one echo.
+async fn open_connection(server: &mut Child) -> (SocketAddr, TcpStream) {
     let addr = server.listening_addr();
     let mut open = TcpStream::connect(addr).await.unwrap();
     assert_eq!(roundtrip(&mut open, b"one").await, b"one");
+    (addr, open)
+}
+
+#[tokio::test]
+async fn first_sigint_drains_second_exits() {
+    let echo = echo_server().await;
+    let mut server = plain_server(echo);
+    let (addr, mut open) = open_connection(&mut server).await;
 
     server.signal(Signal::INT);
     server.wait_for_line("no longer accepting");
@@ -152,38 +162,16 @@ async fn first_sigint_drains_second_exits() {
     assert!(status.success(), "{status:?}");
 
     // With a connection open, a second SIGINT exits at once.
-    let mut server = Child::spawn(&[
-        "server",
-        "--no-cache",
-        "--wasm",
-        &w,
-        "--listen",
-        "127.0.0.1:0",
-        "--forward",
-        &e,
-    ]);
-    let addr = server.listening_addr();
-    let mut open = TcpStream::connect(addr).await.unwrap();
-    assert_eq!(roundtrip(&mut open, b"one").await, b"one");
+    let mut server = plain_server(echo);
+    let (_addr, _open) = open_connection(&mut server).await;
     server.signal(Signal::INT);
     server.wait_for_line("no longer accepting");
     server.signal(Signal::INT);
     server.wait_exit(Duration::from_secs(5));
 
     // SIGTERM exits at once too.
-    let mut server = Child::spawn(&[
-        "server",
-        "--no-cache",
-        "--wasm",
-        &w,
-        "--listen",
-        "127.0.0.1:0",
-        "--forward",
-        &e,
-    ]);
-    let addr = server.listening_addr();
-    let mut open = TcpStream::connect(addr).await.unwrap();
-    assert_eq!(roundtrip(&mut open, b"one").await, b"one");
+    let mut server = plain_server(echo);
+    let (_addr, _open) = open_connection(&mut server).await;
     server.signal(Signal::TERM);
     server.wait_exit(Duration::from_secs(5));
 }
