@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 bash scripts/build-watm.sh --check
-cargo test --all-targets
+cargo test
