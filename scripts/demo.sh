@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --quiet
-bin=target/release/water-pt
+bin=${CARGO_TARGET_DIR:-target}/release/water-pt
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
