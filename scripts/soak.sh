@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load and soak test of a water-pt client/server pair on loopback (see examples/soak.rs).
+# Load and soak test of a water-pt client/server pair on loopback (see examples/soak/).
 #
 #   scripts/soak.sh                      the full soak: 1,000,000 short connections, then
 #                                        1,000 concurrent connections of 64 MiB each way

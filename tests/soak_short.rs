@@ -1,11 +1,11 @@
-//! A short run of the soak driver (`examples/soak.rs`, also run in full by `scripts/soak.sh`)
+//! A short run of the soak driver (`examples/soak/`, also run in full by `scripts/soak.sh`)
 //! in the default test command: a few thousand short connections and a few dozen long ones
 //! through a real `water-pt client` / `water-pt server` pair, with the same checks as the full
 //! soak: every byte back intact, and descriptors and threads of both processes back to their
 //! baseline once the connections are gone.
 
 #[allow(dead_code)]
-#[path = "../examples/soak.rs"]
+#[path = "../examples/soak/main.rs"]
 mod soak;
 
 use clap::Parser;

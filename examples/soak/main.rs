@@ -37,7 +37,13 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Resident bytes the runtime's instance pool keeps per slot once used (linear memory and
 /// table, 128 KiB each; see `KEEP_RESIDENT` in `src/runtime/mod.rs`).
-const RESIDENT_PER_SLOT_KIB: u64 = 256;
+mod load;
+mod procs;
+
+use load::*;
+use procs::*;
+
+pub(crate) const RESIDENT_PER_SLOT_KIB: u64 = 256;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -201,326 +207,9 @@ pub fn usage(pid: u32) -> std::io::Result<Usage> {
     })
 }
 
-/// A spawned PT process whose stderr is drained on a thread (a full pipe would block its
-/// logging); killed and reaped on drop, so every exit path of the driver cleans up.
-struct Pt {
-    name: &'static str,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    warnings: Arc<Mutex<Vec<String>>>,
-    /// Why connections ended abnormally, as the PT logged it, with counts.
-    abnormal_ends: Arc<Mutex<BTreeMap<String, u64>>>,
-}
-
-impl Pt {
-    fn spawn(name: &'static str, bin: &PathBuf, args: &[String]) -> Result<Pt, String> {
-        let mut child = Command::new(bin)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, lines) = mpsc::channel();
-        let warnings = Arc::new(Mutex::new(Vec::new()));
-        let sink = warnings.clone();
-        let abnormal_ends = Arc::new(Mutex::new(BTreeMap::new()));
-        let ends = abnormal_ends.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // A connection that ends abnormally is logged at info level; tally why, with
-                // the connection id left out so that kinds add up.
-                if let Some(i) = line
-                    .find("connection ended")
-                    .or_else(|| line.find("connection setup failed"))
-                {
-                    let kind = line[i..].split(" conn=").next().unwrap_or_default();
-                    *ends.lock().unwrap().entry(kind.to_owned()).or_insert(0) += 1;
-                }
-                if line.contains("WARN") || line.contains("ERROR") {
-                    let mut w = sink.lock().unwrap();
-                    if w.len() < 20 {
-                        w.push(line.clone());
-                    }
-                }
-                // After start-up nobody listens; the line is dropped.
-                let _ = tx.send(line);
-            }
-        });
-        Ok(Pt {
-            name,
-            child,
-            lines,
-            warnings,
-            abnormal_ends,
-        })
-    }
-
-    /// Waits (bounded) for the `listening on ADDR` line.
-    fn listening_addr(&mut self) -> Result<SocketAddr, String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .map_err(|e| format!("{}: no 'listening on' line ({e})", self.name))?;
-            if let Some(i) = line.find("listening on ") {
-                let rest = &line[i + "listening on ".len()..];
-                let addr = rest.split([',', ' ']).next().unwrap_or_default();
-                return addr
-                    .parse()
-                    .map_err(|_| format!("{}: no address in {line:?}", self.name));
-            }
-        }
-    }
-
-    fn usage(&mut self) -> Result<Usage, String> {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return Err(format!("{} exited: {status}", self.name));
-        }
-        usage(self.child.id()).map_err(|e| format!("{}: /proc: {e}", self.name))
-    }
-}
-
-impl Drop for Pt {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// An echo server on loopback with a 64 KiB copy buffer per connection.
-async fn echo_server() -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 << 10];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    Ok(addr)
-}
-
-/// xorshift64: deterministic pseudo-random bytes, cheap enough for gigabytes.
-struct Stream(u64);
-
-impl Stream {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-        }
-    }
-}
-
-async fn timed<T>(
-    limit: Duration,
-    what: &str,
-    f: impl std::future::Future<Output = std::io::Result<T>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(limit, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no progress in {limit:?}")),
-    }
-}
-
-async fn short_conn(addr: SocketAddr, i: u64, len: usize, limit: Duration) -> Result<(), String> {
-    let mut s = timed(limit, "connect", TcpStream::connect(addr)).await?;
-    let mut msg = vec![0u8; len];
-    Stream(i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1).fill(&mut msg);
-    timed(limit, "write", s.write_all(&msg)).await?;
-    let mut back = vec![0u8; len];
-    timed(limit, "read", s.read_exact(&mut back)).await?;
-    if back != msg {
-        return Err(format!("connection {i}: echo differs"));
-    }
-    Ok(())
-}
-
-async fn long_conn(addr: SocketAddr, i: u64, total: u64, limit: Duration) -> Result<(), String> {
-    let s = timed(limit, "connect", TcpStream::connect(addr)).await?;
-    let (mut r, mut w) = s.into_split();
-    let writer = tokio::spawn(async move {
-        let mut gen = Stream((i + 1).wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
-        let mut hash = Sha256::new();
-        let mut buf = vec![0u8; 64 << 10];
-        let mut left = total;
-        while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
-            gen.fill(&mut buf[..n]);
-            hash.update(&buf[..n]);
-            timed(limit, "write", w.write_all(&buf[..n])).await?;
-            left -= n as u64;
-        }
-        // The write half stays open until the echo is read back: the module ends the whole
-        // connection at the first EOF from either side.
-        Ok::<_, String>((hash.finalize(), w))
-    });
-    let mut hash = Sha256::new();
-    let mut buf = vec![0u8; 64 << 10];
-    let mut got = 0u64;
-    while got < total {
-        let want = (total - got).min(buf.len() as u64) as usize;
-        let n = timed(limit, "read", r.read(&mut buf[..want])).await?;
-        if n == 0 {
-            writer.abort();
-            return Err(format!(
-                "connection {i}: closed after {got} of {total} bytes"
-            ));
-        }
-        hash.update(&buf[..n]);
-        got += n as u64;
-    }
-    let (sent, _w) = writer.await.map_err(|e| e.to_string())??;
-    if sent != hash.finalize() {
-        return Err(format!("connection {i}: SHA-256 of the echo differs"));
-    }
-    Ok(())
-}
-
-async fn phase_short(addr: SocketAddr, o: &Opts) -> PhaseResult {
-    let next = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let started = Instant::now();
-    let limit = Duration::from_secs(o.io_timeout_secs);
-    let mut workers = Vec::new();
-    for _ in 0..o.short_concurrency.max(1) {
-        let (next, failures, errors) = (next.clone(), failures.clone(), errors.clone());
-        let (n, len) = (o.short, o.short_bytes);
-        workers.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    return;
-                }
-                if let Err(e) = short_conn(addr, i, len, limit).await {
-                    failures.fetch_add(1, Ordering::Relaxed);
-                    let mut errs = errors.lock().unwrap();
-                    if errs.len() < 10 {
-                        errs.push(e);
-                    }
-                }
-            }
-        }));
-    }
-    let progress = {
-        let next = next.clone();
-        let n = o.short;
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                let done = next.load(Ordering::Relaxed).min(n);
-                let secs = started.elapsed().as_secs_f64();
-                eprintln!(
-                    "soak: short {done}/{n} after {secs:.0} s ({:.0}/s)",
-                    done as f64 / secs
-                );
-            }
-        })
-    };
-    let all = async {
-        for w in workers {
-            let _ = w.await;
-        }
-    };
-    let timed_out = tokio::time::timeout(Duration::from_secs(o.phase_timeout_secs), all)
-        .await
-        .is_err();
-    progress.abort();
-    let mut errors = errors.lock().unwrap().clone();
-    if timed_out {
-        errors.push(format!("phase timed out after {} s", o.phase_timeout_secs));
-    }
-    PhaseResult {
-        name: "short",
-        connections: next.load(Ordering::Relaxed).min(o.short),
-        failures: failures.load(Ordering::Relaxed) + u64::from(timed_out),
-        bytes_each_way: o.short * o.short_bytes as u64,
-        elapsed: started.elapsed(),
-        errors,
-    }
-}
-
-async fn phase_long(addr: SocketAddr, o: &Opts) -> PhaseResult {
-    let started = Instant::now();
-    let limit = Duration::from_secs(o.io_timeout_secs);
-    let done = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for i in 0..o.long as u64 {
-        let (total, done) = (o.long_bytes, done.clone());
-        tasks.push(tokio::spawn(async move {
-            let r = long_conn(addr, i, total, limit).await;
-            done.fetch_add(1, Ordering::Relaxed);
-            r
-        }));
-    }
-    let progress = {
-        let (done, n) = (done.clone(), o.long);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                eprintln!(
-                    "soak: long {}/{n} finished after {:.0} s",
-                    done.load(Ordering::Relaxed),
-                    started.elapsed().as_secs_f64()
-                );
-            }
-        })
-    };
-    let mut failures = 0;
-    let mut errors = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(o.phase_timeout_secs);
-    for t in tasks {
-        let outcome = match tokio::time::timeout_at(deadline, t).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("phase timed out".to_string()),
-        };
-        if let Err(e) = outcome {
-            failures += 1;
-            if errors.len() < 10 {
-                errors.push(e);
-            }
-        }
-    }
-    progress.abort();
-    PhaseResult {
-        name: "long",
-        connections: o.long as u64,
-        failures,
-        bytes_each_way: o.long as u64 * o.long_bytes,
-        elapsed: started.elapsed(),
-        errors,
-    }
-}
-
 /// Polls (bounded by `--settle-secs`) until both processes are back to `base` threads (and
 /// descriptors, with `check_fds`), and returns what it saw last.
-async fn settle(
+pub(crate) async fn settle(
     client: &mut Pt,
     server: &mut Pt,
     base: (Usage, Usage),
@@ -538,7 +227,14 @@ async fn settle(
     }
 }
 
-fn check(report: &mut Report, label: &str, name: &str, base: &Usage, now: &Usage, allow_kib: u64) {
+pub(crate) fn check(
+    report: &mut Report,
+    label: &str,
+    name: &str,
+    base: &Usage,
+    now: &Usage,
+    allow_kib: u64,
+) {
     if now.fds > base.fds {
         report.problems.push(format!(
             "{label}: {name} has {} open descriptors, baseline {}",
