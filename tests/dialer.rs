@@ -192,3 +192,44 @@ async fn read_events_report_a_peer_that_closed_its_side_as_hang_up() {
         water_pt::runtime::SessionEnd::Failed("watm_start_v1 returned 1".into())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_fails_the_connection_after_the_stall_limit() {
+    use std::time::Duration;
+    let rt = runtime_with(|l| l.network_stall = Duration::from_secs(1));
+    // The remote accepts and never reads.
+    let remote = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let remote_addr = remote.local_addr().unwrap().to_string();
+    // The caller is a real TCP connection, as tor's SOCKS connection would be.
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut app = tokio::net::TcpStream::connect(front.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (caller, _) = front.accept().await.unwrap();
+    let dialer = Dialer::new(&rt, rt.load(&module("plain")).unwrap());
+    let (session, accepted) = tokio::join!(
+        dialer.dial_with_caller(
+            water_pt::runtime::into_fd(caller).unwrap(),
+            "tcp",
+            &remote_addr,
+            None
+        ),
+        remote.accept()
+    );
+    let session = session.unwrap();
+    let _held = accepted.unwrap();
+    // Fill every buffer on the way, then go away, as tor would.
+    let chunk = vec![0u8; 64 << 10];
+    while tokio::time::timeout(Duration::from_millis(300), app.write_all(&chunk))
+        .await
+        .is_ok()
+    {}
+    drop(app);
+    let end = tokio::time::timeout(Duration::from_secs(30), session.finished())
+        .await
+        .expect("the stalled connection ends in bounded time");
+    let water_pt::runtime::SessionEnd::Failed(cause) = end else {
+        panic!("expected a failure, got {end:?}");
+    };
+    assert!(cause.contains("ETIMEDOUT"), "{cause}");
+}

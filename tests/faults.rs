@@ -525,14 +525,12 @@ fn fd_count(pid: u32) -> usize {
 }
 
 /// tor closes a SOCKS connection whose bridge stopped reading (a stalled or hostile bridge).
-/// The session should end and give back its descriptors and thread; today it is held until the
-/// bridge side moves. The caller's FIN is queued behind the data the module has not read yet
-/// (backpressure keeps the caller's receive window closed), so no poll can see the close: what
-/// is missing is a bound on how long a blocked direction may go without progress (a write-stall
-/// timeout in the SDK, or TCP_USER_TIMEOUT on the module's network sockets). Found by the soak
-/// (sessions left over after the long phase).
+/// The caller's FIN is queued behind the data the module has not read yet (backpressure keeps
+/// the caller's receive window closed), so no poll can see the close; what ends the session is
+/// the network stall limit (`Limits::network_stall`, `TCP_USER_TIMEOUT`, 120 s by default,
+/// tested with a short limit in `tests/dialer.rs`). Ignored because it waits out that default.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known limitation: a closed caller is not noticed while the network side does not read"]
+#[ignore = "waits out the 120 s network stall limit of managed mode"]
 async fn caller_closed_while_the_bridge_does_not_read_ends_the_session() {
     let sink = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let bridge = sink.local_addr().unwrap();

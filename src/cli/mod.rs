@@ -77,6 +77,10 @@ pub struct ModuleArgs {
     /// How long a module asked to stop may take before it is forced.
     #[arg(long, value_name = "MS", default_value_t = 2_000)]
     pub stop_grace_ms: u64,
+    /// Fail a network connection whose peer leaves written data unread this
+    /// long (TCP_USER_TIMEOUT).
+    #[arg(long, value_name = "MS", default_value_t = 120_000)]
+    pub network_stall_ms: u64,
 }
 
 impl ModuleArgs {
@@ -87,6 +91,7 @@ impl ModuleArgs {
             max_compute: Duration::from_millis(self.max_compute_ms),
             max_connections: self.max_connections,
             stop_grace: Duration::from_millis(self.stop_grace_ms),
+            network_stall: Duration::from_millis(self.network_stall_ms),
         }
     }
 

@@ -11,6 +11,7 @@ use super::session::SessionShared;
 use crate::sys::HostFd;
 use crate::wasi::{self, Entry, Errno, Socket, WasiCtx, WasiView};
 use std::io;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use wasmtime::{Caller, Linker};
 
@@ -51,6 +52,9 @@ pub(crate) struct Host {
     pub instance: Option<wasmtime::Instance>,
     /// Epoch ticks a module may run wasm code without calling the host.
     pub tick_budget: u32,
+    /// Applied to every network socket the module gets (see
+    /// [`super::Limits::network_stall`]).
+    pub network_stall: std::time::Duration,
 }
 
 impl WasiView for Host {
@@ -119,7 +123,10 @@ pub(crate) fn base_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<
             let host = c.data_mut();
             host.wasi.ticks_without_host_call = 0;
             match std::mem::replace(&mut host.inbound, Inbound::Taken) {
-                Inbound::Pending(fd) => insert_socket(host, fd),
+                Inbound::Pending(fd) => {
+                    let _ = crate::sys::set_stall_timeout(fd.as_fd(), host.network_stall);
+                    insert_socket(host, fd)
+                }
                 Inbound::None => {
                     host.inbound = Inbound::None;
                     Errno::NODEV.negated()
@@ -150,6 +157,7 @@ fn dial(host: &mut Host, network: &str, address: &str) -> i32 {
     match result {
         Ok(stream) => {
             let _ = stream.set_nodelay(true);
+            let _ = crate::sys::set_stall_timeout(stream.as_fd(), host.network_stall);
             insert_socket(host, stream.into())
         }
         Err(e) => {

@@ -58,6 +58,12 @@ pub struct Limits {
     pub max_connections: usize,
     /// How long a module asked to stop may take before it is forced.
     pub stop_grace: Duration,
+    /// How long data a module wrote to a network socket may go unread by
+    /// the peer before the connection fails (`TCP_USER_TIMEOUT`). Without
+    /// it, a peer that stops reading holds the connection, its thread and
+    /// its sockets until TCP's own retries give up many minutes later, even
+    /// after the caller has gone.
+    pub network_stall: Duration,
 }
 
 impl Default for Limits {
@@ -68,6 +74,7 @@ impl Default for Limits {
             max_compute: Duration::from_secs(10),
             max_connections: 10_000,
             stop_grace: Duration::from_secs(2),
+            network_stall: Duration::from_secs(120),
         }
     }
 }

@@ -145,6 +145,18 @@ fn retry_intr<T>(
     }
 }
 
+/// Bounds how long data written to a TCP socket may stay unacknowledged,
+/// including while the peer advertises a zero window (`TCP_USER_TIMEOUT`),
+/// after which the kernel fails the connection with `ETIMEDOUT`. Where the
+/// OS has no such option this does nothing.
+pub fn set_stall_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    socket2::SockRef::from(&fd).set_tcp_user_timeout(Some(timeout))?;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (fd, timeout);
+    Ok(())
+}
+
 /// Counts this process's open file descriptors and threads (for tests and
 /// the benchmark; `None` where the OS does not expose them).
 pub fn process_counts() -> Option<(usize, usize)> {
