@@ -72,6 +72,15 @@ fn tiny_watm(init: &str, extra: &str) -> Vec<u8> {
     .unwrap()
 }
 
+/// The error of dialing `echo` through `wasm`, which must fail.
+async fn dial_error(rt: &water_pt::Runtime, wasm: &[u8], echo: &str) -> String {
+    Dialer::new(rt, rt.load(wasm).unwrap())
+        .dial("tcp", echo)
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
 #[tokio::test]
 async fn setup_errors_name_their_cause() {
     let rt = runtime();
@@ -91,11 +100,7 @@ async fn setup_errors_name_their_cause() {
         "(result i32) (i32.const 0)",
         r#"(func (export "watm_accept_v1") (param i32) (result i32) (i32.const 0))"#,
     );
-    let err = Dialer::new(&rt, rt.load(&m).unwrap())
-        .dial("tcp", &echo)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = dial_error(&rt, &m, &echo).await;
     assert!(
         err.contains("dialer") && err.contains("watm_dial_v1"),
         "{err}"
@@ -114,11 +119,7 @@ async fn setup_errors_name_their_cause() {
         "(result i32) (i32.const -28)",
         r#"(func (export "watm_dial_v1") (param i32) (result i32) (i32.const 0))"#,
     );
-    let err = Dialer::new(&rt, rt.load(&m).unwrap())
-        .dial("tcp", &echo)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = dial_error(&rt, &m, &echo).await;
     assert!(err.contains("watm_init_v1 returned -EINVAL"), "{err}");
 
     // A role function returning a bogus fd.
@@ -126,11 +127,7 @@ async fn setup_errors_name_their_cause() {
         "(result i32) (i32.const 0)",
         r#"(func (export "watm_dial_v1") (param i32) (result i32) (i32.const 77))"#,
     );
-    let err = Dialer::new(&rt, rt.load(&m).unwrap())
-        .dial("tcp", &echo)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = dial_error(&rt, &m, &echo).await;
     assert!(
         err.contains("fd 77") && err.contains("watm_dial_v1"),
         "{err}"

@@ -16,11 +16,9 @@ fn wasm(name: &str) -> String {
     module_path(name).display().to_string()
 }
 
-/// A server forwarding to `forward` and a client in front of it, both
-/// running `module`.
-fn pair(module: &str, forward: SocketAddr, extra: &[&str]) -> (Child, Child, SocketAddr) {
-    let w = wasm(module);
-    let fwd = forward.to_string();
+/// `water-pt server` running `module`, forwarding to `forward`.
+fn spawn_server(module: &str, forward: SocketAddr, extra: &[&str]) -> Child {
+    let (w, f) = (wasm(module), forward.to_string());
     let mut args = vec![
         "server",
         "--no-cache",
@@ -29,11 +27,18 @@ fn pair(module: &str, forward: SocketAddr, extra: &[&str]) -> (Child, Child, Soc
         "--listen",
         "127.0.0.1:0",
         "--forward",
-        &fwd,
+        &f,
     ];
     args.extend_from_slice(extra);
-    let mut server = Child::spawn(&args);
+    Child::spawn(&args)
+}
+
+/// A server forwarding to `forward` and a client in front of it, both
+/// running `module`.
+fn pair(module: &str, forward: SocketAddr, extra: &[&str]) -> (Child, Child, SocketAddr) {
+    let mut server = spawn_server(module, forward, extra);
     let server_addr = server.listening_addr().to_string();
+    let w = wasm(module);
     let mut args = vec![
         "client",
         "--no-cache",
@@ -107,21 +112,6 @@ async fn relay_command_forwards_through_plain() {
     assert_eq!(sha256(&roundtrip(&mut s, &data).await), sha256(&data));
 }
 
-/// `water-pt server` through `plain`, forwarding to `forward`.
-fn plain_server(forward: SocketAddr) -> Child {
-    let (w, f) = (wasm("plain"), forward.to_string());
-    Child::spawn(&[
-        "server",
-        "--no-cache",
-        "--wasm",
-        &w,
-        "--listen",
-        "127.0.0.1:0",
-        "--forward",
-        &f,
-    ])
-}
-
 /// A served connection through `server`, checked with one echo.
 async fn open_connection(server: &mut Child) -> (SocketAddr, TcpStream) {
     let addr = server.listening_addr();
@@ -133,7 +123,7 @@ async fn open_connection(server: &mut Child) -> (SocketAddr, TcpStream) {
 #[tokio::test]
 async fn first_sigint_drains_second_exits() {
     let echo = echo_server().await;
-    let mut server = plain_server(echo);
+    let mut server = spawn_server("plain", echo, &[]);
     let (addr, mut open) = open_connection(&mut server).await;
 
     server.signal(Signal::INT);
@@ -162,7 +152,7 @@ async fn first_sigint_drains_second_exits() {
     assert!(status.success(), "{status:?}");
 
     // With a connection open, a second SIGINT exits at once.
-    let mut server = plain_server(echo);
+    let mut server = spawn_server("plain", echo, &[]);
     let (_addr, _open) = open_connection(&mut server).await;
     server.signal(Signal::INT);
     server.wait_for_line("no longer accepting");
@@ -170,7 +160,7 @@ async fn first_sigint_drains_second_exits() {
     server.wait_exit(Duration::from_secs(5));
 
     // SIGTERM exits at once too.
-    let mut server = plain_server(echo);
+    let mut server = spawn_server("plain", echo, &[]);
     let (_addr, _open) = open_connection(&mut server).await;
     server.signal(Signal::TERM);
     server.wait_exit(Duration::from_secs(5));

@@ -59,3 +59,29 @@ impl Binding {
         session::start(&self.runtime, self.watm.clone(), job).await
     }
 }
+
+/// The settings every role type exposes, generated for a type with a
+/// `binding: Binding` field so the three roles cannot drift apart.
+macro_rules! binding_settings {
+    ($role:ty) => {
+        impl $role {
+            /// Bytes the module reads as `/conf/watm.cfg`.
+            pub fn with_config(mut self, config: Option<Vec<u8>>) -> Self {
+                self.binding.set_config(config);
+                self
+            }
+
+            /// What the module may dial and how.
+            pub fn with_policy(mut self, policy: $crate::runtime::NetPolicy) -> Self {
+                self.binding.set_policy(policy);
+                self
+            }
+
+            /// The module this role runs.
+            pub fn watm(&self) -> &std::sync::Arc<$crate::runtime::Watm> {
+                &self.binding.watm
+            }
+        }
+    };
+}
+pub(crate) use binding_settings;

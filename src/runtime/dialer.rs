@@ -1,9 +1,8 @@
 //! The dialer roles: `watm_dial_v1` (the runtime picks the remote) and
 //! `watm_dial_fixed_v1` (the module picks it, within the allow-list).
 
-use super::binding::{Binding, Sockets};
+use super::binding::{binding_settings, Binding, Sockets};
 use super::module::{Role, Watm};
-use super::net::NetPolicy;
 use super::session::{Replies, SessionHandle};
 use super::stream::{caller_pair, WaterStream};
 use super::{Error, Runtime};
@@ -16,27 +15,13 @@ pub struct Dialer {
     binding: Binding,
 }
 
+binding_settings!(Dialer);
+
 impl Dialer {
     pub fn new(runtime: &Runtime, watm: Arc<Watm>) -> Self {
         Self {
             binding: Binding::new(runtime, watm),
         }
-    }
-
-    /// Bytes the module reads as `/conf/watm.cfg`.
-    pub fn with_config(mut self, config: Option<Vec<u8>>) -> Self {
-        self.binding.set_config(config);
-        self
-    }
-
-    /// What the module may dial and how.
-    pub fn with_policy(mut self, policy: NetPolicy) -> Self {
-        self.binding.set_policy(policy);
-        self
-    }
-
-    pub fn watm(&self) -> &Arc<Watm> {
-        &self.binding.watm
     }
 
     /// Connects to `address` through the module (`watm_dial_v1`) and returns

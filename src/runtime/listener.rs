@@ -1,6 +1,6 @@
 //! The listener role: `watm_accept_v1` decodes inbound connections.
 
-use super::binding::{Binding, Sockets};
+use super::binding::{binding_settings, Binding, Sockets};
 use super::module::{Role, Watm};
 use super::net::NetPolicy;
 use super::session::SessionHandle;
@@ -20,6 +20,8 @@ pub struct Server {
     binding: Binding,
 }
 
+binding_settings!(Server);
+
 impl Server {
     /// Fails if the module has no `watm_accept_v1`.
     pub fn new(runtime: &Runtime, watm: Arc<Watm>) -> Result<Self, Error> {
@@ -27,21 +29,6 @@ impl Server {
         Ok(Self {
             binding: Binding::new(runtime, watm),
         })
-    }
-
-    /// Bytes the module reads as `/conf/watm.cfg`.
-    pub fn with_config(mut self, config: Option<Vec<u8>>) -> Self {
-        self.binding.set_config(config);
-        self
-    }
-
-    pub fn with_policy(mut self, policy: NetPolicy) -> Self {
-        self.binding.set_policy(policy);
-        self
-    }
-
-    pub fn watm(&self) -> &Arc<Watm> {
-        &self.binding.watm
     }
 
     /// Serves one accepted connection with `caller` as the module's caller

@@ -1,10 +1,9 @@
 //! The relay role: `watm_associate_v1` accepts an inbound connection and
 //! dials the fixed remote inside one instance.
 
-use super::binding::{Binding, Sockets};
+use super::binding::{binding_settings, Binding, Sockets};
 use super::listener::into_fd;
 use super::module::{Role, Watm};
-use super::net::NetPolicy;
 use super::session::SessionHandle;
 use super::{Error, Runtime};
 use std::sync::Arc;
@@ -16,6 +15,8 @@ pub struct Relay {
     binding: Binding,
     remote: (String, String),
 }
+
+binding_settings!(Relay);
 
 impl Relay {
     /// A relay to `network`/`address`. Fails if the module has no
@@ -31,17 +32,6 @@ impl Relay {
             binding: Binding::new(runtime, watm),
             remote: (network.to_owned(), address.to_owned()),
         })
-    }
-
-    /// Bytes the module reads as `/conf/watm.cfg`.
-    pub fn with_config(mut self, config: Option<Vec<u8>>) -> Self {
-        self.binding.set_config(config);
-        self
-    }
-
-    pub fn with_policy(mut self, policy: NetPolicy) -> Self {
-        self.binding.set_policy(policy);
-        self
     }
 
     /// Relays one accepted connection.
