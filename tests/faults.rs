@@ -518,25 +518,31 @@ async fn stdin_close_with_100_open_connections_exits_within_2s() {
     }
 }
 
-fn fd_count(pid: u32) -> usize {
+/// The sockets process `pid` holds. Only sockets: the first connection also compiles the
+/// module, which keeps a memory-image descriptor for the process's lifetime.
+fn socket_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
         .count()
 }
 
 /// tor closes a SOCKS connection whose bridge stopped reading (a stalled or hostile bridge).
 /// The caller's FIN is queued behind the data the module has not read yet (backpressure keeps
 /// the caller's receive window closed), so no poll can see the close; what ends the session is
-/// the network stall limit (`Limits::network_stall`, `TCP_USER_TIMEOUT`, 120 s by default,
-/// tested with a short limit in `tests/dialer.rs`). Ignored because it waits out that default.
+/// the network stall limit (`TCP_USER_TIMEOUT`, 120 s by default), here set to 1 s from the
+/// command line the way a torrc's `ClientTransportPlugin ... exec water-pt --network-stall-ms`
+/// line would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waits out the 120 s network stall limit of managed mode"]
 async fn caller_closed_while_the_bridge_does_not_read_ends_the_session() {
     let sink = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let bridge = sink.local_addr().unwrap();
     let dir = TempDir::new("stalled-bridge");
-    let (pt, socks) = start_client(&dir);
-    let base = fd_count(pt.pid());
+    let env = client_env(&dir.state());
+    let mut pt = PtChild::spawn(&env_refs(&env), &["--network-stall-ms", "1000"]);
+    let socks = pt.client_ready();
+    let base = socket_count(pt.pid());
 
     let mut s = socks_connect(socks, None, Target::Ip(bridge))
         .await
@@ -548,15 +554,27 @@ async fn caller_closed_while_the_bridge_does_not_read_ends_the_session() {
         .await
         .is_ok()
     {}
-    assert!(fd_count(pt.pid()) > base);
+    assert_eq!(
+        socket_count(pt.pid()),
+        base + 2,
+        "caller and bridge sockets"
+    );
     drop(s);
 
     let deadline = Instant::now() + CLOSE_WITHIN;
-    while fd_count(pt.pid()) > base {
+    while socket_count(pt.pid()) > base {
         assert!(
             Instant::now() < deadline,
             "the session outlived its closed SOCKS connection by {CLOSE_WITHIN:?}"
         );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The log names the cause: the bridge socket timed out.
+    while !pt
+        .stderr()
+        .contains("connection ended: watm_start_v1 returned -ETIMEDOUT")
+    {
+        assert!(Instant::now() < deadline, "no log line for the stall");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -60,6 +60,31 @@ fn malformed_env_is_env_error() {
 }
 
 #[test]
+fn malformed_option_on_the_torrc_line_is_env_error() {
+    let dir = TempDir::new("argbad");
+    let env = client_env(&dir.state());
+    let mut pt = PtChild::spawn(&env_refs(&env), &["--network-stall-ms", "soon"]);
+    let l = pt.line();
+    assert!(
+        l.starts_with("ENV-ERROR command line: ") && l.contains("--network-stall-ms"),
+        "{l}"
+    );
+    assert_eq!(pt.next_line(), None, "nothing after ENV-ERROR");
+    assert!(!pt.wait_exit().success());
+}
+
+#[test]
+fn limit_options_on_the_torrc_line_are_accepted() {
+    let dir = TempDir::new("argok");
+    let env = client_env(&dir.state());
+    let mut pt = PtChild::spawn(
+        &env_refs(&env),
+        &["--network-stall-ms", "30000", "--max-connections", "5"],
+    );
+    pt.client_ready();
+}
+
+#[test]
 fn missing_state_location_is_env_error() {
     let mut pt = PtChild::spawn(
         &[

@@ -30,6 +30,11 @@ use std::time::Duration;
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Limits of managed mode (the subcommands take the same options after
+    /// their name). tor passes them from the torrc line, e.g.
+    /// `ClientTransportPlugin water exec /usr/bin/water-pt --network-stall-ms 30000`.
+    #[command(flatten)]
+    managed: LimitArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -62,6 +67,13 @@ pub struct ModuleArgs {
     /// Do not cache compiled modules on disk.
     #[arg(long)]
     pub no_cache: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// The runtime's limits (see [`Limits`]), as options of every command.
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
     /// Largest linear memory one instance may use, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     pub max_memory_mib: usize,
@@ -83,7 +95,7 @@ pub struct ModuleArgs {
     pub network_stall_ms: u64,
 }
 
-impl ModuleArgs {
+impl LimitArgs {
     pub fn limits(&self) -> Limits {
         Limits {
             max_memory: self.max_memory_mib.saturating_mul(1 << 20),
@@ -93,6 +105,12 @@ impl ModuleArgs {
             stop_grace: Duration::from_millis(self.stop_grace_ms),
             network_stall: Duration::from_millis(self.network_stall_ms),
         }
+    }
+}
+
+impl ModuleArgs {
+    pub fn limits(&self) -> Limits {
+        self.limits.limits()
     }
 
     /// Builds the runtime and loads the module and its config.
@@ -146,7 +164,20 @@ pub fn init_logging() {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     init_logging();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Launched by tor, a bad option on the torrc line is also an ENV-ERROR, so that
+            // tor's log says why the transport did not start.
+            if e.use_stderr() && std::env::var_os("TOR_PT_MANAGED_TRANSPORT_VER").is_some() {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or("bad command line");
+                let first = first.strip_prefix("error: ").unwrap_or(first);
+                let _ = crate::pt::output::stdout().env_error(&format!("command line: {first}"));
+            }
+            e.exit();
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -164,7 +195,7 @@ pub fn main() -> ExitCode {
             Some(Command::Relay(args)) => relay::run(args).await,
             None => {
                 if std::env::var_os("TOR_PT_MANAGED_TRANSPORT_VER").is_some() {
-                    crate::pt::managed::run().await
+                    crate::pt::managed::run(cli.managed.limits()).await
                 } else {
                     Err(
                         "no subcommand given and TOR_PT_MANAGED_TRANSPORT_VER is not set \
@@ -207,5 +238,52 @@ pub(crate) async fn serve_until_stopped(
     tokio::select! {
         _ = runtime.wait_idle() => {}
         _ = shutdown.reached(Phase::Exit) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn managed_mode_defaults_are_the_runtime_defaults() {
+        let cli = Cli::try_parse_from(["water-pt"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.managed.limits(), Limits::default());
+    }
+
+    #[test]
+    fn managed_mode_takes_limits_from_the_torrc_line() {
+        let cli = Cli::try_parse_from(["water-pt", "--network-stall-ms", "1500"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(
+            cli.managed.limits().network_stall,
+            Duration::from_millis(1500)
+        );
+    }
+
+    #[test]
+    fn subcommands_take_limits_after_their_name() {
+        let cli = Cli::try_parse_from([
+            "water-pt",
+            "client",
+            "--listen",
+            "127.0.0.1:0",
+            "--remote",
+            "127.0.0.1:1",
+            "--max-connections",
+            "7",
+        ])
+        .unwrap();
+        let Some(Command::Client(args)) = cli.command else {
+            panic!("not the client subcommand");
+        };
+        assert_eq!(args.module.limits().max_connections, 7);
+    }
+
+    #[test]
+    fn a_malformed_limit_is_refused() {
+        let err = Cli::try_parse_from(["water-pt", "--network-stall-ms", "soon"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
     }
 }

@@ -20,12 +20,13 @@ use super::report::Reporter;
 use super::server::{self, WaterServer};
 use super::TRANSPORT_NAME;
 use crate::proxy::ProxyUrl;
-use crate::runtime::{NetPolicy, Runtime, RuntimeConfig};
+use crate::runtime::{Limits, NetPolicy, Runtime, RuntimeConfig};
 use crate::shutdown::{Phase, Shutdown};
 
-/// Runs as a managed proxy configured by tor's environment. Returns `Err` (non-zero exit)
-/// when tor's request cannot be served at all; `Ok` when asked to exit.
-pub async fn run() -> Result<(), String> {
+/// Runs as a managed proxy configured by tor's environment, with the runtime `limits` given
+/// on the command line. Returns `Err` (non-zero exit) when tor's request cannot be served at
+/// all; `Ok` when asked to exit.
+pub async fn run(limits: Limits) -> Result<(), String> {
     let out = output::stdout();
     let env = match env::from_process_env() {
         Ok(env) => env,
@@ -69,6 +70,7 @@ pub async fn run() -> Result<(), String> {
         .is_some_and(|s| !supported_transports(&s.transports).is_empty());
 
     let runtime = match Runtime::new(RuntimeConfig {
+        limits,
         cache_dir: Some(env.state_location.join("cache")),
         ..RuntimeConfig::default()
     }) {

@@ -45,7 +45,7 @@ use wasmtime::{
 };
 
 /// Resource limits applied to every instance.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Largest linear memory one instance may grow to.
     pub max_memory: usize,
