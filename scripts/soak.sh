@@ -5,6 +5,13 @@
 #                                        1,000 concurrent connections of 64 MiB each way
 #   scripts/soak.sh --short 10000 --long 100 --long-bytes 1048576
 #                                        any count or size, as flags (--help lists them)
+#   scripts/soak.sh --short 0 --long-rounds 3 --long-bytes 16777216
+#                                        the long phase three times: RSS must not grow
+#                                        from one round to the next
+#   scripts/soak.sh --socket-buffer-kib 0
+#                                        kernel socket-buffer autotuning instead of the
+#                                        default fixed 64 KiB (see --help: with autotuning
+#                                        1,000 busy connections can exhaust net.ipv4.tcp_mem)
 #
 # Builds the release binary and the driver, then runs the driver under `nice` so the rest of
 # the machine stays usable. Everything stays on 127.0.0.1. The run is bounded: each phase by

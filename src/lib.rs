@@ -11,25 +11,36 @@
 //!   to, the Extended ORPort client of the bridge side, and outbound dialing
 //!   through tor's upstream proxy.
 
+//!
+//! Everything that needs wasmtime sits behind the `runtime` feature (on by
+//! default). Without it only the protocol parsers and clients remain (the
+//! managed-proxy environment and lines, SOCKS, the Extended ORPort, upstream
+//! proxies), which is what the fuzz targets of those parsers build against.
+
 #![deny(unsafe_code)]
 
+#[cfg(feature = "runtime")]
 pub mod cli;
 pub mod extor;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod proxy;
 pub mod pt;
+#[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod serve;
 pub mod shutdown;
 pub mod socks;
 pub mod sys;
+#[cfg(feature = "runtime")]
 pub mod wasi;
 
+#[cfg(feature = "runtime")]
 pub use runtime::{
     AllowList, Dialer, Error, Limits, Listener, NetPolicy, Relay, Role, Runtime, RuntimeConfig,
     WaterStream, Watm,
 };
 
 /// The module used when none is named: `plain`, a passthrough.
+#[cfg(feature = "runtime")]
 pub const DEFAULT_MODULE: &[u8] = include_bytes!("../watm/prebuilt/plain.wasm");

@@ -233,3 +233,43 @@ async fn a_peer_that_stops_reading_fails_the_connection_after_the_stall_limit() 
     };
     assert!(cause.contains("ETIMEDOUT"), "{cause}");
 }
+
+/// With `Limits::socket_buffer` set, the sockets a module is given have fixed kernel buffers:
+/// checked on the caller socket, through a second descriptor of the same socket.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_buffer_limit_fixes_the_buffers_of_module_sockets() {
+    const SIZE: usize = 24 << 10;
+    let remote = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let remote_addr = remote.local_addr().unwrap().to_string();
+    let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let _app = std::net::TcpStream::connect(front.local_addr().unwrap()).unwrap();
+    let (caller, _) = front.accept().unwrap();
+    let watch = caller.try_clone().unwrap();
+    let before = socket2::SockRef::from(&watch).recv_buffer_size().unwrap();
+    caller.set_nonblocking(true).unwrap();
+    let caller = tokio::net::TcpStream::from_std(caller).unwrap();
+
+    let rt = runtime_with(|l| l.socket_buffer = Some(SIZE));
+    let dialer = Dialer::new(&rt, rt.load(&module("plain")).unwrap());
+    let (session, accepted) = tokio::join!(
+        dialer.dial_with_caller(
+            water_pt::runtime::into_fd(caller).unwrap(),
+            "tcp",
+            &remote_addr,
+            None
+        ),
+        remote.accept()
+    );
+    let _session = session.unwrap();
+    let _remote = accepted.unwrap();
+    // Linux doubles the requested size to leave room for its bookkeeping.
+    let sock = socket2::SockRef::from(&watch);
+    assert_ne!(
+        before,
+        2 * SIZE,
+        "the default must differ for this test to mean anything"
+    );
+    assert_eq!(sock.recv_buffer_size().unwrap(), 2 * SIZE);
+    assert_eq!(sock.send_buffer_size().unwrap(), 2 * SIZE);
+}

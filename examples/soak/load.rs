@@ -13,13 +13,24 @@ pub(crate) async fn timed<T>(
     }
 }
 
+/// Connects to `addr`, with fixed socket buffers of `buffer` bytes if given.
+pub(crate) async fn connect(addr: SocketAddr, buffer: Option<u32>) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    if let Some(bytes) = buffer {
+        socket.set_send_buffer_size(bytes)?;
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    socket.connect(addr).await
+}
+
 pub(crate) async fn short_conn(
     addr: SocketAddr,
     i: u64,
     len: usize,
     limit: Duration,
+    buffer: Option<u32>,
 ) -> Result<(), String> {
-    let mut s = timed(limit, "connect", TcpStream::connect(addr)).await?;
+    let mut s = timed(limit, "connect", connect(addr, buffer)).await?;
     let mut msg = vec![0u8; len];
     Stream(i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1).fill(&mut msg);
     timed(limit, "write", s.write_all(&msg)).await?;
@@ -36,8 +47,9 @@ pub(crate) async fn long_conn(
     i: u64,
     total: u64,
     limit: Duration,
+    buffer: Option<u32>,
 ) -> Result<(), String> {
-    let s = timed(limit, "connect", TcpStream::connect(addr)).await?;
+    let s = timed(limit, "connect", connect(addr, buffer)).await?;
     let (mut r, mut w) = s.into_split();
     let writer = tokio::spawn(async move {
         let mut gen = Stream((i + 1).wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
@@ -86,14 +98,14 @@ pub(crate) async fn phase_short(addr: SocketAddr, o: &Opts) -> PhaseResult {
     let mut workers = Vec::new();
     for _ in 0..o.short_concurrency.max(1) {
         let (next, failures, errors) = (next.clone(), failures.clone(), errors.clone());
-        let (n, len) = (o.short, o.short_bytes);
+        let (n, len, buffer) = (o.short, o.short_bytes, o.socket_buffer());
         workers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
                     return;
                 }
-                if let Err(e) = short_conn(addr, i, len, limit).await {
+                if let Err(e) = short_conn(addr, i, len, limit, buffer).await {
                     failures.fetch_add(1, Ordering::Relaxed);
                     let mut errs = errors.lock().unwrap();
                     if errs.len() < 10 {
@@ -147,9 +159,9 @@ pub(crate) async fn phase_long(addr: SocketAddr, o: &Opts) -> PhaseResult {
     let done = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for i in 0..o.long as u64 {
-        let (total, done) = (o.long_bytes, done.clone());
+        let (total, done, buffer) = (o.long_bytes, done.clone(), o.socket_buffer());
         tasks.push(tokio::spawn(async move {
-            let r = long_conn(addr, i, total, limit).await;
+            let r = long_conn(addr, i, total, limit, buffer).await;
             done.fetch_add(1, Ordering::Relaxed);
             r
         }));

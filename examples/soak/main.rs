@@ -33,7 +33,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Resident bytes the runtime's instance pool keeps per slot once used (linear memory and
 /// table, 128 KiB each; see `KEEP_RESIDENT` in `src/runtime/mod.rs`).
@@ -66,6 +66,11 @@ pub struct Opts {
     /// Bytes carried each way on each long connection.
     #[arg(long, default_value_t = 64 << 20)]
     pub long_bytes: u64,
+    /// Times to run the long phase. From the second round on, RSS must stay within
+    /// `--rss-slack-mib` of what it was after the first: what a burst leaves resident is
+    /// reused by the next one, while a leak would grow with every round.
+    #[arg(long, default_value_t = 1)]
+    pub long_rounds: u32,
     /// Longest wait, after a phase, for descriptors and threads to come back to the
     /// baseline. Must exceed the runtime's 10 s idle-thread keep-alive.
     #[arg(long, default_value_t = 20)]
@@ -87,6 +92,20 @@ pub struct Opts {
     /// Module both PTs run (default: the built-in `plain`).
     #[arg(long)]
     pub wasm: Option<PathBuf>,
+    /// Fixed send and receive buffers, in KiB, for every socket of the run: the PTs' (their
+    /// `--socket-buffer-kib`), the driver's and the echo server's. 0 leaves the kernel's
+    /// autotuning everywhere. With autotuning, the long phase's 6,000 busy loopback sockets
+    /// can outgrow the kernel's TCP memory (`net.ipv4.tcp_mem`); the kernel then drops
+    /// packets, connections stall and the PTs' network stall limit fails them.
+    #[arg(long, default_value_t = 64)]
+    pub socket_buffer_kib: u32,
+}
+
+impl Opts {
+    /// The socket buffer size in bytes, if fixed.
+    pub fn socket_buffer(&self) -> Option<u32> {
+        (self.socket_buffer_kib > 0).then(|| self.socket_buffer_kib.saturating_mul(1024))
+    }
 }
 
 /// What one phase did.
@@ -269,7 +288,9 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
                 .ok_or("cannot locate water-pt; pass --bin")?
         }
     };
-    let echo = echo_server().await.map_err(|e| e.to_string())?;
+    let echo = echo_server(o.socket_buffer())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut common: Vec<String> =
         vec!["--no-cache".into(), "--listen".into(), "127.0.0.1:0".into()];
     if let Some(w) = &o.wasm {
@@ -279,6 +300,10 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
     let need = (o.long.max(o.short_concurrency) + 100).to_string();
     common.push("--max-connections".into());
     common.push(need);
+    if o.socket_buffer_kib > 0 {
+        common.push("--socket-buffer-kib".into());
+        common.push(o.socket_buffer_kib.to_string());
+    }
 
     let mut args = vec!["server".to_string(), "--forward".into(), echo.to_string()];
     args.extend(common.iter().cloned());
@@ -306,6 +331,7 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
             u64::MAX - i,
             16,
             Duration::from_secs(o.io_timeout_secs),
+            o.socket_buffer(),
         )
         .await
         .map_err(|e| format!("warm-up connection: {e}"))?;
@@ -335,7 +361,9 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
 
     let slack = o.rss_slack_mib * 1024;
     let mut peak_slots = 0u64;
-    for phase in ["short", "long"] {
+    let mut after_first_long: Option<(Usage, Usage)> = None;
+    let rounds = std::iter::once(("short", 1)).chain((1..=o.long_rounds).map(|r| ("long", r)));
+    for (phase, round) in rounds {
         let result = match phase {
             "short" if o.short > 0 => phase_short(client_addr, o).await,
             "long" if o.long > 0 => phase_long(client_addr, o).await,
@@ -356,9 +384,29 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
         peak_slots = peak_slots.max(concurrency);
         let allow = peak_slots * RESIDENT_PER_SLOT_KIB + slack;
         let now = settle(&mut client, &mut server, base, true, o).await?;
-        let label = format!("after {phase}");
+        let label = if round > 1 {
+            format!("after {phase} {round}")
+        } else {
+            format!("after {phase}")
+        };
         check(&mut report, &label, "client", &base.0, &now.0, allow);
         check(&mut report, &label, "server", &base.1, &now.1, allow);
+        if phase == "long" {
+            match after_first_long {
+                None => after_first_long = Some(now),
+                Some(first) => {
+                    for (name, was, is) in [("client", first.0, now.0), ("server", first.1, now.1)]
+                    {
+                        if is.rss_kib > was.rss_kib + slack {
+                            report.problems.push(format!(
+                                "{label}: {name} RSS grew from {} KiB after the first round to {} KiB",
+                                was.rss_kib, is.rss_kib
+                            ));
+                        }
+                    }
+                }
+            }
+        }
         report.snapshots.push((label, now.0, now.1, allow));
     }
     for pt in [&client, &server] {

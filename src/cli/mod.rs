@@ -93,6 +93,13 @@ pub struct LimitArgs {
     /// long (TCP_USER_TIMEOUT).
     #[arg(long, value_name = "MS", default_value_t = 120_000)]
     pub network_stall_ms: u64,
+    /// Fix the kernel send and receive buffers of every connection's
+    /// sockets at this size instead of letting the kernel autotune them.
+    /// Bounds kernel memory on a busy bridge (autotuned buffers can grow to
+    /// several MiB per socket); keep it above the paths' bandwidth-delay
+    /// product.
+    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(4..=65536))]
+    pub socket_buffer_kib: Option<u32>,
 }
 
 impl LimitArgs {
@@ -104,6 +111,7 @@ impl LimitArgs {
             max_connections: self.max_connections,
             stop_grace: Duration::from_millis(self.stop_grace_ms),
             network_stall: Duration::from_millis(self.network_stall_ms),
+            socket_buffer: self.socket_buffer_kib.map(|kib| kib as usize * 1024),
         }
     }
 }

@@ -22,14 +22,19 @@
 
 pub mod args;
 pub mod bridge;
+#[cfg(feature = "runtime")]
 pub mod client;
+#[cfg(feature = "runtime")]
 pub mod connector;
 pub mod env;
+#[cfg(feature = "runtime")]
 pub mod managed;
 pub mod module_ref;
+#[cfg(feature = "runtime")]
 pub mod modules;
 pub mod output;
 pub mod report;
+#[cfg(feature = "runtime")]
 pub mod server;
 
 /// The only transport name this pluggable transport implements. Names are C identifiers, which

@@ -55,6 +55,9 @@ pub(crate) struct Host {
     /// Applied to every network socket the module gets (see
     /// [`super::Limits::network_stall`]).
     pub network_stall: std::time::Duration,
+    /// Kernel buffer size for every socket the module is given (see
+    /// [`super::Limits::socket_buffer`]); `None` leaves the kernel's autotuning.
+    pub socket_buffer: Option<usize>,
 }
 
 impl WasiView for Host {
@@ -170,7 +173,13 @@ fn dial(host: &mut Host, network: &str, address: &str) -> i32 {
 
 /// Puts a host socket into the guest's fd table and returns its number (or
 /// `-errno`).
+/// Gives `fd` (the caller socket, an accepted or a dialed connection) to the module.
 pub(crate) fn insert_socket(host: &mut Host, fd: HostFd) -> i32 {
+    if let Some(bytes) = host.socket_buffer {
+        if let Err(e) = crate::sys::set_buffer_size(fd.as_fd(), bytes) {
+            tracing::debug!(conn = host.wasi.tag, "cannot size socket buffers: {e}");
+        }
+    }
     match Socket::new(fd)
         .map_err(|e| Errno::from(&e))
         .and_then(|s| host.wasi.fds.insert(Entry::Socket(s)))

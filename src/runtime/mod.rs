@@ -64,6 +64,15 @@ pub struct Limits {
     /// its sockets until TCP's own retries give up many minutes later, even
     /// after the caller has gone.
     pub network_stall: Duration,
+    /// Send and receive buffer size of every socket a module is given
+    /// (`SO_SNDBUF` / `SO_RCVBUF`), or `None` for the kernel's autotuning.
+    /// Autotuning suits a few connections over long paths; a bridge carrying
+    /// a thousand busy connections can run the kernel out of TCP memory with
+    /// it (each socket may grow to several MiB), after which the kernel drops
+    /// packets and connections stall. A fixed size bounds kernel memory to
+    /// about four times this per socket, at the cost of throughput over
+    /// paths whose bandwidth-delay product exceeds it.
+    pub socket_buffer: Option<usize>,
 }
 
 impl Default for Limits {
@@ -75,6 +84,7 @@ impl Default for Limits {
             max_connections: 10_000,
             stop_grace: Duration::from_secs(2),
             network_stall: Duration::from_secs(120),
+            socket_buffer: None,
         }
     }
 }

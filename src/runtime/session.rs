@@ -253,6 +253,7 @@ fn new_store(rt: &RuntimeInner, job: &mut Job, shared: Arc<SessionShared>) -> St
         instance: None,
         tick_budget: rt.tick_budget(),
         network_stall: rt.limits.network_stall,
+        socket_buffer: rt.limits.socket_buffer,
     };
     let mut store = Store::new(&rt.engine, host);
     store.set_epoch_deadline(1);

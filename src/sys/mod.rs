@@ -157,6 +157,15 @@ pub fn set_stall_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<()
     Ok(())
 }
 
+/// Fixes a socket's send and receive buffers at `bytes` each (`SO_SNDBUF`,
+/// `SO_RCVBUF`), which turns off the kernel's autotuning for that socket.
+/// The kernel may round the size (Linux doubles it for bookkeeping).
+pub fn set_buffer_size(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    let sock = socket2::SockRef::from(&fd);
+    sock.set_send_buffer_size(bytes)?;
+    sock.set_recv_buffer_size(bytes)
+}
+
 /// Counts this process's open file descriptors and threads (for tests and
 /// the benchmark; `None` where the OS does not expose them).
 pub fn process_counts() -> Option<(usize, usize)> {

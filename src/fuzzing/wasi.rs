@@ -1,9 +1,5 @@
-//! Entry points for the cargo-fuzz targets in `fuzz/` (not a stable API).
-//!
-//! The fuzz crate lives outside the workspace and can only see public items, while the pieces it
-//! wants to drive directly (the Extended ORPort exchange over an arbitrary stream, the WASI host
-//! behind a real instance) are crate-private. This module exposes exactly those, so nothing else
-//! had to be made public for fuzzing's sake.
+//! The WASI harness: a real instance of a small dialer module whose host calls, arguments and
+//! guest memory all come from the fuzz input.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,22 +7,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::extor::ExtOrError;
 use crate::runtime::{AllowList, Connector, Dialer, NetPolicy, SessionEnd, Watm};
 use crate::sys::Waker;
 use crate::{Limits, Runtime, RuntimeConfig};
-
-/// Runs the Extended ORPort client exchange (SAFE_COOKIE authentication, USERADDR, TRANSPORT,
-/// DONE, then tor's answer) over `stream`, as [`crate::extor::connect`] does over TCP.
-pub async fn extor_handshake<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    cookie: &[u8; 32],
-    client_addr: SocketAddr,
-    transport: &str,
-) -> Result<(), ExtOrError> {
-    let commands = crate::extor::encode_commands(client_addr, transport)?;
-    crate::extor::handshake(stream, cookie, &commands).await
-}
 
 /// The size of one call record of the WASI harness program (see [`WasiHarness`]).
 pub const WASI_RECORD_SIZE: usize = 48;
