@@ -290,6 +290,18 @@ mod tests {
     }
 
     #[test]
+    fn socket_buffers_are_autotuned_unless_a_size_is_given() {
+        let cli = Cli::try_parse_from(["water-pt"]).unwrap();
+        assert_eq!(cli.managed.limits().socket_buffer, None);
+        let cli = Cli::try_parse_from(["water-pt", "--socket-buffer-kib", "64"]).unwrap();
+        assert_eq!(cli.managed.limits().socket_buffer, Some(64 << 10));
+        for bad in ["0", "3", "65537", "64k"] {
+            let err = Cli::try_parse_from(["water-pt", "--socket-buffer-kib", bad]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+        }
+    }
+
+    #[test]
     fn a_malformed_limit_is_refused() {
         let err = Cli::try_parse_from(["water-pt", "--network-stall-ms", "soon"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
