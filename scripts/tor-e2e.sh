@@ -15,7 +15,10 @@
 #   defaults to the server's); the bridge publishes the client's as
 #   water-client-config, and the client's Bridge line carries it.
 # Environment: WATER_PT (binary; default: build target/debug/water-pt),
-#   TOR (default: tor), E2E_TIMEOUT (seconds, default 90).
+#   TOR (default: tor), E2E_TIMEOUT (seconds, default 90),
+#   SERVER_PT_ARGS / CLIENT_PT_ARGS: options after the path on the bridge's
+#   ServerTransportPlugin and the client's ClientTransportPlugin line (by
+#   default a limit on each, so the run also shows tor handing them over).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +37,8 @@ if [ -z "${WATER_PT:-}" ]; then
   WATER_PT=$(readlink -f target/debug/water-pt)
 fi
 timeout_s=${E2E_TIMEOUT:-90}
+server_pt_args=${SERVER_PT_ARGS---socket-buffer-kib 256}
+client_pt_args=${CLIENT_PT_ARGS---network-stall-ms 60000}
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/water-e2e.XXXXXX")
 pids=()
@@ -101,7 +106,7 @@ ExtORPort auto
 PublishServerDescriptor 0
 AssumeReachable 1
 SocksPort 0
-ServerTransportPlugin water exec $WATER_PT
+ServerTransportPlugin water exec $WATER_PT $server_pt_args
 ServerTransportListenAddr water 127.0.0.1:$pt_port
 ServerTransportOptions water $options
 $fake_auth
@@ -121,7 +126,7 @@ bridge_args="water-wasm=$module_path water-sha256=$(sha256sum "$module_path" | c
 cat > "$tmp/client.torrc" <<TORRC
 DataDirectory $tmp/client
 UseBridges 1
-ClientTransportPlugin water exec $WATER_PT
+ClientTransportPlugin water exec $WATER_PT $client_pt_args
 Bridge water 127.0.0.1:$pt_port $fingerprint $bridge_args
 SocksPort 127.0.0.1:$socks_port
 $fake_auth

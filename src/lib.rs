@@ -10,7 +10,6 @@
 //! - [`socks`], [`extor`], [`proxy`]: the SOCKS5 front tor's client talks
 //!   to, the Extended ORPort client of the bridge side, and outbound dialing
 //!   through tor's upstream proxy.
-
 //!
 //! Everything that needs wasmtime sits behind the `runtime` feature (on by
 //! default). Without it only the protocol parsers and clients remain (the

@@ -171,9 +171,9 @@ fn dial(host: &mut Host, network: &str, address: &str) -> i32 {
     }
 }
 
-/// Puts a host socket into the guest's fd table and returns its number (or
-/// `-errno`).
-/// Gives `fd` (the caller socket, an accepted or a dialed connection) to the module.
+/// Puts a host socket (the caller socket, an accepted or a dialed connection)
+/// into the guest's fd table and returns its number (or `-errno`), first
+/// fixing its buffer sizes if [`super::Limits::socket_buffer`] asks for it.
 pub(crate) fn insert_socket(host: &mut Host, fd: HostFd) -> i32 {
     if let Some(bytes) = host.socket_buffer {
         if let Err(e) = crate::sys::set_buffer_size(fd.as_fd(), bytes) {
