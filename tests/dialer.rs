@@ -193,37 +193,60 @@ async fn read_events_report_a_peer_that_closed_its_side_as_hang_up() {
     );
 }
 
+/// A `plain` session whose caller is a real TCP connection, as tor's SOCKS connection would be,
+/// dialing a remote that accepts and never reads.
+struct TcpCallerSession {
+    /// The application's end of the caller connection.
+    app: tokio::net::TcpStream,
+    /// A second descriptor of the caller socket the module holds.
+    caller: std::net::TcpStream,
+    session: water_pt::runtime::SessionHandle,
+    /// The remote's end of the module's connection.
+    _remote: tokio::net::TcpStream,
+}
+
+async fn dial_with_tcp_caller(rt: &water_pt::Runtime) -> TcpCallerSession {
+    let remote = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let remote_addr = remote.local_addr().unwrap().to_string();
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = tokio::net::TcpStream::connect(front.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (caller, _) = front.accept().await.unwrap();
+    let caller = caller.into_std().unwrap();
+    let watch = caller.try_clone().unwrap();
+    let dialer = Dialer::new(rt, rt.load(&module("plain")).unwrap());
+    let (session, accepted) = tokio::join!(
+        dialer.dial_with_caller(caller.into(), "tcp", &remote_addr, None),
+        remote.accept()
+    );
+    TcpCallerSession {
+        app,
+        caller: watch,
+        session: session.unwrap(),
+        _remote: accepted.unwrap().0,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_reading_fails_the_connection_after_the_stall_limit() {
     use std::time::Duration;
     let rt = runtime_with(|l| l.network_stall = Duration::from_secs(1));
-    // The remote accepts and never reads.
-    let remote = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let remote_addr = remote.local_addr().unwrap().to_string();
-    // The caller is a real TCP connection, as tor's SOCKS connection would be.
-    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut app = tokio::net::TcpStream::connect(front.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (caller, _) = front.accept().await.unwrap();
-    let dialer = Dialer::new(&rt, rt.load(&module("plain")).unwrap());
-    let (session, accepted) = tokio::join!(
-        dialer.dial_with_caller(
-            water_pt::runtime::into_fd(caller).unwrap(),
-            "tcp",
-            &remote_addr,
-            None
-        ),
-        remote.accept()
-    );
-    let session = session.unwrap();
-    let _held = accepted.unwrap();
+    // Bound whole: the remote's end must stay open (and unread) for the stall to happen.
+    let TcpCallerSession {
+        mut app,
+        session,
+        caller: _caller,
+        _remote,
+    } = dial_with_tcp_caller(&rt).await;
     // Fill every buffer on the way, then go away, as tor would.
     let chunk = vec![0u8; 64 << 10];
-    while tokio::time::timeout(Duration::from_millis(300), app.write_all(&chunk))
-        .await
-        .is_ok()
-    {}
+    // Until a write makes no progress for 300 ms; a failed write fails the test.
+    while let Ok(written) =
+        tokio::time::timeout(Duration::from_millis(300), app.write_all(&chunk)).await
+    {
+        written.expect("the caller connection stays open while buffers fill");
+    }
     drop(app);
     let end = tokio::time::timeout(Duration::from_secs(30), session.finished())
         .await
@@ -240,36 +263,19 @@ async fn a_peer_that_stops_reading_fails_the_connection_after_the_stall_limit() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_buffer_limit_fixes_the_buffers_of_module_sockets() {
     const SIZE: usize = 24 << 10;
-    let remote = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let remote_addr = remote.local_addr().unwrap().to_string();
-    let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let _app = std::net::TcpStream::connect(front.local_addr().unwrap()).unwrap();
-    let (caller, _) = front.accept().unwrap();
-    let watch = caller.try_clone().unwrap();
-    let before = socket2::SockRef::from(&watch).recv_buffer_size().unwrap();
-    caller.set_nonblocking(true).unwrap();
-    let caller = tokio::net::TcpStream::from_std(caller).unwrap();
-
-    let rt = runtime_with(|l| l.socket_buffer = Some(SIZE));
-    let dialer = Dialer::new(&rt, rt.load(&module("plain")).unwrap());
-    let (session, accepted) = tokio::join!(
-        dialer.dial_with_caller(
-            water_pt::runtime::into_fd(caller).unwrap(),
-            "tcp",
-            &remote_addr,
-            None
-        ),
-        remote.accept()
-    );
-    let _session = session.unwrap();
-    let _remote = accepted.unwrap();
-    // Linux doubles the requested size to leave room for its bookkeeping.
-    let sock = socket2::SockRef::from(&watch);
+    let autotuned = dial_with_tcp_caller(&runtime_with(|_| {})).await;
+    let before = socket2::SockRef::from(&autotuned.caller)
+        .recv_buffer_size()
+        .unwrap();
     assert_ne!(
         before,
         2 * SIZE,
         "the default must differ for this test to mean anything"
     );
+
+    let fixed = dial_with_tcp_caller(&runtime_with(|l| l.socket_buffer = Some(SIZE))).await;
+    // Linux doubles the requested size to leave room for its bookkeeping.
+    let sock = socket2::SockRef::from(&fixed.caller);
     assert_eq!(sock.recv_buffer_size().unwrap(), 2 * SIZE);
     assert_eq!(sock.send_buffer_size().unwrap(), 2 * SIZE);
 }

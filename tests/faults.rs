@@ -550,10 +550,12 @@ async fn caller_closed_while_the_bridge_does_not_read_ends_the_session() {
     // The bridge accepts and never reads.
     let (_held, _) = sink.accept().await.unwrap();
     let chunk = vec![0u8; 64 << 10];
-    while tokio::time::timeout(Duration::from_millis(500), s.write_all(&chunk))
-        .await
-        .is_ok()
-    {}
+    // Until a write makes no progress for 500 ms; a failed write fails the test.
+    while let Ok(written) =
+        tokio::time::timeout(Duration::from_millis(500), s.write_all(&chunk)).await
+    {
+        written.expect("the SOCKS connection stays open while buffers fill");
+    }
     assert_eq!(
         socket_count(pt.pid()),
         base + 2,
