@@ -15,12 +15,7 @@ pub(crate) async fn timed<T>(
 
 /// Connects to `addr`, with fixed socket buffers of `buffer` bytes if given.
 pub(crate) async fn connect(addr: SocketAddr, buffer: Option<u32>) -> std::io::Result<TcpStream> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    if let Some(bytes) = buffer {
-        socket.set_send_buffer_size(bytes)?;
-        socket.set_recv_buffer_size(bytes)?;
-    }
-    socket.connect(addr).await
+    sized_socket(buffer)?.connect(addr).await
 }
 
 pub(crate) async fn short_conn(

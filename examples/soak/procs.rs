@@ -92,14 +92,21 @@ impl Drop for Pt {
     }
 }
 
-/// An echo server on loopback with a 64 KiB copy buffer per connection, and fixed socket
-/// buffers of `buffer` bytes if given (accepted sockets inherit them from the listener).
-pub(crate) async fn echo_server(buffer: Option<u32>) -> std::io::Result<SocketAddr> {
+/// A new IPv4 TCP socket with fixed send and receive buffers of `buffer` bytes if given (the
+/// soak's own sockets, sized like the PTs' `--socket-buffer-kib`).
+pub(crate) fn sized_socket(buffer: Option<u32>) -> std::io::Result<tokio::net::TcpSocket> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     if let Some(bytes) = buffer {
         socket.set_send_buffer_size(bytes)?;
         socket.set_recv_buffer_size(bytes)?;
     }
+    Ok(socket)
+}
+
+/// An echo server on loopback with a 64 KiB copy buffer per connection, and fixed socket
+/// buffers of `buffer` bytes if given (accepted sockets inherit them from the listener).
+pub(crate) async fn echo_server(buffer: Option<u32>) -> std::io::Result<SocketAddr> {
+    let socket = sized_socket(buffer)?;
     socket.bind("127.0.0.1:0".parse().expect("address"))?;
     let listener = socket.listen(1024)?;
     let addr = listener.local_addr()?;
