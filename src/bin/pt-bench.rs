@@ -10,6 +10,8 @@
 // A binary's root file resolves `mod x;` next to itself (src/bin/x.rs), so the modules in
 // src/bin/pt-bench/ are named by path; a bare `src/bin/pt-bench/` directory with a main.rs
 // would instead become a second binary.
+#[path = "pt-bench/idle.rs"]
+mod idle;
 #[path = "pt-bench/launch.rs"]
 mod launch;
 #[path = "pt-bench/measure.rs"]
@@ -453,7 +455,7 @@ async fn steps(
 
     if !procs.is_empty() {
         eprintln!("   {} idle connections", settings.idle);
-        let idle = measure::idle(&route, target, settings.idle, settings.idle_settle, procs).await;
+        let idle = idle::idle(&route, target, settings.idle, settings.idle_settle, procs).await;
         for s in &idle.sides {
             eprintln!(
                 "     {}: {} KiB/conn ({} -> {} KiB RSS, {} threads, {} maps)",
@@ -533,7 +535,7 @@ async fn steps(
 /// Explains an idle test that could not open every connection, and for each side which
 /// per-process limit 10,000 connections would exceed at the measured per-connection rates, and
 /// by how much.
-fn idle_limits(idle: &measure::Idle) -> Vec<String> {
+fn idle_limits(idle: &idle::Idle) -> Vec<String> {
     let mut notes = Vec::new();
     if idle.opened < idle.requested {
         notes.push(format!(

@@ -6,7 +6,8 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde_json::{json, Value};
 
-use crate::measure::{Bulk, Cps, Direction, Idle, Latency};
+use crate::idle::Idle;
+use crate::measure::{Bulk, Cps, Direction, Latency};
 
 /// Everything measured for one subject. A test that could not run is `None`/empty; `error`
 /// says why the subject stopped early.
