@@ -126,10 +126,7 @@ pub(crate) fn base_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<
             let host = c.data_mut();
             host.wasi.ticks_without_host_call = 0;
             match std::mem::replace(&mut host.inbound, Inbound::Taken) {
-                Inbound::Pending(fd) => {
-                    let _ = crate::sys::set_stall_timeout(fd.as_fd(), host.network_stall);
-                    insert_socket(host, fd)
-                }
+                Inbound::Pending(fd) => insert_network_socket(host, fd),
                 Inbound::None => {
                     host.inbound = Inbound::None;
                     Errno::NODEV.negated()
@@ -160,8 +157,7 @@ fn dial(host: &mut Host, network: &str, address: &str) -> i32 {
     match result {
         Ok(stream) => {
             let _ = stream.set_nodelay(true);
-            let _ = crate::sys::set_stall_timeout(stream.as_fd(), host.network_stall);
-            insert_socket(host, stream.into())
+            insert_network_socket(host, stream.into())
         }
         Err(e) => {
             tracing::info!(conn = host.wasi.tag, "dial {network} {address} failed: {e}");
@@ -169,6 +165,13 @@ fn dial(host: &mut Host, network: &str, address: &str) -> i32 {
             Errno::NOTCONN.negated()
         }
     }
+}
+
+/// [`insert_socket`] for a network connection (accepted or dialed), which
+/// also gets the network stall limit ([`super::Limits::network_stall`]).
+fn insert_network_socket(host: &mut Host, fd: HostFd) -> i32 {
+    let _ = crate::sys::set_stall_timeout(fd.as_fd(), host.network_stall);
+    insert_socket(host, fd)
 }
 
 /// Puts a host socket (the caller socket, an accepted or a dialed connection)

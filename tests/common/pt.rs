@@ -162,6 +162,16 @@ impl PtChild {
         }
     }
 
+    /// Reads the `ENV-ERROR` line of a configuration the process cannot start with, checks that
+    /// nothing follows it and that the process exits with a failure; returns the line.
+    pub fn env_error(&mut self) -> String {
+        let l = self.line();
+        assert!(l.starts_with("ENV-ERROR "), "{l}");
+        assert_eq!(self.next_line(), None, "nothing after ENV-ERROR");
+        assert!(!self.wait_exit().success());
+        l
+    }
+
     /// Reads `VERSION 1`, `CMETHOD water socks5 ...` and `CMETHODS DONE`; returns the port.
     pub fn client_ready(&mut self) -> SocketAddr {
         assert_eq!(self.line(), "VERSION 1");

@@ -22,17 +22,21 @@ pub struct IdleSide {
 }
 
 impl IdleSide {
+    /// What one held connection added, from a count `before` and `held` with `n` held.
+    fn per_conn(before: u64, held: u64, n: usize) -> f64 {
+        (held as f64 - before as f64) / n.max(1) as f64
+    }
+    /// A count projected to `n` connections from before/held at `opened`.
+    fn project(before: u64, held: u64, opened: usize, n: usize) -> f64 {
+        before as f64 + Self::per_conn(before, held, opened) * n as f64
+    }
     /// Growth per held connection, KiB.
     pub fn kib_per_conn(&self, n: usize) -> f64 {
-        (self.held.rss_kib as f64 - self.before.rss_kib as f64) / n.max(1) as f64
+        Self::per_conn(self.before.rss_kib, self.held.rss_kib, n)
     }
     /// Memory mappings added per held connection.
     pub fn maps_per_conn(&self, n: usize) -> f64 {
-        (self.held.maps as f64 - self.before.maps as f64) / n.max(1) as f64
-    }
-    /// `value` (a count) projected to `n` connections from before/held at `opened`.
-    fn project(before: u64, held: u64, opened: usize, n: usize) -> f64 {
-        before as f64 + (held as f64 - before as f64) / opened.max(1) as f64 * n as f64
+        Self::per_conn(self.before.maps, self.held.maps, n)
     }
     /// Descriptors this side would hold with `n` connections, at the measured rate.
     pub fn fds_at(&self, opened: usize, n: usize) -> f64 {
@@ -48,7 +52,7 @@ impl IdleSide {
     }
     /// File descriptors added per held connection.
     pub fn fds_per_conn(&self, n: usize) -> f64 {
-        (self.held.fds as f64 - self.before.fds as f64) / n.max(1) as f64
+        Self::per_conn(self.before.fds, self.held.fds, n)
     }
 }
 
