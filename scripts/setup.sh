@@ -2,17 +2,22 @@
 # Installs what building and testing water-pt needs on a fresh Debian machine
 # with a Rust toolchain: the wasm target (to check the committed modules),
 # the Debian packages the end-to-end tests run for real (tor, tinyproxy,
-# obfs4proxy for the benchmark), and shadowsocks-rust (the Shadowsocks
-# module's interop peer, built from crates.io once and cached).
+# obfs4proxy for the benchmark), the cross toolchains of the port checks and
+# the release (clang, musl-tools, mingw-w64, and wine to run the Windows
+# build), and shadowsocks-rust (the Shadowsocks module's interop peer, built
+# from crates.io once and cached).
 # Safe to run again; does nothing that is already done.
 set -euo pipefail
 
 need_pkgs=()
-for pair in tor:tor tinyproxy:tinyproxy prlimit:util-linux obfs4proxy:obfs4proxy python3:python3; do
+for pair in tor:tor tinyproxy:tinyproxy prlimit:util-linux obfs4proxy:obfs4proxy python3:python3 \
+  clang:clang musl-gcc:musl-tools x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64 wine:wine; do
   bin=${pair%%:*}
   pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || [ -x "/usr/bin/$bin" ] || need_pkgs+=("$pkg")
 done
+# wine's 64-bit loader (the Windows tests run a 64-bit .exe) has no command of its own.
+dpkg-query -W -f '${Status}' wine64 2>/dev/null | grep -q "ok installed" || need_pkgs+=(wine64)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

@@ -33,15 +33,7 @@ where
                 tokio::spawn(handle(stream, peer));
             }
             Err(e) => {
-                let exhausted = matches!(
-                    e.raw_os_error().map(rustix::io::Errno::from_raw_os_error),
-                    Some(
-                        rustix::io::Errno::MFILE
-                            | rustix::io::Errno::NFILE
-                            | rustix::io::Errno::NOBUFS
-                            | rustix::io::Errno::NOMEM
-                    )
-                );
+                let exhausted = crate::sys::is_resource_exhaustion(&e);
                 if exhausted {
                     tracing::warn!("accept: {e}; pausing accepts for {backoff:?}");
                 } else {

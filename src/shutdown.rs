@@ -4,10 +4,12 @@
 //! now; the first SIGINT means stop accepting and let open connections
 //! finish; a second SIGINT means exit now. When tor sets
 //! `TOR_PT_EXIT_ON_STDIN_CLOSE=1`, end-of-file on stdin (tor has exited)
-//! also means exit now.
+//! also means exit now. On Windows, Ctrl-C plays SIGINT's part and
+//! Ctrl-Break (or closing the console) SIGTERM's; tor there closes stdin
+//! and then terminates the process (see [`crate::sys::LifecycleSignals`]).
 
+use crate::sys::{LifecycleSignal, LifecycleSignals};
 use std::io::Read;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 /// What the process has been asked to do.
@@ -31,28 +33,26 @@ impl Shutdown {
     /// Must be called inside a tokio runtime.
     pub fn install(exit_on_stdin_close: bool) -> std::io::Result<Self> {
         let (tx, rx) = watch::channel(Phase::Running);
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut signals = LifecycleSignals::install()?;
         let tx_sig = tx.clone();
         tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    Some(()) = sigint.recv() => {
-                        // The phase changes before the log line, so whoever reads
-                        // the line can rely on the new phase.
-                        if *tx_sig.borrow() == Phase::Running {
-                            tx_sig.send_replace(Phase::Draining);
-                            tracing::info!("SIGINT: no longer accepting; waiting for open connections (SIGINT again to exit now)");
-                        } else {
-                            tx_sig.send_replace(Phase::Exit);
-                            tracing::info!("second SIGINT: exiting");
-                        }
+            while let Some(sig) = signals.recv().await {
+                let name = sig.name();
+                // The phase changes before the log line, so whoever reads
+                // the line can rely on the new phase.
+                match sig {
+                    LifecycleSignal::Interrupt if *tx_sig.borrow() == Phase::Running => {
+                        tx_sig.send_replace(Phase::Draining);
+                        tracing::info!("{name}: no longer accepting; waiting for open connections ({name} again to exit now)");
                     }
-                    Some(()) = sigterm.recv() => {
+                    LifecycleSignal::Interrupt => {
                         tx_sig.send_replace(Phase::Exit);
-                        tracing::info!("SIGTERM: exiting");
+                        tracing::info!("second {name}: exiting");
                     }
-                    else => return,
+                    LifecycleSignal::Terminate => {
+                        tx_sig.send_replace(Phase::Exit);
+                        tracing::info!("{name}: exiting");
+                    }
                 }
             }
         });

@@ -61,7 +61,7 @@ pub struct ModuleArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Directory for compiled modules (default: $XDG_CACHE_HOME/water-pt or
-    /// ~/.cache/water-pt).
+    /// ~/.cache/water-pt; on Windows %LOCALAPPDATA%\water-pt).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Do not cache compiled modules on disk.
@@ -153,13 +153,9 @@ impl ModuleArgs {
 /// A runtime, the module it loaded and that module's config bytes.
 pub type Loaded = (Runtime, Arc<Watm>, Option<Vec<u8>>);
 
-/// `$XDG_CACHE_HOME/water-pt`, else `~/.cache/water-pt`.
+/// `water-pt` in the user's cache directory (see [`crate::sys::user_cache_dir`]).
 pub fn default_cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("water-pt"))
+    Some(crate::sys::user_cache_dir()?.join("water-pt"))
 }
 
 /// Logs go to stderr only: stdout is tor's protocol channel.

@@ -14,9 +14,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::extor::ExtOrError;
 
-#[cfg(feature = "runtime")]
+// libFuzzer and the harness's SIGPIPE handling are Unix-only.
+#[cfg(all(feature = "runtime", unix))]
 mod wasi;
-#[cfg(feature = "runtime")]
+#[cfg(all(feature = "runtime", unix))]
 pub use wasi::*;
 
 /// Runs the Extended ORPort client exchange (SAFE_COOKIE authentication, USERADDR, TRANSPORT,

@@ -5,8 +5,6 @@
 //! tor set `TOR_PT_PROXY` (checked before anything is bound, so a refused proxy leaves nothing
 //! behind), then `CMETHOD`s and `CMETHODS DONE`, `SMETHOD`s and `SMETHODS DONE`.
 
-use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -36,7 +34,8 @@ pub async fn run(limits: Limits) -> Result<(), String> {
         }
     };
     // Before VERSION, so a failure can still be an ENV-ERROR.
-    if let Err(e) = create_private_dir(&env.state_location) {
+    // Private (mode 0700 on Unix): it holds module caches and the bridge line.
+    if let Err(e) = crate::sys::create_private_dir(&env.state_location) {
         let msg = format!(
             "TOR_PT_STATE_LOCATION: cannot create {}: {e}",
             env.state_location.display()
@@ -204,13 +203,4 @@ fn report_fatal(env: &ManagedEnv, want_client: bool, want_server: bool, msg: &st
         }
         let _ = out.smethods_done();
     }
-}
-
-/// `mkdir -p` with mode 0700 for the directories it creates (tor's state directory holds
-/// module caches and the bridge line; nobody else needs to read them).
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
 }

@@ -71,7 +71,10 @@ impl ModuleRef {
         if reference.split(['/', '\\']).any(is_dot_dot) {
             return Err(ModuleRefError::ParentDir(owned()));
         }
-        if reference.starts_with('/') {
+        // A path from the root: `/...` on Unix; on Windows also `C:\...`, `\\server\share\...`
+        // and `\...` (the current drive's root), which must be seen before `C:` reads as a
+        // URL scheme.
+        if Path::new(reference).has_root() {
             return Self::from_absolute(PathBuf::from(reference), reference);
         }
         if let Some(scheme) = url_scheme(reference) {
@@ -90,8 +93,10 @@ impl ModuleRef {
     }
 
     fn from_absolute(path: PathBuf, reference: &str) -> Result<Self, ModuleRefError> {
-        // Belt and braces: the raw-text check above already refused these.
-        if !path.is_absolute() {
+        // Belt and braces: the raw-text check above already refused these. (`has_root`, not
+        // `is_absolute`: the same on Unix, and on Windows it also takes `\x`, rooted on the
+        // current drive.)
+        if !path.has_root() {
             return Err(ModuleRefError::Relative(reference.to_owned()));
         }
         if path.components().any(|c| c == Component::ParentDir) {
@@ -322,7 +327,7 @@ mod tests {
             }
             if let Ok(r) = ModuleRef::parse(&s) {
                 let p = r.resolve(Path::new("/modules"));
-                assert!(p.is_absolute(), "{s:?}");
+                assert!(p.has_root(), "{s:?}");
                 assert!(!p.components().any(|c| c == Component::ParentDir), "{s:?}");
                 if let ModuleRef::Name(n) = &r {
                     assert_eq!(p.parent(), Some(Path::new("/modules")), "{s:?} -> {n}");

@@ -8,7 +8,7 @@
 //! This is the crate's only `unsafe`: wasmtime's `Module::deserialize` runs
 //! the machine code it is given, so the bytes must be ones wasmtime itself
 //! produced. The cache keeps them in a directory only the owner may access
-//! (mode 0700) and prefixes each file with the SHA-256 of its artifact, so a
+//! (mode 0700 on Unix) and prefixes each file with the SHA-256 of its artifact, so a
 //! truncated or corrupted file is detected and recompiled instead of loaded.
 
 #![allow(unsafe_code)]
@@ -27,7 +27,7 @@ pub(crate) struct ArtifactCache {
 impl ArtifactCache {
     /// Opens (creating it with mode 0700 if needed) the cache directory.
     pub fn open(dir: &Path, engine: &Engine) -> io::Result<Self> {
-        create_private_dir(dir)?;
+        crate::sys::create_private_dir(dir)?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         Ok(Self {
@@ -91,12 +91,4 @@ impl ArtifactCache {
             );
         }
     }
-}
-
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
 }

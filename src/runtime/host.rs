@@ -8,10 +8,10 @@
 
 use super::net::NetPolicy;
 use super::session::SessionShared;
+use crate::sys::AsFd;
 use crate::sys::HostFd;
 use crate::wasi::{self, Entry, Errno, Socket, WasiCtx, WasiView};
 use std::io;
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use wasmtime::{Caller, Linker};
 

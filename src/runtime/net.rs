@@ -6,11 +6,10 @@
 //! an allow-list that is empty by default, so a module one did not write
 //! cannot turn the runtime into an open proxy.
 
-use crate::sys::{self, PollFd, PollFlags, Waker};
+use crate::sys::{self, AsFd, PollFd, PollFlags, Waker};
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -113,8 +112,7 @@ fn connect_one(addr: SocketAddr, deadline: Instant, cancel: &Waker) -> io::Resul
     socket.set_tcp_nodelay(true)?;
     match socket.connect(&addr.into()) {
         Ok(()) => return Ok(socket.into()),
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error()) => {}
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) if sys::connect_in_progress(&e) => {}
         Err(e) => return Err(e),
     }
     let mut fds = [

@@ -1,11 +1,11 @@
 //! The caller's side of a connection carried by a module.
 
 use super::session::SessionHandle;
+use crate::sys::CallerStream;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::UnixStream;
 
 /// A byte stream whose other end is the module's caller fd.
 ///
@@ -15,12 +15,12 @@ use tokio::net::UnixStream;
 /// after the runtime's grace period).
 #[derive(Debug)]
 pub struct WaterStream {
-    io: UnixStream,
+    io: CallerStream,
     session: SessionHandle,
 }
 
 impl WaterStream {
-    pub(crate) fn new(io: UnixStream, session: SessionHandle) -> Self {
+    pub(crate) fn new(io: CallerStream, session: SessionHandle) -> Self {
         Self { io, session }
     }
 
@@ -76,10 +76,4 @@ impl AsyncWrite for WaterStream {
     }
 }
 
-/// A connected socket pair: the tokio end for the caller, the other end
-/// (an owned fd) for the module.
-pub(crate) fn caller_pair() -> io::Result<(UnixStream, crate::sys::HostFd)> {
-    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-    ours.set_nonblocking(true)?;
-    Ok((UnixStream::from_std(ours)?, theirs.into()))
-}
+pub(crate) use crate::sys::caller_pair;

@@ -4,75 +4,35 @@
 //! systems: waiting on several sockets at once (`poll`), a wake-up handle
 //! another thread can trigger to interrupt such a wait, and raw reads and
 //! writes on socket descriptors. Keeping them here means a port to another
-//! OS touches this module only. Everything goes through `rustix`, so this
-//! module needs no `unsafe` of its own.
+//! OS touches this module only.
+//!
+//! What both platforms share lives in this file: `rustix` maps `poll`,
+//! `read`, `FIONREAD`, `FIONBIO` and `shutdown` onto POSIX calls on Unix and
+//! onto Winsock (`WSAPoll`, `recv`, `ioctlsocket`) on Windows, where its
+//! descriptor types are the socket types. What differs (the wake-up handle,
+//! the caller socket pair, vectored writes, lifecycle signals, directory
+//! permissions, socket options only some kernels have) lives in [`unix`]
+//! or [`windows`], which export the same names. Neither needs `unsafe`.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 pub use rustix::event::{PollFd, PollFlags};
+/// Descriptor types: `std::os::fd` on Unix, the Winsock socket types (under
+/// the same names) on Windows.
+pub use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 
-/// A socket or pipe descriptor owned by a guest's fd table.
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+pub use unix::*;
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub use windows::*;
+
+/// A socket descriptor owned by a guest's fd table.
 pub type HostFd = OwnedFd;
-
-/// A wake-up signal that can be included in any `poll` set: readable from
-/// [`Waker::wake`] until [`Waker::drain`].
-#[derive(Debug)]
-pub struct Waker {
-    read: OwnedFd,
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    write: OwnedFd,
-}
-
-impl Waker {
-    /// Creates a new, not yet signalled, waker.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    pub fn new() -> io::Result<Self> {
-        use rustix::event::{eventfd, EventfdFlags};
-        let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-        Ok(Self { read: fd })
-    }
-
-    /// Creates a new, not yet signalled, waker.
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    pub fn new() -> io::Result<Self> {
-        use rustix::pipe::{pipe_with, PipeFlags};
-        let (read, write) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
-        Ok(Self { read, write })
-    }
-
-    /// Signals the waker; any current or future wait that includes it returns.
-    pub fn wake(&self) {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        let _ = rustix::io::write(&self.read, &1u64.to_ne_bytes());
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        let _ = rustix::io::write(&self.write, &[1u8]);
-    }
-
-    /// Resets the waker to not signalled, so that a wait including it blocks
-    /// again until the next [`Waker::wake`].
-    pub fn drain(&self) {
-        // An eventfd resets its counter with one read; a pipe may hold
-        // several wake-up bytes.
-        let mut buf = [0u8; 64];
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        let _ = rustix::io::read(&self.read, &mut buf);
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        while matches!(rustix::io::read(&self.read, &mut buf), Ok(n) if n > 0) {}
-    }
-
-    /// Whether [`Waker::wake`] has been called.
-    pub fn is_woken(&self) -> bool {
-        let mut fds = [PollFd::new(&self.read, PollFlags::IN)];
-        matches!(poll(&mut fds, Some(Duration::ZERO)), Ok(n) if n > 0)
-    }
-
-    /// The descriptor to include in a poll set (readable once woken).
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.read.as_fd()
-    }
-}
 
 /// Waits until one of `fds` is ready or `timeout` passes (`None`: no limit).
 ///
@@ -99,14 +59,6 @@ pub fn poll(fds: &mut [PollFd<'_>], timeout: Option<Duration>) -> io::Result<usi
 /// Reads from a socket into `buf`.
 pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize, rustix::io::Errno> {
     retry_intr(|| rustix::io::read(fd, &mut *buf))
-}
-
-/// Writes the given buffers to a socket with one `writev`.
-pub fn write_vectored(
-    fd: BorrowedFd<'_>,
-    bufs: &[io::IoSlice<'_>],
-) -> Result<usize, rustix::io::Errno> {
-    retry_intr(|| rustix::io::writev(fd, bufs))
 }
 
 /// Bytes waiting to be read on a socket (0 when unknown).
@@ -145,18 +97,6 @@ fn retry_intr<T>(
     }
 }
 
-/// Bounds how long data written to a TCP socket may stay unacknowledged,
-/// including while the peer advertises a zero window (`TCP_USER_TIMEOUT`),
-/// after which the kernel fails the connection with `ETIMEDOUT`. Where the
-/// OS has no such option this does nothing.
-pub fn set_stall_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    socket2::SockRef::from(&fd).set_tcp_user_timeout(Some(timeout))?;
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = (fd, timeout);
-    Ok(())
-}
-
 /// Fixes a socket's send and receive buffers at `bytes` each (`SO_SNDBUF`,
 /// `SO_RCVBUF`), which turns off the kernel's autotuning for that socket.
 /// The kernel may round the size (Linux doubles it for bookkeeping).
@@ -164,12 +104,4 @@ pub fn set_buffer_size(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
     let sock = socket2::SockRef::from(&fd);
     sock.set_send_buffer_size(bytes)?;
     sock.set_recv_buffer_size(bytes)
-}
-
-/// Counts this process's open file descriptors and threads (for tests and
-/// the benchmark; `None` where the OS does not expose them).
-pub fn process_counts() -> Option<(usize, usize)> {
-    let fds = std::fs::read_dir("/proc/self/fd").ok()?.count();
-    let threads = std::fs::read_dir("/proc/self/task").ok()?.count();
-    Some((fds, threads))
 }

@@ -86,6 +86,9 @@ impl From<rustix::io::Errno> for Errno {
             E::CONNRESET => Errno::CONNRESET,
             E::CONNREFUSED => Errno::CONNREFUSED,
             E::CONNABORTED => Errno::CONNABORTED,
+            // Winsock has no EPIPE, ENOMEM, ENFILE, EPERM or ENOTSUP; its errors for
+            // those cases (e.g. WSAESHUTDOWN, WSAENOBUFS) map through the other arms.
+            #[cfg(unix)]
             E::PIPE => Errno::PIPE,
             E::NOTCONN => Errno::NOTCONN,
             E::TIMEDOUT => Errno::TIMEDOUT,
@@ -93,15 +96,22 @@ impl From<rustix::io::Errno> for Errno {
             E::NETUNREACH => Errno::NETUNREACH,
             E::NETDOWN => Errno::NETDOWN,
             E::INVAL => Errno::INVAL,
-            E::NOMEM | E::NOBUFS => Errno::NOBUFS,
+            #[cfg(unix)]
+            E::NOMEM => Errno::NOBUFS,
+            E::NOBUFS => Errno::NOBUFS,
             E::MFILE => Errno::MFILE,
+            #[cfg(unix)]
             E::NFILE => Errno::NFILE,
             E::ACCESS => Errno::ACCES,
+            #[cfg(unix)]
             E::PERM => Errno::PERM,
             E::ADDRINUSE => Errno::ADDRINUSE,
             E::ADDRNOTAVAIL => Errno::ADDRNOTAVAIL,
             E::NOTSOCK => Errno::NOTSOCK,
+            #[cfg(unix)]
             E::NOTSUP => Errno::NOTSUP,
+            #[cfg(windows)]
+            E::OPNOTSUPP => Errno::NOTSUP,
             _ => Errno::IO,
         }
     }

@@ -7,8 +7,7 @@
 //! table closes every socket the instance was given.
 
 use super::errno::Errno;
-use crate::sys::HostFd;
-use std::os::fd::{AsFd, BorrowedFd};
+use crate::sys::{AsFd, BorrowedFd, HostFd};
 
 /// Most descriptors one instance may hold at once. A connection needs about
 /// five (stdio, caller, network, control pipe); the cap keeps a misbehaving
@@ -143,10 +142,10 @@ impl FdTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::net::UnixStream;
 
     fn sock() -> Entry {
-        let (a, _b) = UnixStream::pair().unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         Entry::Socket(Socket::new(a.into()).unwrap())
     }
 

@@ -6,9 +6,8 @@
 //! lets a passthrough module run at native loopback speed.
 
 use super::{with_ctx, Entry, Errno, Fail, GuestMemory, HostResult, Socket, WasiCtx, WasiView};
-use crate::sys::{self, PollFd, PollFlags};
+use crate::sys::{self, BorrowedFd, PollFd, PollFlags};
 use std::io::IoSlice;
-use std::os::fd::BorrowedFd;
 use wasmtime::{Caller, Linker};
 
 const P1: &str = super::PREVIEW1;

@@ -7,8 +7,7 @@
 //! becomes the wait's timeout.
 
 use super::{with_ctx, Entry, Errno, Fail, GuestMemory, HostResult, WasiCtx, WasiView};
-use crate::sys::{self, PollFd, PollFlags};
-use std::os::fd::AsFd;
+use crate::sys::{self, AsFd, PollFd, PollFlags, HANGUP, READ_INTEREST};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::{Caller, Linker};
 
@@ -22,21 +21,6 @@ const EVENTTYPE_FD_READ: u8 = 1;
 const EVENTTYPE_FD_WRITE: u8 = 2;
 const SUBCLOCKFLAGS_ABSTIME: u16 = 1;
 const EVENTRWFLAGS_HANGUP: u16 = 1;
-
-/// What a read subscription waits for. Where the OS reports it, the peer
-/// closing its side (`POLLRDHUP`) is asked for too, so a read event can say
-/// "hang-up" even while unread data is queued: a module that stopped
-/// reading a source (backpressure) can still learn that its peer is gone.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-const READ_INTEREST: PollFlags = PollFlags::IN.union(PollFlags::RDHUP);
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-const READ_INTEREST: PollFlags = PollFlags::IN;
-
-/// Poll results reported to the guest as `fd_readwrite.flags.hangup`.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-const HANGUP: PollFlags = PollFlags::HUP.union(PollFlags::RDHUP);
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-const HANGUP: PollFlags = PollFlags::HUP;
 
 pub(super) const CLOCK_REALTIME: u32 = 0;
 pub(super) const CLOCK_MONOTONIC: u32 = 1;

@@ -161,11 +161,9 @@ pub struct Child {
 }
 
 impl Child {
+    /// Starts the binary under test ([`pt::binary`]) with `args`.
     pub fn spawn(args: &[&str]) -> Child {
-        Self::spawn_with(
-            std::process::Command::new(env!("CARGO_BIN_EXE_water-pt")),
-            args,
-        )
+        Self::spawn_with(std::process::Command::new(pt::binary()), args)
     }
 
     pub fn spawn_with(mut cmd: std::process::Command, args: &[&str]) -> Child {

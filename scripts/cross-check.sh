@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Lints water-pt for the platforms Tor Browser ships on besides Linux, so a
+# port regression fails CI the day it is made: `cargo clippy -D warnings`
+# (which type-checks everything `cargo check` does) for Windows, macOS (Intel
+# and Apple silicon) and Android.
+#
+# No target is linked here (there is no macOS SDK or Android NDK on a Debian
+# machine): only wasmtime's build script compiles C, a 50-line helper, and
+# Debian's clang compiles it for the target against clang's own headers plus
+# a one-line stand-in for <stdlib.h> (the helper only wants NULL). The object
+# is never linked by a check. Windows is built and tested for real by
+# scripts/windows-test.sh.
+#
+# Usage: scripts/cross-check.sh [TARGET...]   (default: all four)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(x86_64-pc-windows-gnu aarch64-apple-darwin x86_64-apple-darwin aarch64-linux-android)
+
+installed=$(rustup target list --installed)
+for t in "${targets[@]}"; do
+  grep -qx "$t" <<<"$installed" || rustup target add "$t"
+done
+
+# <stdlib.h> for targets whose C library headers are not on this machine.
+stub_include=$(readlink -f target)/cross-check-include
+mkdir -p "$stub_include"
+printf '#include <stddef.h>\n' >"$stub_include/stdlib.h"
+
+for t in "${targets[@]}"; do
+  var=${t//-/_}
+  case "$t" in
+    *-apple-darwin|*-linux-android)
+      command -v clang >/dev/null || { echo "cross-check: clang not found (apt-get install clang)" >&2; exit 2; }
+      export "CC_$var=clang" "CFLAGS_$var=--target=$t -isystem $stub_include"
+      ;;
+  esac
+  # pt-bench reads Linux's /proc and is only built where that exists; the
+  # library and the water-pt binary must build everywhere.
+  case "$t" in
+    *-linux-*) what=(--lib --bins) ;;
+    *) what=(--lib --bin water-pt) ;;
+  esac
+  echo "cross-check: $t" >&2
+  cargo clippy --quiet --target "$t" "${what[@]}" -- -D warnings
+done
+echo "cross-check: OK (${targets[*]})" >&2

@@ -1,0 +1,204 @@
+//! The Unix half of the platform layer (Linux, Android, macOS, the BSDs).
+
+use super::{retry_intr, BorrowedFd, OwnedFd, PollFd, PollFlags};
+use std::io;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A wake-up signal that can be included in any `poll` set: readable from
+/// [`Waker::wake`] until [`Waker::drain`]. An eventfd where the kernel has
+/// one, a non-blocking pipe elsewhere.
+#[derive(Debug)]
+pub struct Waker {
+    read: OwnedFd,
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    write: OwnedFd,
+}
+
+impl Waker {
+    /// Creates a new, not yet signalled, waker.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub fn new() -> io::Result<Self> {
+        use rustix::event::{eventfd, EventfdFlags};
+        let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        Ok(Self { read: fd })
+    }
+
+    /// Creates a new, not yet signalled, waker.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub fn new() -> io::Result<Self> {
+        let (read, write) = rustix::pipe::pipe()?;
+        for fd in [&read, &write] {
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?;
+            rustix::io::ioctl_fionbio(fd, true)?;
+        }
+        Ok(Self { read, write })
+    }
+
+    /// Signals the waker; any current or future wait that includes it returns.
+    pub fn wake(&self) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let _ = rustix::io::write(&self.read, &1u64.to_ne_bytes());
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let _ = rustix::io::write(&self.write, &[1u8]);
+    }
+
+    /// Resets the waker to not signalled, so that a wait including it blocks
+    /// again until the next [`Waker::wake`].
+    pub fn drain(&self) {
+        // An eventfd resets its counter with one read; a pipe may hold
+        // several wake-up bytes.
+        let mut buf = [0u8; 64];
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let _ = rustix::io::read(&self.read, &mut buf);
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        while matches!(rustix::io::read(&self.read, &mut buf), Ok(n) if n > 0) {}
+    }
+
+    /// Whether [`Waker::wake`] has been called.
+    pub fn is_woken(&self) -> bool {
+        let mut fds = [PollFd::new(&self.read, PollFlags::IN)];
+        matches!(super::poll(&mut fds, Some(Duration::ZERO)), Ok(n) if n > 0)
+    }
+
+    /// The descriptor to include in a poll set (readable once woken).
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+}
+
+/// Writes the given buffers to a socket with one `writev`.
+pub fn write_vectored(
+    fd: BorrowedFd<'_>,
+    bufs: &[io::IoSlice<'_>],
+) -> Result<usize, rustix::io::Errno> {
+    retry_intr(|| rustix::io::writev(fd, bufs))
+}
+
+/// What a read subscription waits for. Where the OS reports it, the peer
+/// closing its side (`POLLRDHUP`) is asked for too, so a read event can say
+/// "hang-up" even while unread data is queued: a module that stopped
+/// reading a source (backpressure) can still learn that its peer is gone.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub const READ_INTEREST: PollFlags = PollFlags::IN.union(PollFlags::RDHUP);
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub const READ_INTEREST: PollFlags = PollFlags::IN;
+
+/// Poll results that mean the peer hung up.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub const HANGUP: PollFlags = PollFlags::HUP.union(PollFlags::RDHUP);
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub const HANGUP: PollFlags = PollFlags::HUP;
+
+/// Bounds how long data written to a TCP socket may stay unacknowledged,
+/// including while the peer advertises a zero window (`TCP_USER_TIMEOUT`),
+/// after which the kernel fails the connection with `ETIMEDOUT`. macOS and
+/// the BSDs have no such option, so there this does nothing and a stalled
+/// peer is left to TCP's own retransmission limit.
+pub fn set_stall_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    socket2::SockRef::from(&fd).set_tcp_user_timeout(Some(timeout))?;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (fd, timeout);
+    Ok(())
+}
+
+/// The stream type of the runtime's end of a caller socket pair.
+pub type CallerStream = tokio::net::UnixStream;
+
+/// A connected socket pair: the tokio end for the runtime's caller, the
+/// other end for the module. A Unix-domain pair: no port, nothing another
+/// process could connect to.
+pub fn caller_pair() -> io::Result<(CallerStream, OwnedFd)> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    ours.set_nonblocking(true)?;
+    Ok((CallerStream::from_std(ours)?, theirs.into()))
+}
+
+/// Creates `dir` and its parents, readable by the owner only (mode 0700).
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// The user's cache directory: `$XDG_CACHE_HOME`, else `~/.cache`.
+pub fn user_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+}
+
+/// Whether an `accept` failed because the process or system ran out of
+/// descriptors or memory (worth backing off rather than retrying at once).
+pub fn is_resource_exhaustion(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    matches!(
+        e.raw_os_error().map(Errno::from_raw_os_error),
+        Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)
+    )
+}
+
+/// Whether a non-blocking `connect` returned "in progress" (`EINPROGRESS`).
+pub fn connect_in_progress(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error())
+        || e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// Counts this process's open file descriptors and threads (for tests and
+/// the benchmark; `None` where the OS does not expose them in `/proc`).
+pub fn process_counts() -> Option<(usize, usize)> {
+    let fds = std::fs::read_dir("/proc/self/fd").ok()?.count();
+    let threads = std::fs::read_dir("/proc/self/task").ok()?.count();
+    Some((fds, threads))
+}
+
+/// A request to the process from outside: what tor or a terminal sends.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LifecycleSignal {
+    /// SIGINT: stop accepting; a second one exits.
+    Interrupt,
+    /// SIGTERM: exit now.
+    Terminate,
+}
+
+impl LifecycleSignal {
+    /// The name used in log lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Interrupt => "SIGINT",
+            Self::Terminate => "SIGTERM",
+        }
+    }
+}
+
+/// The installed handlers for [`LifecycleSignal`]s.
+#[derive(Debug)]
+pub struct LifecycleSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl LifecycleSignals {
+    /// Installs the handlers (inside a tokio runtime).
+    pub fn install() -> io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// The next request (`None` once no more can arrive).
+    pub async fn recv(&mut self) -> Option<LifecycleSignal> {
+        tokio::select! {
+            Some(()) = self.interrupt.recv() => Some(LifecycleSignal::Interrupt),
+            Some(()) = self.terminate.recv() => Some(LifecycleSignal::Terminate),
+            else => None,
+        }
+    }
+}
