@@ -8,7 +8,7 @@
 # already compiled), so CI tests packaging and installation without a second
 # full build; RELEASE_ARGS replaces the arguments given to release.sh (e.g.
 # RELEASE_ARGS="--no-windows" to install the static release binary).
-# Needs root (dpkg -i).
+# Needs root (dpkg -i), tor and apparmor (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +32,18 @@ for f in /usr/share/man/man1/water-pt.1.gz /usr/share/man/man1/water-pt-client.1
 done
 zcat /usr/share/man/man1/water-pt.1.gz | grep -q -- '--network-stall-ms' ||
   { echo "install-test: the man page does not document --network-stall-ms" >&2; exit 1; }
+
+# The AppArmor abstraction, enabled the way the README tells operators to,
+# must parse as part of tor's profile (parsed only: containers have no
+# AppArmor kernel to load it into).
+aa=$(mktemp -d)
+trap 'rm -rf "$aa"' EXIT
+cp -a /etc/apparmor.d/. "$aa/"
+echo '#include <abstractions/water-pt>' >>"$aa/local/system_tor"
+apparmor_parser --skip-kernel-load --skip-cache --base "$aa" --Include "$aa" "$aa/system_tor" 2>/dev/null ||
+  { echo "install-test: tor's profile with abstractions/water-pt does not parse" >&2;
+    apparmor_parser --skip-kernel-load --skip-cache --base "$aa" --Include "$aa" "$aa/system_tor"; exit 1; }
+grep -q '/usr/bin/water-pt Pix' "$aa/abstractions/water-pt"
 
 WATER_PT=/usr/bin/water-pt bash scripts/tor-e2e.sh plain
 echo "install-test: OK ($got from $(basename "$deb"))" >&2

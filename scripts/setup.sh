@@ -11,7 +11,7 @@ set -euo pipefail
 
 need_pkgs=()
 for pair in tor:tor tinyproxy:tinyproxy prlimit:util-linux obfs4proxy:obfs4proxy python3:python3 \
-  clang:clang musl-gcc:musl-tools x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64 wine:wine; do
+  clang:clang musl-gcc:musl-tools x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64 wine:wine apparmor_parser:apparmor; do
   bin=${pair%%:*}
   pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || [ -x "/usr/bin/$bin" ] || need_pkgs+=("$pkg")

@@ -44,7 +44,10 @@ echo "windows-test: unit tests under wine" >&2
 cargo test --quiet --target "$target" --lib
 
 echo "windows-test: building water-pt.exe" >&2
-cargo build --quiet --target "$target" --bin water-pt
+# With an example in the same build, cargo resolves features as it did for
+# the tests (dev-dependencies included), so the dependencies just built for
+# them are reused instead of built a second time.
+cargo build --quiet --target "$target" --bin water-pt --example man-page
 exe=$(readlink -f "target/$target/debug/water-pt.exe")
 
 # The tests start WATER_PT_BIN as a program; this wrapper makes it wine

@@ -125,6 +125,24 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
+/// Creates a new file (failing if it exists) that only the owner may read
+/// or write (mode 0600).
+pub fn create_private_file(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Makes an existing file private to its owner (mode 0600), e.g. one
+/// restored from a backup with looser permissions.
+pub fn make_private(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 /// The user's cache directory: `$XDG_CACHE_HOME`, else `~/.cache`.
 pub fn user_cache_dir() -> Option<PathBuf> {
     std::env::var_os("XDG_CACHE_HOME")

@@ -118,6 +118,23 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dir)
 }
 
+/// Creates a new file (failing if it exists). Like every file water-pt
+/// keeps, it lives in a directory made by [`create_private_dir`] and takes
+/// that directory's access list.
+pub fn create_private_file(path: &Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+}
+
+/// Makes an existing file private to its owner: on Windows its access list
+/// is its directory's (see [`create_private_file`]), so nothing to do.
+pub fn make_private(path: &Path) -> io::Result<()> {
+    let _ = path;
+    Ok(())
+}
+
 /// The user's cache directory: `%LOCALAPPDATA%` (not roamed between
 /// machines, which suits compiled code tied to this CPU).
 pub fn user_cache_dir() -> Option<PathBuf> {
