@@ -9,6 +9,7 @@
 
 mod artifact_cache;
 mod binding;
+mod cancel;
 mod dialer;
 mod error;
 mod host;
@@ -21,6 +22,8 @@ mod stream;
 mod threads;
 mod ticker;
 
+pub use crate::wasi::OpenSocket;
+pub use cancel::run_cancellable;
 pub use dialer::Dialer;
 pub use error::Error;
 pub use listener::{into_fd, Listener, Server};

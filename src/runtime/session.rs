@@ -27,7 +27,7 @@ use super::net::NetPolicy;
 use super::ticker::Deadline;
 use super::RuntimeInner;
 use crate::sys::{self, HostFd, PollFd, PollFlags};
-use crate::wasi::{Entry, Errno, HostTrap, StopSignal, WasiCtx};
+use crate::wasi::{Entry, Errno, HostTrap, LazySocket, OpenSocket, StopSignal, WasiCtx};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -51,7 +51,7 @@ pub type FailureReply = Box<dyn FnOnce(&Error) -> Vec<u8> + Send>;
 pub(crate) struct Job {
     pub role: Role,
     /// The caller-side socket (`None` for a relay).
-    pub caller: Option<HostFd>,
+    pub caller: Option<CallerSocket>,
     /// The connection `water_accept` returns (listener and relay).
     pub inbound: Option<HostFd>,
     /// The remote `water_dial_fixed` dials.
@@ -59,6 +59,14 @@ pub(crate) struct Job {
     pub config: Option<Arc<[u8]>>,
     pub policy: Arc<NetPolicy>,
     pub replies: Option<Replies>,
+}
+
+/// The caller socket a session starts with.
+pub(crate) enum CallerSocket {
+    Open(HostFd),
+    /// Opened when the module first writes to it or polls it for writing
+    /// (see [`crate::wasi::LazySocket`]).
+    OnFirstWrite(OpenSocket),
 }
 
 /// How a session ended.
@@ -319,7 +327,7 @@ enum Caller {
     /// This role has none (relay).
     None,
     /// Not yet given to the module.
-    Held(HostFd),
+    Held(CallerSocket),
     /// In the module's table under this number.
     Lent(u32),
 }
@@ -402,10 +410,16 @@ fn setup(
                 "this role needs a caller socket",
             )));
         };
-        let fd = insert(store, socket, "caller socket")?;
-        if let Ok(Entry::Socket(s)) = store.data_mut().wasi.fds.get_mut(fd as i32) {
-            s.is_caller = true;
-        }
+        let fd = match socket {
+            CallerSocket::Open(socket) => {
+                let fd = insert(store, socket, "caller socket")?;
+                if let Ok(Entry::Socket(s)) = store.data_mut().wasi.fds.get_mut(fd as i32) {
+                    s.is_caller = true;
+                }
+                fd
+            }
+            CallerSocket::OnFirstWrite(open) => insert_lazy(store, open)?,
+        };
         *caller = Caller::Lent(fd);
         let net_fd = call(store, role_export, Some(fd as i32))?;
         if let Some(errno) = Errno::from_negative(net_fd) {
@@ -450,6 +464,29 @@ fn insert(store: &mut Store<Host>, fd: HostFd, what: &str) -> Result<u32, Error>
     })
 }
 
+/// Puts a socket opened on demand into the guest's table; once opened it
+/// gets the same buffer sizing as any other socket.
+fn insert_lazy(store: &mut Store<Host>, open: OpenSocket) -> Result<u32, Error> {
+    let buffer = store.data().socket_buffer;
+    let open: OpenSocket = Box::new(move |cancel| {
+        let fd = open(cancel)?;
+        if let Some(bytes) = buffer {
+            let _ = sys::set_buffer_size(fd.as_fd(), bytes);
+        }
+        Ok(fd)
+    });
+    store
+        .data_mut()
+        .wasi
+        .fds
+        .insert(Entry::Lazy(LazySocket::new(open)))
+        .map_err(|e| {
+            Error::Io(std::io::Error::other(format!(
+                "cannot give the caller socket to the module: {e}"
+            )))
+        })
+}
+
 fn expect_zero(ret: i32, call: &'static str) -> Result<(), Error> {
     match Errno::from_negative(ret) {
         None if ret == 0 => Ok(()),
@@ -489,7 +526,9 @@ fn write_reply(store: &Store<Host>, caller: &Caller, bytes: &[u8]) -> Result<(),
     let host = store.data();
     let fd = match caller {
         Caller::None => return Ok(()),
-        Caller::Held(fd) => fd.as_fd(),
+        Caller::Held(CallerSocket::Open(fd)) => fd.as_fd(),
+        // Nobody to answer: the socket does not exist yet.
+        Caller::Held(CallerSocket::OnFirstWrite(_)) => return Ok(()),
         Caller::Lent(n) => match host.wasi.fds.get(*n as i32) {
             Ok(Entry::Socket(s)) if s.is_caller => s.fd(),
             _ => {
