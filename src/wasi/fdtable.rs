@@ -46,6 +46,10 @@ pub struct Socket {
     /// non-blocking; blocking reads and writes are emulated so that a stop
     /// request can interrupt them.
     pub nonblocking: bool,
+    /// An error a write met after the kernel had taken some of its bytes.
+    /// That write reported its byte count; the next one reports the error
+    /// (the kernel hands a socket error out only once).
+    pub(super) failed: Option<super::Errno>,
 }
 
 impl Socket {
@@ -55,6 +59,7 @@ impl Socket {
         Ok(Self {
             fd,
             nonblocking: false,
+            failed: None,
         })
     }
 
