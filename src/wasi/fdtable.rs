@@ -50,6 +50,10 @@ pub struct Socket {
     /// That write reported its byte count; the next one reports the error
     /// (the kernel hands a socket error out only once).
     pub(super) failed: Option<super::Errno>,
+    /// Whether this is the caller socket the runtime handed over. The runtime
+    /// writes its setup replies only to an entry carrying this mark: once the
+    /// module closed its caller fd, the number may name another socket.
+    pub is_caller: bool,
 }
 
 impl Socket {
@@ -60,6 +64,7 @@ impl Socket {
             fd,
             nonblocking: false,
             failed: None,
+            is_caller: false,
         })
     }
 
