@@ -12,9 +12,8 @@
 use super::error::Error;
 use super::host::Host;
 use super::module::Role;
-use super::session::SessionEnd;
+use super::session::{Caller, SessionEnd};
 use super::v1;
-use crate::sys::HostFd;
 use wasmtime::{Engine, Linker, Module, Store};
 
 /// Which generation of the WATER ABI a module speaks.
@@ -62,15 +61,10 @@ pub(crate) trait Driver: Sync {
     fn role_export(&self, role: Role) -> Option<&'static str>;
 
     /// Everything between instantiation and the worker: the module's init,
-    /// the role call (with `caller` inserted first, its guest number stored
-    /// in `caller_fd`) and the hand-over of the control channel.
-    fn setup(
-        &self,
-        store: &mut Store<Host>,
-        role: Role,
-        caller: Option<HostFd>,
-        caller_fd: &mut Option<u32>,
-    ) -> Result<(), Error>;
+    /// the role call (with the caller socket lent to the module first, see
+    /// [`super::exports::lend_caller`]) and the hand-over of the control
+    /// channel.
+    fn setup(&self, store: &mut Store<Host>, role: Role, caller: &mut Caller) -> Result<(), Error>;
 
     /// Runs the module's main loop until the connection ends.
     fn work(&self, store: &mut Store<Host>) -> SessionEnd;

@@ -3,6 +3,7 @@
 
 use super::error::Error;
 use super::host::{self, Host};
+use super::session::Caller;
 use crate::sys::HostFd;
 use crate::wasi::{Entry, Errno};
 use wasmtime::{ExternType, FuncType, Store, ValType};
@@ -53,7 +54,7 @@ pub(crate) fn check_func(
 }
 
 /// Puts a host socket into the guest's table; `what` names it in the error.
-pub(crate) fn insert(store: &mut Store<Host>, fd: HostFd, what: &str) -> Result<u32, Error> {
+fn insert(store: &mut Store<Host>, fd: HostFd, what: &str) -> Result<u32, Error> {
     let r = host::insert_socket(store.data_mut(), fd);
     u32::try_from(r).map_err(|_| {
         Error::Io(std::io::Error::other(format!(
@@ -61,6 +62,23 @@ pub(crate) fn insert(store: &mut Store<Host>, fd: HostFd, what: &str) -> Result<
             Errno::from_negative(r).unwrap_or(Errno::IO)
         )))
     })
+}
+
+/// Lends the caller socket to the module: inserts it, marks it as the
+/// caller's (so a setup reply is never written to a reused fd number) and
+/// returns its guest fd.
+pub(crate) fn lend_caller(store: &mut Store<Host>, caller: &mut Caller) -> Result<u32, Error> {
+    let Caller::Held(socket) = std::mem::replace(caller, Caller::None) else {
+        return Err(Error::Io(std::io::Error::other(
+            "this role needs a caller socket",
+        )));
+    };
+    let fd = insert(store, socket, "caller socket")?;
+    if let Ok(Entry::Socket(s)) = store.data_mut().wasi.fds.get_mut(fd as i32) {
+        s.is_caller = true;
+    }
+    *caller = Caller::Lent(fd);
+    Ok(fd)
 }
 
 /// Puts the control channel (the module's end of the stop signal) into the

@@ -60,6 +60,11 @@ pub struct Limits {
     pub max_connections: usize,
     /// How long a module asked to stop may take before it is forced.
     pub stop_grace: Duration,
+    /// How long a connection may take to become ready (instantiation, the
+    /// module's init and role calls, `watm_ctrlpipe_v1`) before it is
+    /// stopped by force. A module waiting in setup for a peer that never
+    /// sends would otherwise hold its slot, thread and sockets for good.
+    pub setup_timeout: Duration,
     /// How long data a module wrote to a network socket may go unread by
     /// the peer before the connection fails (`TCP_USER_TIMEOUT`). Without
     /// it, a peer that stops reading holds the connection, its thread and
@@ -85,6 +90,7 @@ impl Default for Limits {
             max_compute: Duration::from_secs(10),
             max_connections: 10_000,
             stop_grace: Duration::from_secs(2),
+            setup_timeout: Duration::from_secs(60),
             network_stall: Duration::from_secs(120),
             socket_buffer: None,
         }

@@ -13,11 +13,10 @@
 
 use super::driver::Driver;
 use super::error::Error;
-use super::exports::{call, check_func, expect_zero, insert, insert_control, Sig};
+use super::exports::{call, check_func, expect_zero, insert_control, lend_caller, Sig};
 use super::host::{self, Host};
 use super::module::Role;
-use super::session::SessionEnd;
-use crate::sys::HostFd;
+use super::session::{Caller, SessionEnd};
 use crate::wasi::Errno;
 use wasmtime::{ExternType, Linker, Module, Store};
 
@@ -66,13 +65,7 @@ impl Driver for V1 {
         Some(role.export())
     }
 
-    fn setup(
-        &self,
-        store: &mut Store<Host>,
-        role: Role,
-        caller: Option<HostFd>,
-        caller_fd: &mut Option<u32>,
-    ) -> Result<(), Error> {
+    fn setup(&self, store: &mut Store<Host>, role: Role, caller: &mut Caller) -> Result<(), Error> {
         expect_zero(call(store, "watm_init_v1", None)?, "watm_init_v1")?;
 
         let role_export = role.export();
@@ -81,11 +74,7 @@ impl Driver for V1 {
             // both of its sockets (from `water_accept` and `water_dial_fixed`).
             expect_zero(call(store, role_export, None)?, role_export)?;
         } else {
-            let caller = caller.ok_or_else(|| {
-                Error::Io(std::io::Error::other("this role needs a caller socket"))
-            })?;
-            let fd = insert(store, caller, "caller socket")?;
-            *caller_fd = Some(fd);
+            let fd = lend_caller(store, caller)?;
             let net_fd = call(store, role_export, Some(fd as i32))?;
             if let Some(errno) = Errno::from_negative(net_fd) {
                 return Err(Error::Guest {

@@ -46,6 +46,10 @@ pub struct Socket {
     /// non-blocking; blocking reads and writes are emulated so that a stop
     /// request can interrupt them.
     pub nonblocking: bool,
+    /// Whether this is the caller socket the runtime handed over. The runtime
+    /// writes its setup replies only to an entry carrying this mark: once the
+    /// module closed its caller fd, the number may name another socket.
+    pub is_caller: bool,
 }
 
 impl Socket {
@@ -55,6 +59,7 @@ impl Socket {
         Ok(Self {
             fd,
             nonblocking: false,
+            is_caller: false,
         })
     }
 
