@@ -46,20 +46,8 @@ need_water_pt() {
   WATER_PT=$(readlink -f "$WATER_PT")
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# wait_for FILE PATTERN WHAT: polls FILE for PATTERN until the deadline.
-wait_for() {
-  local file=$1 pattern=$2 what=$3
-  local deadline=$((SECONDS + timeout_s))
-  while [ $SECONDS -lt $deadline ]; do
-    grep -q -- "$pattern" "$file" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  fail "timed out waiting for $what (no \"$pattern\" in $file)"
-}
+# shellcheck source=scripts/loopback.sh
+. "$root/scripts/loopback.sh"
 
 # start DIR NAME CMD...: runs CMD in the background with its output in
 # DIR/NAME.out and records its pid as NAME in DIR/pids.
@@ -142,7 +130,7 @@ up() {
   fingerprint=$(cut -d' ' -f2 "$dir/tor1/fingerprint")
   for i in $(seq 1 "$n"); do start "$dir" "tor$i" "$tor_bin" -f "$dir/tor$i.torrc" --quiet; done
   for i in $(seq 1 "$n"); do
-    wait_for "$dir/tor$i.log" "Opened Extended OR listener connection (ready)" "tor instance $i"
+    wait_for "$dir/tor$i.log" "Opened Extended OR listener connection (ready)" "tor instance $i" "$(pid_of "$dir" "tor$i")"
   done
 
   {
@@ -187,7 +175,7 @@ CFG
 
   start "$dir" water-pt "$WATER_PT" server --wasm "$module_path" --cache-dir "$dir/cache" \
     --listen "127.0.0.1:$pt" --ext-orport "127.0.0.1:$front" "${cookies[@]}"
-  wait_for "$dir/water-pt.out" "server listening on" "water-pt"
+  wait_for "$dir/water-pt.out" "server listening on" "water-pt" "$(pid_of "$dir" water-pt)"
   cat >"$dir/layout.env" <<ENV
 N=$n
 PT_PORT=$pt
@@ -221,7 +209,7 @@ TORRC
 }
 
 client_wait() {
-  wait_for "$1/$2.log" "new bridge descriptor" "client $2 to fetch the bridge descriptor"
+  wait_for "$1/$2.log" "new bridge descriptor" "client $2 to fetch the bridge descriptor" "$(pid_of "$1" "$2")"
 }
 
 down() {
@@ -324,7 +312,7 @@ check() {
   local warnings
   warnings=$(grep -c "WARN" "$dir/water-pt.out" || true)
   [ "${warnings:-0}" -le 1 ] || fail "water-pt logged $warnings warnings; an outage is logged once"
-  say "OK"
+  echo "multi-tor: OK"
 }
 
 finish() {
