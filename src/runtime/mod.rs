@@ -11,7 +11,9 @@ mod artifact_cache;
 mod binding;
 mod cancel;
 mod dialer;
+mod driver;
 mod error;
+mod exports;
 mod host;
 mod listener;
 mod module;
@@ -21,10 +23,12 @@ mod session;
 mod stream;
 mod threads;
 mod ticker;
+mod v1;
 
 pub use crate::wasi::OpenSocket;
 pub use cancel::run_cancellable;
 pub use dialer::Dialer;
+pub use driver::Generation;
 pub use error::Error;
 pub use listener::{into_fd, Listener, Server};
 pub use module::{sha256, Role, Watm};
@@ -34,7 +38,7 @@ pub use session::{Replies, SessionEnd, SessionHandle};
 pub use stream::WaterStream;
 
 use artifact_cache::ArtifactCache;
-use host::Host;
+use driver::Linkers;
 use session::SessionShared;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -43,9 +47,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use ticker::Ticker;
 use tokio::sync::watch;
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
 
 /// Resource limits applied to every instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,7 +133,7 @@ pub struct Runtime {
 
 pub(crate) struct RuntimeInner {
     engine: Engine,
-    linker: Linker<Host>,
+    linkers: Linkers,
     limits: Limits,
     cache: Option<ArtifactCache>,
     modules: Mutex<HashMap<[u8; 32], Arc<Watm>>>,
@@ -162,7 +164,7 @@ impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Self, Error> {
         let limits = config.limits;
         let engine = build_engine(&limits)?;
-        let linker = host::base_linker(&engine).map_err(Error::engine)?;
+        let linkers = Linkers::new(&engine).map_err(Error::engine)?;
         let cache = match &config.cache_dir {
             Some(dir) => match ArtifactCache::open(dir, &engine) {
                 Ok(c) => Some(c),
@@ -188,7 +190,7 @@ impl Runtime {
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,
-                linker,
+                linkers,
                 limits,
                 cache,
                 modules: Mutex::new(HashMap::new()),
@@ -232,7 +234,7 @@ impl Runtime {
                 m
             }
         };
-        let watm = Arc::new(Watm::link(&self.inner.linker, module, sha)?);
+        let watm = Arc::new(Watm::link(&self.inner.linkers, module, sha)?);
         if !from_cache {
             if let Some(c) = &self.inner.cache {
                 c.put(&sha, watm.module());

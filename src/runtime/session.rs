@@ -1,33 +1,34 @@
 //! One connection = one instance = one thread.
 //!
-//! A session runs the WATM v1 call order on its own OS thread, because
-//! `watm_start_v1` blocks for the connection's whole life:
+//! A session runs a module's call order on its own OS thread, because the
+//! module's worker (`watm_start_v1`) blocks for the connection's whole life:
 //!
 //! 1. instantiate from the module's shared `InstancePre`;
 //! 2. `_initialize` or `_start` if exported (`proc_exit(0)` counts as success);
-//! 3. `watm_init_v1()`;
-//! 4. insert the caller socket and call the role export
-//!    (`watm_dial_v1`, `watm_dial_fixed_v1`, `watm_accept_v1` or
-//!    `watm_associate_v1`), which returns the network fd;
-//! 5. insert the module's end of the control pipe, `watm_ctrlpipe_v1(fd)`;
-//! 6. report success to whoever is waiting, then `watm_start_v1()`.
+//! 3. the driver of the module's generation ([`super::driver`]) runs the
+//!    module's init, inserts the caller socket, makes the role call (v1:
+//!    `watm_dial_v1`, `watm_dial_fixed_v1`, `watm_accept_v1` or
+//!    `watm_associate_v1`) and hands over the control pipe
+//!    (`watm_ctrlpipe_v1(fd)`);
+//! 4. report success to whoever is waiting, then the driver runs the worker
+//!    (`watm_start_v1()`).
 //!
 //! When the thread ends, the store and with it every socket of the instance
 //! are dropped.
 //!
-//! Steps 1-5 are bounded by the setup deadline ([`super::Limits::setup_timeout`]):
+//! Steps 1-3 are bounded by the setup deadline ([`super::Limits::setup_timeout`]):
 //! a connection not ready by then is stopped by force, and so is one whose
 //! starter stopped waiting (the [`start`] future was dropped), since nobody
 //! else holds a handle on a session before it is ready.
 
 use super::error::Error;
-use super::host::{self, Host, Inbound};
+use super::host::{Host, Inbound};
 use super::module::{Role, Watm};
 use super::net::NetPolicy;
 use super::ticker::Deadline;
 use super::RuntimeInner;
 use crate::sys::{self, HostFd, PollFd, PollFlags};
-use crate::wasi::{Entry, Errno, HostTrap, LazySocket, OpenSocket, StopSignal, WasiCtx};
+use crate::wasi::{Entry, HostTrap, OpenSocket, StopSignal, WasiCtx};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -72,9 +73,10 @@ pub(crate) enum CallerSocket {
 /// How a session ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionEnd {
-    /// `watm_start_v1` returned 0: one side of the connection closed.
+    /// The worker (`watm_start_v1`) returned 0: one side of the connection
+    /// closed.
     Closed,
-    /// `watm_start_v1` returned `-ECANCELED` after a stop request.
+    /// The worker returned `-ECANCELED` after a stop request.
     Cancelled,
     /// Setup failed, the module returned an error, trapped or was stopped by
     /// force; the text names the cause.
@@ -206,7 +208,7 @@ pub(crate) fn request_stop(shared: &Arc<SessionShared>, runtime: &RuntimeInner) 
 }
 
 /// Starts a session thread. The returned receiver yields once the role call
-/// and `watm_ctrlpipe_v1` are done (or have failed).
+/// and the hand-over of the control pipe are done (or have failed).
 pub(crate) fn spawn(
     runtime: &Arc<RuntimeInner>,
     watm: Arc<Watm>,
@@ -302,15 +304,7 @@ fn run(
         }
     }
     let start = Instant::now();
-    let end = match call(&mut store, "watm_start_v1", None) {
-        Ok(0) => SessionEnd::Closed,
-        Ok(r) if Errno::from_negative(r) == Some(Errno::CANCELED) => SessionEnd::Cancelled,
-        Ok(r) => SessionEnd::Failed(match Errno::from_negative(r) {
-            Some(errno) => format!("watm_start_v1 returned -{errno}"),
-            None => format!("watm_start_v1 returned {r}"),
-        }),
-        Err(e) => SessionEnd::Failed(e.to_string()),
-    };
+    let end = watm.driver().work(&mut store);
     match &end {
         SessionEnd::Failed(why) => tracing::info!(conn = id, "connection ended: {why}"),
         _ => tracing::debug!(
@@ -323,7 +317,7 @@ fn run(
 }
 
 /// Where the caller socket is during setup.
-enum Caller {
+pub(crate) enum Caller {
     /// This role has none (relay).
     None,
     /// Not yet given to the module.
@@ -334,7 +328,8 @@ enum Caller {
 
 fn new_store(rt: &RuntimeInner, job: &mut Job, shared: Arc<SessionShared>) -> Store<Host> {
     let host = Host {
-        wasi: WasiCtx::new(job.config.take(), shared.stop.clone(), shared.id),
+        wasi: WasiCtx::new(job.config.take(), shared.stop.clone(), shared.id)
+            .with_network_stall(rt.limits.network_stall),
         inbound: match job.inbound.take() {
             Some(fd) => Inbound::Pending(fd),
             None => Inbound::None,
@@ -367,7 +362,7 @@ fn new_store(rt: &RuntimeInner, job: &mut Job, shared: Arc<SessionShared>) -> St
     store
 }
 
-/// Steps 1-5 of the call order.
+/// Steps 1-3 of the call order.
 fn setup(
     watm: &Watm,
     store: &mut Store<Host>,
@@ -397,126 +392,7 @@ fn setup(
             }
         }
     }
-    expect_zero(call(store, "watm_init_v1", None)?, "watm_init_v1")?;
-
-    let role_export = role.export();
-    if role == Role::Relay {
-        // `watm_associate_v1` returns an errno, not an fd: the module keeps
-        // both of its sockets (from `water_accept` and `water_dial_fixed`).
-        expect_zero(call(store, role_export, None)?, role_export)?;
-    } else {
-        let Caller::Held(socket) = std::mem::replace(caller, Caller::None) else {
-            return Err(Error::Io(std::io::Error::other(
-                "this role needs a caller socket",
-            )));
-        };
-        let fd = match socket {
-            CallerSocket::Open(socket) => {
-                let fd = insert(store, socket, "caller socket")?;
-                if let Ok(Entry::Socket(s)) = store.data_mut().wasi.fds.get_mut(fd as i32) {
-                    s.is_caller = true;
-                }
-                fd
-            }
-            CallerSocket::OnFirstWrite(open) => insert_lazy(store, open)?,
-        };
-        *caller = Caller::Lent(fd);
-        let net_fd = call(store, role_export, Some(fd as i32))?;
-        if let Some(errno) = Errno::from_negative(net_fd) {
-            return Err(Error::Guest {
-                call: role_export,
-                errno,
-            });
-        }
-        if store.data().wasi.fds.socket(net_fd).is_err() {
-            return Err(Error::BogusFd {
-                call: role_export,
-                fd: net_fd,
-            });
-        }
-    }
-    let ctrl_fd = store
-        .data_mut()
-        .wasi
-        .fds
-        .insert(Entry::Control {
-            nonblocking: false,
-            delivered: false,
-        })
-        .map_err(|e| {
-            Error::Io(std::io::Error::other(format!(
-                "cannot give the control channel to the module: {e}"
-            )))
-        })?;
-    expect_zero(
-        call(store, "watm_ctrlpipe_v1", Some(ctrl_fd as i32))?,
-        "watm_ctrlpipe_v1",
-    )
-}
-
-fn insert(store: &mut Store<Host>, fd: HostFd, what: &str) -> Result<u32, Error> {
-    let r = host::insert_socket(store.data_mut(), fd);
-    u32::try_from(r).map_err(|_| {
-        Error::Io(std::io::Error::other(format!(
-            "cannot give the {what} to the module: {}",
-            Errno::from_negative(r).unwrap_or(Errno::IO)
-        )))
-    })
-}
-
-/// Puts a socket opened on demand into the guest's table; once opened it
-/// gets the same buffer sizing as any other socket.
-fn insert_lazy(store: &mut Store<Host>, open: OpenSocket) -> Result<u32, Error> {
-    let buffer = store.data().socket_buffer;
-    let open: OpenSocket = Box::new(move |cancel| {
-        let fd = open(cancel)?;
-        if let Some(bytes) = buffer {
-            let _ = sys::set_buffer_size(fd.as_fd(), bytes);
-        }
-        Ok(fd)
-    });
-    store
-        .data_mut()
-        .wasi
-        .fds
-        .insert(Entry::Lazy(LazySocket::new(open)))
-        .map_err(|e| {
-            Error::Io(std::io::Error::other(format!(
-                "cannot give the caller socket to the module: {e}"
-            )))
-        })
-}
-
-fn expect_zero(ret: i32, call: &'static str) -> Result<(), Error> {
-    match Errno::from_negative(ret) {
-        None if ret == 0 => Ok(()),
-        Some(errno) => Err(Error::Guest { call, errno }),
-        None => Err(Error::Guest {
-            call,
-            errno: Errno::INVAL,
-        }),
-    }
-}
-
-/// Calls a `() -> i32` or `(i32) -> i32` export by name.
-fn call(store: &mut Store<Host>, name: &'static str, arg: Option<i32>) -> Result<i32, Error> {
-    let instance = store.data().instance.ok_or(Error::MissingExport(name))?;
-    let trap = |e: wasmtime::Error| Error::Trap {
-        call: name,
-        reason: format!("{e:#}"),
-    };
-    match arg {
-        None => instance
-            .get_typed_func::<(), i32>(&mut *store, name)
-            .map_err(|_| Error::MissingExport(name))?
-            .call(&mut *store, ())
-            .map_err(trap),
-        Some(a) => instance
-            .get_typed_func::<i32, i32>(&mut *store, name)
-            .map_err(|_| Error::MissingExport(name))?
-            .call(&mut *store, a)
-            .map_err(trap),
-    }
+    watm.driver().setup(store, role, caller)
 }
 
 /// Writes a setup reply on the caller socket, wherever it is, waiting
