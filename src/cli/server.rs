@@ -21,8 +21,17 @@ pub struct ServerArgs {
     pub forward: String,
 }
 
-pub async fn run(args: ServerArgs) -> Result<(), String> {
-    let (runtime, watm, config) = args.module.load()?;
+pub async fn run(args: ServerArgs, limits: crate::runtime::Limits) -> Result<(), String> {
+    // A forward address that does not resolve would fail every connection: refuse it now.
+    match tokio::net::lookup_host(&args.forward).await {
+        Ok(mut addrs) => {
+            if addrs.next().is_none() {
+                return Err(format!("--forward {}: no address found", args.forward));
+            }
+        }
+        Err(e) => return Err(format!("--forward {}: {e}", args.forward)),
+    }
+    let (runtime, watm, config) = args.module.load_checked(limits).await?;
     let server = Server::new(&runtime, watm)
         .map_err(|e| e.to_string())?
         .with_config(config);
@@ -31,6 +40,7 @@ pub async fn run(args: ServerArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let local = tcp.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(
+        target: crate::pt::scrub::CONFIGURED,
         "server listening on {local}, forwarding to {}",
         args.forward
     );

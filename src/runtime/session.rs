@@ -280,6 +280,12 @@ fn setup(
     job: Job,
     caller_fd: &mut Option<u32>,
 ) -> Result<(), Error> {
+    initialize(watm, store)?;
+    connect_role(store, job, caller_fd)
+}
+
+/// Steps 1-3: instantiate, run the entry point, `watm_init_v1` (which reads the config).
+fn initialize(watm: &Watm, store: &mut Store<Host>) -> Result<(), Error> {
     let instance = watm.pre.instantiate(&mut *store).map_err(|e| Error::Trap {
         call: "instantiation",
         reason: format!("{e:#}"),
@@ -303,8 +309,15 @@ fn setup(
             }
         }
     }
-    expect_zero(call(store, "watm_init_v1", None)?, "watm_init_v1")?;
+    expect_zero(call(store, "watm_init_v1", None)?, "watm_init_v1")
+}
 
+/// Steps 4-5: the role call with the caller socket, then the control pipe.
+fn connect_role(
+    store: &mut Store<Host>,
+    job: Job,
+    caller_fd: &mut Option<u32>,
+) -> Result<(), Error> {
     let role_export = job.role.export();
     if job.role == Role::Relay {
         // `watm_associate_v1` returns an errno, not an fd: the module keeps
@@ -425,6 +438,61 @@ fn write_to_guest_socket(store: &Store<Host>, fd: u32, bytes: &[u8]) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Instantiates `watm` with `config` on a session thread and runs it up to `watm_init_v1`,
+/// then drops the instance. A bridge does this at start-up so that a module that refuses its
+/// config fails the launch with the module's own words (what it wrote to stderr) instead of
+/// failing every connection later.
+pub(crate) async fn check_init(
+    runtime: &super::Runtime,
+    watm: Arc<Watm>,
+    config: Option<Arc<[u8]>>,
+) -> Result<(), String> {
+    let rt = runtime.inner().clone();
+    let permit = rt.admit().map_err(|e| e.to_string())?;
+    let shared = Arc::new(SessionShared {
+        id: permit.id,
+        stop: Arc::new(StopSignal::new().map_err(|e| e.to_string())?),
+        stop_requested: AtomicBool::new(false),
+        done: watch::Sender::new(None),
+    });
+    let (tx, rx) = oneshot::channel();
+    let thread_rt = rt.clone();
+    rt.threads
+        .execute(Box::new(move || {
+            let mut job = Job {
+                role: Role::Listener,
+                caller: None,
+                inbound: None,
+                fixed_remote: None,
+                config,
+                policy: Arc::new(NetPolicy::default()),
+                replies: None,
+            };
+            let mut store = new_store(&thread_rt, &mut job, shared);
+            store.data_mut().wasi.captured_stderr = Some(String::new());
+            let result = initialize(&watm, &mut store).map_err(|e| {
+                let said = store.data_mut().wasi.captured_stderr.take();
+                match said.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+                    Some(said) => {
+                        let lines: Vec<_> = said
+                            .lines()
+                            .map(str::trim)
+                            .filter(|l| !l.is_empty())
+                            .collect();
+                        format!("{e}; the module says: {}", lines.join("; "))
+                    }
+                    None => e.to_string(),
+                }
+            });
+            drop(store);
+            drop(permit);
+            let _ = tx.send(result);
+        }))
+        .map_err(|e| e.to_string())?;
+    rx.await
+        .unwrap_or_else(|_| Err("the start-up check ended without a result".into()))
 }
 
 /// Spawns a session and waits until its connection is set up.

@@ -139,6 +139,9 @@ pub struct WasiCtx {
     clock_base: Instant,
     /// Prefix for log lines about this instance (the connection id).
     pub tag: u64,
+    /// When set, what the module writes to stderr is also collected here, so that a start-up
+    /// check can report the module's own reason for refusing its config.
+    pub captured_stderr: Option<String>,
 }
 
 impl WasiCtx {
@@ -151,6 +154,7 @@ impl WasiCtx {
             ticks_without_host_call: 0,
             clock_base: Instant::now(),
             tag,
+            captured_stderr: None,
         }
     }
 
