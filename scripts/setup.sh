@@ -2,13 +2,14 @@
 # Installs what building and testing water-pt needs on a fresh Debian machine
 # with a Rust toolchain: the wasm target (to check the committed modules),
 # the Debian packages the end-to-end tests run for real (tor, tinyproxy,
+# haproxy and iproute2 for the multi-instance bridge,
 # obfs4proxy for the benchmark), and shadowsocks-rust (the Shadowsocks
 # module's interop peer, built from crates.io once and cached).
 # Safe to run again; does nothing that is already done.
 set -euo pipefail
 
 need_pkgs=()
-for pair in tor:tor tinyproxy:tinyproxy prlimit:util-linux obfs4proxy:obfs4proxy python3:python3; do
+for pair in tor:tor tinyproxy:tinyproxy haproxy:haproxy ss:iproute2 prlimit:util-linux obfs4proxy:obfs4proxy python3:python3; do
   bin=${pair%%:*}
   pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || [ -x "/usr/bin/$bin" ] || need_pkgs+=("$pkg")

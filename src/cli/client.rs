@@ -35,7 +35,14 @@ pub struct ClientArgs {
 }
 
 pub async fn run(args: ClientArgs, limits: crate::runtime::Limits) -> Result<(), String> {
-    let (runtime, watm, config) = args.module.load_checked(limits).await?;
+    // With a fixed destination the module and config serve every connection, so one they
+    // refuse stops the client at start. A SOCKS client's --wasm is only the default for
+    // requests that name no module; a failing one fails those requests, answered in SOCKS.
+    let (runtime, watm, config) = if args.remote.is_some() || args.fixed {
+        args.module.load_checked(limits).await?
+    } else {
+        args.module.load(limits)?
+    };
     let config_bytes = config.clone();
     let dialer = Dialer::new(&runtime, watm)
         .with_config(config)

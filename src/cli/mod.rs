@@ -116,6 +116,11 @@ pub struct LimitArgs {
     /// How long a module asked to stop may take before it is forced.
     #[arg(long, global = true, value_name = "MS", default_value_t = 2_000)]
     pub stop_grace_ms: u64,
+    /// Stop a connection whose module has not finished its setup (init,
+    /// dial or accept, control pipe) this long after it started.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub setup_timeout_secs: u64,
     /// Fail a network connection whose peer leaves written data unread this
     /// long (TCP_USER_TIMEOUT).
     #[arg(long, global = true, value_name = "MS", default_value_t = 120_000)]
@@ -137,6 +142,7 @@ impl LimitArgs {
             max_compute: Duration::from_millis(self.max_compute_ms),
             max_connections: self.max_connections,
             stop_grace: Duration::from_millis(self.stop_grace_ms),
+            setup_timeout: Duration::from_secs(self.setup_timeout_secs),
             network_stall: Duration::from_millis(self.network_stall_ms),
             socket_buffer: self.socket_buffer_kib.map(|kib| kib as usize * 1024),
         }
@@ -368,12 +374,20 @@ mod tests {
 
     #[test]
     fn managed_mode_takes_limits_from_the_torrc_line() {
-        let cli = Cli::try_parse_from(["water-pt", "--network-stall-ms", "1500"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "water-pt",
+            "--network-stall-ms",
+            "1500",
+            "--setup-timeout-secs",
+            "20",
+        ])
+        .unwrap();
         assert!(cli.command.is_none());
-        assert_eq!(
-            cli.limits.limits().network_stall,
-            Duration::from_millis(1500)
-        );
+        let limits = cli.limits.limits();
+        assert_eq!(limits.network_stall, Duration::from_millis(1500));
+        assert_eq!(limits.setup_timeout, Duration::from_secs(20));
+        let err = Cli::try_parse_from(["water-pt", "--setup-timeout-secs", "0"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
     }
 
     #[test]

@@ -46,6 +46,13 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The connection was not ready within the setup deadline
+    /// ([`crate::runtime::Limits::setup_timeout`]) and was stopped.
+    #[error("module did not finish connection setup within {} s", .0.as_secs_f64())]
+    SetupTimeout(std::time::Duration),
+    /// Whoever started the connection stopped waiting for it.
+    #[error("connection setup cancelled")]
+    SetupCancelled,
     /// An OS-level failure (sockets, threads).
     #[error("{0}")]
     Io(#[from] io::Error),

@@ -10,7 +10,9 @@
 mod artifact_cache;
 mod binding;
 mod dialer;
+mod driver;
 mod error;
+mod exports;
 mod host;
 mod listener;
 mod module;
@@ -20,8 +22,10 @@ mod session;
 mod stream;
 mod threads;
 mod ticker;
+mod v1;
 
 pub use dialer::Dialer;
+pub use driver::Generation;
 pub use error::Error;
 pub use listener::{into_fd, Listener, Server};
 pub use module::{sha256, Role, Watm};
@@ -31,7 +35,7 @@ pub use session::{Replies, SessionEnd, SessionHandle};
 pub use stream::WaterStream;
 
 use artifact_cache::ArtifactCache;
-use host::Host;
+use driver::Linkers;
 use session::SessionShared;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,9 +44,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use ticker::Ticker;
 use tokio::sync::watch;
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
 
 /// Resource limits applied to every instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +60,11 @@ pub struct Limits {
     pub max_connections: usize,
     /// How long a module asked to stop may take before it is forced.
     pub stop_grace: Duration,
+    /// How long a connection may take to become ready (instantiation, the
+    /// module's init and role calls, `watm_ctrlpipe_v1`) before it is
+    /// stopped by force. A module waiting in setup for a peer that never
+    /// sends would otherwise hold its slot, thread and sockets for good.
+    pub setup_timeout: Duration,
     /// How long data a module wrote to a network socket may go unread by
     /// the peer before the connection fails (`TCP_USER_TIMEOUT`). Without
     /// it, a peer that stops reading holds the connection, its thread and
@@ -83,6 +90,7 @@ impl Default for Limits {
             max_compute: Duration::from_secs(10),
             max_connections: 10_000,
             stop_grace: Duration::from_secs(2),
+            setup_timeout: Duration::from_secs(60),
             network_stall: Duration::from_secs(120),
             socket_buffer: None,
         }
@@ -122,7 +130,7 @@ pub struct Runtime {
 
 pub(crate) struct RuntimeInner {
     engine: Engine,
-    linker: Linker<Host>,
+    linkers: Linkers,
     limits: Limits,
     cache: Option<ArtifactCache>,
     modules: Mutex<HashMap<[u8; 32], Arc<Watm>>>,
@@ -153,7 +161,7 @@ impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Self, Error> {
         let limits = config.limits;
         let engine = build_engine(&limits)?;
-        let linker = host::base_linker(&engine).map_err(Error::engine)?;
+        let linkers = Linkers::new(&engine).map_err(Error::engine)?;
         let cache = match &config.cache_dir {
             Some(dir) => match ArtifactCache::open(dir, &engine) {
                 Ok(c) => Some(c),
@@ -179,7 +187,7 @@ impl Runtime {
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,
-                linker,
+                linkers,
                 limits,
                 cache,
                 modules: Mutex::new(HashMap::new()),
@@ -223,7 +231,7 @@ impl Runtime {
                 m
             }
         };
-        let watm = Arc::new(Watm::link(&self.inner.linker, module, sha)?);
+        let watm = Arc::new(Watm::link(&self.inner.linkers, module, sha)?);
         if !from_cache {
             if let Some(c) = &self.inner.cache {
                 c.put(&sha, watm.module());
