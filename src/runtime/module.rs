@@ -96,6 +96,8 @@ impl Watm {
         } else {
             Err(Error::RoleUnsupported {
                 role: role.name(),
+                // A role the module's generation lacks (v0 has no fixed
+                // dialer) is named by its v1 export: only v1 offers it.
                 export: self.driver().role_export(role).unwrap_or(role.export()),
             })
         }

@@ -157,6 +157,11 @@ impl WasiCtx {
     pub fn stop_signal(&self) -> &StopSignal {
         &self.stop
     }
+
+    /// Whether the runtime was given a config for this instance.
+    pub fn has_config(&self) -> bool {
+        self.conf.is_some()
+    }
 }
 
 /// Store data that carries a [`WasiCtx`].
