@@ -35,7 +35,7 @@ timeout_s=${E2E_TIMEOUT:-60}
 # A directory authority that does not exist: tor never reaches the network.
 fake_auth="DirAuthority fake orport=9 no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:9 0123 4567 89AB CDEF 0123 4567 89AB CDEF 0123 4567"
 
-say() { echo "multi-tor: $*"; }
+say() { echo "multi-tor: [${SECONDS}s] $*"; }
 fail() { echo "multi-tor: $*" >&2; exit 1; }
 
 need_water_pt() {
@@ -46,20 +46,8 @@ need_water_pt() {
   WATER_PT=$(readlink -f "$WATER_PT")
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# wait_for FILE PATTERN WHAT: polls FILE for PATTERN until the deadline.
-wait_for() {
-  local file=$1 pattern=$2 what=$3
-  local deadline=$((SECONDS + timeout_s))
-  while [ $SECONDS -lt $deadline ]; do
-    grep -q -- "$pattern" "$file" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  fail "timed out waiting for $what (no \"$pattern\" in $file)"
-}
+# shellcheck source=scripts/loopback.sh
+. "$root/scripts/loopback.sh"
 
 # start DIR NAME CMD...: runs CMD in the background with its output in
 # DIR/NAME.out and records its pid as NAME in DIR/pids.
@@ -142,7 +130,7 @@ up() {
   fingerprint=$(cut -d' ' -f2 "$dir/tor1/fingerprint")
   for i in $(seq 1 "$n"); do start "$dir" "tor$i" "$tor_bin" -f "$dir/tor$i.torrc" --quiet; done
   for i in $(seq 1 "$n"); do
-    wait_for "$dir/tor$i.log" "Opened Extended OR listener connection (ready)" "tor instance $i"
+    wait_for "$dir/tor$i.log" "Opened Extended OR listener connection (ready)" "tor instance $i" "$(pid_of "$dir" "tor$i")"
   done
 
   {
@@ -168,10 +156,15 @@ frontend extorport
 backend tor
     balance roundrobin
     source 127.0.0.3
+    # A live instance answers with its auth types at once; a dead one
+    # refuses the connection. The generous check timeout keeps a tor that is
+    # merely busy (a burst of TLS handshakes) in the pool. Sessions on an
+    # instance that dies close with it: nothing to shut down here.
     option tcp-check
     tcp-check connect
     tcp-check expect binary 0100
-    default-server inter 500ms fall 1 rise 2 on-marked-down shutdown-sessions
+    timeout check 5s
+    default-server inter 1s fall 2 rise 1
 CFG
     for i in $(seq 1 "$n"); do
       echo "    server tor$i 127.0.0.1:${ext_ports[$((i - 1))]} check"
@@ -182,7 +175,7 @@ CFG
 
   start "$dir" water-pt "$WATER_PT" server --wasm "$module_path" --cache-dir "$dir/cache" \
     --listen "127.0.0.1:$pt" --ext-orport "127.0.0.1:$front" "${cookies[@]}"
-  wait_for "$dir/water-pt.out" "server listening on" "water-pt"
+  wait_for "$dir/water-pt.out" "server listening on" "water-pt" "$(pid_of "$dir" water-pt)"
   cat >"$dir/layout.env" <<ENV
 N=$n
 PT_PORT=$pt
@@ -216,7 +209,7 @@ TORRC
 }
 
 client_wait() {
-  wait_for "$1/$2.log" "new bridge descriptor" "client $2 to fetch the bridge descriptor"
+  wait_for "$1/$2.log" "new bridge descriptor" "client $2 to fetch the bridge descriptor" "$(pid_of "$1" "$2")"
 }
 
 down() {
@@ -286,12 +279,8 @@ check() {
   say "4 clients: HAProxy sent tor1 $t1 and tor2 $t2 connections; USERADDR taken by tor1 $u1, tor2 $u2 times"
   [ "$u1" -ge 1 ] && [ "$u2" -ge 1 ] || fail "an instance got no client connection"
   [ $((u1 + u2)) -ge 4 ] || fail "fewer USERADDR commands than clients"
-  # shellcheck disable=SC2046
-  stop $(for c in c1 c2 c3 c4; do pid_of "$dir" "$c"; done)
 
-  # 2. Two clients stay connected, one on each instance; then instance 1 dies.
-  for c in l1 l2; do client_start "$dir" "$c"; done
-  for c in l1 l2; do client_wait "$dir" "$c"; done
+  # 2. Instance 1 dies under the clients still connected to it.
   local on1
   on1=$(haproxy_stat "$dir" tor1 scur)
   [ "$on1" -ge 1 ] || fail "no open connection on tor1 to break (tor1 scur=$on1)"
@@ -323,14 +312,14 @@ check() {
   local warnings
   warnings=$(grep -c "WARN" "$dir/water-pt.out" || true)
   [ "${warnings:-0}" -le 1 ] || fail "water-pt logged $warnings warnings; an outage is logged once"
-  say "OK"
+  echo "multi-tor: OK"
 }
 
 finish() {
   local status=$? dir=$1
   down "$dir" || status=1
   if [ $status -ne 0 ]; then
-    for f in water-pt.out haproxy.out tor1.log tor2.log c1.log l1.log n1.log; do
+    for f in water-pt.out haproxy.out tor1.log tor2.log c1.log c2.log n1.log; do
       echo "---- $f" >&2
       tail -n 20 "$dir/$f" >&2 2>/dev/null || true
     done

@@ -68,23 +68,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_for() {
-  local file=$1 pattern=$2 what=$3
-  local deadline=$((SECONDS + timeout_s))
-  while [ $SECONDS -lt $deadline ]; do
-    if grep -q "$pattern" "$file" 2>/dev/null; then return 0; fi
-    for p in "${pids[@]}"; do
-      kill -0 "$p" 2>/dev/null || { echo "tor-e2e: a tor exited while waiting for $what" >&2; return 1; }
-    done
-    sleep 0.2
-  done
-  echo "tor-e2e: timed out waiting for $what" >&2
-  return 1
-}
+# shellcheck source=scripts/loopback.sh
+. scripts/loopback.sh
 
 or_port=$(free_port)
 pt_port=$(free_port)
@@ -116,7 +101,7 @@ TORRC
 
 "$tor_bin" -f "$tmp/bridge.torrc" --quiet &
 pids+=($!)
-wait_for "$tmp/bridge.log" "Registered server transport 'water' at '127.0.0.1:$pt_port'" "the bridge's transport"
+wait_for "$tmp/bridge.log" "Registered server transport 'water' at '127.0.0.1:$pt_port'" "the bridge's transport" "${pids[@]}"
 for _ in $(seq 1 100); do [ -s "$tmp/bridge/fingerprint" ] && break; sleep 0.1; done
 fingerprint=$(cut -d' ' -f2 "$tmp/bridge/fingerprint")
 echo "tor-e2e: bridge up, fingerprint $fingerprint, transport at 127.0.0.1:$pt_port, module $(basename "$module_path")"
@@ -136,6 +121,6 @@ TORRC
 
 "$tor_bin" -f "$tmp/client.torrc" --quiet &
 pids+=($!)
-wait_for "$tmp/client.log" "new bridge descriptor" "the client to fetch the bridge descriptor"
+wait_for "$tmp/client.log" "new bridge descriptor" "the client to fetch the bridge descriptor" "${pids[@]}"
 grep -m1 "new bridge descriptor" "$tmp/client.log"
 echo "tor-e2e: OK ($(basename "$module_path"))"

@@ -320,7 +320,8 @@ pub(crate) enum Caller {
 
 fn new_store(rt: &RuntimeInner, job: &mut Job, shared: Arc<SessionShared>) -> Store<Host> {
     let host = Host {
-        wasi: WasiCtx::new(job.config.take(), shared.stop.clone(), shared.id),
+        wasi: WasiCtx::new(job.config.take(), shared.stop.clone(), shared.id)
+            .with_network_stall(rt.limits.network_stall),
         inbound: match job.inbound.take() {
             Some(fd) => Inbound::Pending(fd),
             None => Inbound::None,

@@ -46,6 +46,10 @@ pub struct Socket {
     /// non-blocking; blocking reads and writes are emulated so that a stop
     /// request can interrupt them.
     pub nonblocking: bool,
+    /// An error a write met after the kernel had taken some of its bytes.
+    /// That write reported its byte count; the next one reports the error
+    /// (the kernel hands a socket error out only once).
+    pub(super) failed: Option<super::Errno>,
     /// Whether this is the caller socket the runtime handed over. The runtime
     /// writes its setup replies only to an entry carrying this mark: once the
     /// module closed its caller fd, the number may name another socket.
@@ -59,6 +63,7 @@ impl Socket {
         Ok(Self {
             fd,
             nonblocking: false,
+            failed: None,
             is_caller: false,
         })
     }

@@ -16,6 +16,7 @@ mod io;
 mod memory;
 mod misc;
 mod poll;
+mod send;
 
 pub use errno::Errno;
 pub use fdtable::{Entry, FdTable, Socket, MAX_FDS};
@@ -24,7 +25,7 @@ pub use memory::{GuestMemory, IoVec};
 use crate::sys::Waker;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wasmtime::{Caller, Linker, Memory};
 
 /// The import module name of WASI preview1.
@@ -132,9 +133,23 @@ pub struct WasiCtx {
     stop: Arc<StopSignal>,
     /// The guest's exported memory, set right after instantiation.
     pub memory: Option<Memory>,
-    /// Epoch ticks spent in wasm code since the last host call; the runtime
-    /// stops a module that computes too long without ever calling the host.
+    /// Epoch ticks spent in wasm code since the module last left it, that
+    /// is, since a host call that waited or moved data (see
+    /// [`WasiCtx::progressed`]); the runtime stops a module that computes too
+    /// long without ever doing either. Calls that do neither (`sched_yield`,
+    /// `clock_time_get`, a write refused with `EAGAIN`) keep counting, so a
+    /// module cannot hide a busy loop behind them.
     pub ticks_without_host_call: u32,
+    /// How long a write to a guest socket may wait without the kernel taking
+    /// a byte before it gives up (the runtime's network-stall limit).
+    network_stall: Duration,
+    /// Non-blocking socket writes refused with `EAGAIN` since the module
+    /// last moved data or called `poll_oneoff`, and when the first of them
+    /// was refused:
+    /// a module that retries such a write without waiting in between is
+    /// spinning (see [`send`]).
+    refused_writes: u32,
+    refused_since: Option<Instant>,
     /// Reference point of the monotonic clock.
     clock_base: Instant,
     /// Prefix for log lines about this instance (the connection id).
@@ -149,9 +164,19 @@ impl WasiCtx {
             stop,
             memory: None,
             ticks_without_host_call: 0,
+            network_stall: DEFAULT_NETWORK_STALL,
+            refused_writes: 0,
+            refused_since: None,
             clock_base: Instant::now(),
             tag,
         }
+    }
+
+    /// Sets how long a socket write may make no progress before it fails
+    /// (default [`DEFAULT_NETWORK_STALL`]).
+    pub fn with_network_stall(mut self, limit: Duration) -> Self {
+        self.network_stall = limit;
+        self
     }
 
     pub fn stop_signal(&self) -> &StopSignal {
@@ -162,7 +187,30 @@ impl WasiCtx {
     pub fn has_config(&self) -> bool {
         self.conf.is_some()
     }
+
+    /// Records that the module left wasm for real: a host call waited or
+    /// moved data. Resets the compute budget and the spin detection.
+    pub(crate) fn progressed(&mut self) {
+        self.ticks_without_host_call = 0;
+        self.forget_refused_writes();
+    }
+
+    /// Ends the spin detection: the module did something other than retry
+    /// a refused write.
+    pub(crate) fn forget_refused_writes(&mut self) {
+        self.refused_writes = 0;
+        self.refused_since = None;
+    }
+
+    /// Records a host call that waited without moving data (the compute
+    /// budget restarts, the spin detection does not).
+    pub(crate) fn waited(&mut self) {
+        self.ticks_without_host_call = 0;
+    }
 }
+
+/// The network-stall limit used when the runtime sets none.
+pub const DEFAULT_NETWORK_STALL: Duration = Duration::from_secs(120);
 
 /// Store data that carries a [`WasiCtx`].
 pub trait WasiView: Send + 'static {
@@ -190,6 +238,7 @@ impl std::fmt::Display for HostTrap {
 impl std::error::Error for HostTrap {}
 
 /// A failed host call: an errno returned to the guest, or a trap.
+#[derive(Debug)]
 pub(crate) enum Fail {
     Errno(Errno),
     Trap(HostTrap),
@@ -205,6 +254,9 @@ pub(crate) type HostResult<T = ()> = Result<T, Fail>;
 
 /// Runs a host call body with the guest memory and WASI state borrowed, and
 /// maps its outcome to the preview1 convention (errno result, or trap).
+/// Calling the host alone does not restart the compute budget: bodies that
+/// wait or move data say so with [`WasiCtx::progressed`] or
+/// [`WasiCtx::waited`].
 pub(crate) fn with_ctx<T: WasiView>(
     caller: &mut Caller<'_, T>,
     body: impl FnOnce(&mut GuestMemory<'_>, &mut WasiCtx) -> HostResult,
@@ -214,7 +266,6 @@ pub(crate) fn with_ctx<T: WasiView>(
     };
     let (bytes, data) = memory.data_and_store_mut(&mut *caller);
     let ctx = data.wasi();
-    ctx.ticks_without_host_call = 0;
     let mut mem = GuestMemory::new(bytes);
     match body(&mut mem, ctx) {
         Ok(()) => Ok(0),
