@@ -52,6 +52,16 @@ async fn trapping_worker_fails_only_its_connection() {
 async fn worker_that_never_returns_is_stopped() {
     // Spinning without calling the host: the compute limit.
     check(wat_module_v0(SPIN_START, ""), &["_water_worker", "trapped"]).await;
+    // Calling a host function that neither waits nor moves data does not
+    // restart the compute budget.
+    check(
+        wat_module_v0(
+            "(loop $spin (call $host_defer) (drop (call $pull_config)) (br $spin)) (i32.const 0)",
+            "",
+        ),
+        &["_water_worker", "trapped"],
+    )
+    .await;
     // Sleeping in poll_oneoff without watching the cancel fd: the forced
     // stop after the grace period.
     check(

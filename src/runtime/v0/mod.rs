@@ -163,7 +163,7 @@ mod tests {
         assert_eq!(worker_end(-11), SessionEnd::Cancelled);
         assert_eq!(
             worker_end(-29),
-            SessionEnd::Failed("_water_worker returned -EIO".into())
+            SessionEnd::Failed("_water_worker returned -EIO(29)".into())
         );
         assert!(success(-8, INIT).is_err());
         assert_eq!(success(5, INIT).unwrap(), 5);
