@@ -2,15 +2,16 @@
 # Installs what building and testing water-pt needs on a fresh Debian machine
 # with a Rust toolchain: the wasm target (to check the committed modules),
 # the Debian packages the end-to-end tests run for real (tor, tinyproxy,
-# obfs4proxy for the benchmark), the cross toolchains of the port checks and
-# the release (clang, musl-tools, mingw-w64, and wine to run the Windows
-# build), and shadowsocks-rust (the Shadowsocks module's interop peer, built
-# from crates.io once and cached).
+# haproxy and iproute2 for the multi-instance bridge, obfs4proxy for the
+# benchmark), the cross toolchains of the port checks and the release (clang,
+# musl-tools, mingw-w64, wine to run the Windows build, apparmor to check the
+# package's profile snippet), and shadowsocks-rust (the Shadowsocks module's
+# interop peer, built from crates.io once and cached).
 # Safe to run again; does nothing that is already done.
 set -euo pipefail
 
 need_pkgs=()
-for pair in tor:tor tinyproxy:tinyproxy prlimit:util-linux obfs4proxy:obfs4proxy python3:python3 \
+for pair in tor:tor tinyproxy:tinyproxy haproxy:haproxy ss:iproute2 prlimit:util-linux obfs4proxy:obfs4proxy python3:python3 \
   clang:clang musl-gcc:musl-tools x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64 wine:wine apparmor_parser:apparmor; do
   bin=${pair%%:*}
   pkg=${pair#*:}

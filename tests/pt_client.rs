@@ -21,12 +21,17 @@ struct Client {
 
 impl Client {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With these options on the command line (tor's `ClientTransportPlugin` line).
+    fn start_with(args: &[&str]) -> Self {
         let dir = TempDir::new("client");
         // tor creates nothing; the test pre-creates the module directory inside the state
         // directory, as a user installing modules would.
         std::fs::create_dir_all(dir.path().join("pt_state/watm")).unwrap();
         let env = client_env(&dir.state());
-        let mut pt = PtChild::spawn(&env_refs(&env), &[]);
+        let mut pt = PtChild::spawn(&env_refs(&env), args);
         let socks = pt.client_ready();
         Client { dir, pt, socks }
     }
@@ -76,7 +81,8 @@ async fn no_args_uses_the_default_module_and_reports_success() {
     assert_eq!(roundtrip(&mut s, b"through plain").await, b"through plain");
     assert_eq!(
         c.pt.line(),
-        format!("STATUS TRANSPORT=water ADDRESS={echo} CONNECT=Success")
+        "STATUS TRANSPORT=water ADDRESS=[scrubbed] CONNECT=Success",
+        "the bridge address {echo} is scrubbed"
     );
     // A second connection to the same bridge is served too (and not re-announced).
     let mut s2 = socks_connect(c.socks, None, Target::Ip(echo))
@@ -129,9 +135,7 @@ async fn sha256_pin_match_pin_only_and_mismatch() {
     assert!(log.contains("water-sha256") && log.contains(&hex), "{log}");
     let status = c.pt.expect_prefix("STATUS ");
     assert!(
-        status.starts_with(&format!(
-            "STATUS TRANSPORT=water ADDRESS={echo} CONNECT=Failed ERRSTR="
-        )),
+        status.starts_with("STATUS TRANSPORT=water ADDRESS=[scrubbed] CONNECT=Failed ERRSTR="),
         "{status}"
     );
 }
@@ -299,7 +303,8 @@ async fn ipv6_and_hostname_targets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_bridge_is_rep_5() {
-    let mut c = Client::start();
+    // Addresses are logged only when the operator asks for it.
+    let mut c = Client::start_with(&["--unsafe-logging"]);
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
@@ -338,4 +343,112 @@ async fn standalone_socks_client_with_module_dir() {
     let echo = echo_server().await;
     let mut s = socks_connect(socks, None, Target::Ip(echo)).await.stream();
     assert_eq!(roundtrip(&mut s, b"standalone").await, b"standalone");
+}
+
+/// A dialer module whose `_start` traps before `watm_init_v1` is ever called.
+fn trapping_start_module() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module
+  (memory (export "memory") 1)
+  (func (export "_start") (unreachable))
+  (func (export "watm_init_v1") (result i32) (i32.const 0))
+  (func (export "watm_dial_v1") (param i32) (result i32) (i32.const -1))
+  (func (export "watm_ctrlpipe_v1") (param i32) (result i32) (i32.const 0))
+  (func (export "watm_start_v1") (result i32) (i32.const 0)))"#,
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_failures_get_general_failure_and_one_log_line() {
+    let mut c = Client::start();
+    let echo = echo_server().await;
+    let ss = module_path("shadowsocks");
+    // Valid base64 of a config the module refuses: watm_init_v1 fails.
+    let bad_config = [
+        ("water-wasm", ss.to_str().unwrap()),
+        ("water-config", "e30"),
+    ];
+    for _ in 0..2 {
+        let got = socks_with_args(c.socks, &bad_config, echo).await;
+        assert!(matches!(got, Socks::Refused(1)), "{got:?}");
+    }
+    let log = c.pt.expect_prefix("LOG SEVERITY=warning");
+    assert!(log.contains("watm_init_v1 returned -EINVAL"), "{log}");
+    let status = c.pt.expect_prefix("STATUS ");
+    assert!(status.contains("CONNECT=Failed"), "{status}");
+    // The second failure of the same kind added no line: the next one is the success.
+    let mut s = socks_connect(c.socks, None, Target::Ip(echo))
+        .await
+        .stream();
+    assert_eq!(roundtrip(&mut s, b"ok").await, b"ok");
+    let next = c.pt.line();
+    assert!(
+        next.starts_with("STATUS ") && next.contains("CONNECT=Success"),
+        "{next}"
+    );
+
+    // A module trapping in `_start`, before it could be given the caller socket.
+    let trap = c.dir.path().join("trap.wasm");
+    std::fs::write(&trap, trapping_start_module()).unwrap();
+    let got = socks_with_args(c.socks, &[("water-wasm", trap.to_str().unwrap())], echo).await;
+    assert!(matches!(got, Socks::Refused(1)), "{got:?}");
+    let log = c.pt.expect_prefix("LOG SEVERITY=warning");
+    assert!(log.contains("_start trapped"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_socks_client_answers_a_failed_init() {
+    let dir = TempDir::new("standalone-init");
+    let trap = dir.path().join("trap.wasm");
+    std::fs::write(&trap, trapping_start_module()).unwrap();
+    let mut pt = PtChild::spawn(
+        &[],
+        &[
+            "client",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-cache",
+            "--wasm",
+            trap.to_str().unwrap(),
+        ],
+    );
+    let line = pt.wait_stderr("SOCKS5 client listening on ");
+    let socks: SocketAddr = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let echo = echo_server().await;
+    let got = socks_connect(socks, None, Target::Ip(echo)).await;
+    assert!(matches!(got, Socks::Refused(1)), "{got:?}");
+    pt.wait_stderr("_start trapped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks_reply_never_goes_to_a_socket_that_took_the_callers_number() {
+    // `watm_dial_v1` closes its caller fd and dials the bridge, which gets the same number.
+    let module = wat::parse_str(
+        r#"(module
+  (import "env" "water_dial_fixed" (func $dial_fixed (result i32)))
+  (import "wasi_snapshot_preview1" "fd_close" (func $close (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "watm_init_v1") (result i32) (i32.const 0))
+  (func (export "watm_dial_v1") (param i32) (result i32)
+    (drop (call $close (local.get 0)))
+    (call $dial_fixed))
+  (func (export "watm_ctrlpipe_v1") (param i32) (result i32) (i32.const 0))
+  (func (export "watm_start_v1") (result i32) (i32.const 0)))"#,
+    )
+    .unwrap();
+    let c = Client::start();
+    let path = c.dir.path().join("renumber.wasm");
+    std::fs::write(&path, module).unwrap();
+    let bridge = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = bridge.local_addr().unwrap();
+    let got = socks_with_args(c.socks, &[("water-wasm", path.to_str().unwrap())], target).await;
+    assert!(matches!(got, Socks::Refused(1)), "{got:?}");
+    let (mut s, _) = bridge.accept().await.unwrap();
+    let mut seen = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut seen))
+        .await
+        .expect("the failed session closes the bridge connection")
+        .unwrap();
+    assert!(seen.is_empty(), "the bridge got {seen:?}");
 }

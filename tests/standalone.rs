@@ -271,7 +271,14 @@ fn help_documents_every_flag() {
         ),
         (
             "server",
-            &["--wasm", "--config", "--listen", "--forward"][..],
+            &[
+                "--wasm",
+                "--config",
+                "--listen",
+                "--forward",
+                "--ext-orport",
+                "--ext-orport-cookie",
+            ][..],
         ),
         (
             "relay",

@@ -1,15 +1,24 @@
 //! `water-pt server`: decode inbound transport connections with a module's
-//! listener role and forward the plaintext to a TCP address.
+//! listener role and carry the plaintext to a TCP address, or to tor's
+//! Extended ORPort without tor launching us (a bridge's transport run as its
+//! own service, possibly in front of several tor instances behind a load
+//! balancer).
 
 use super::ModuleArgs;
-use crate::runtime::{Error, Server};
+use crate::extor;
+use crate::pt::TRANSPORT_NAME;
+use crate::runtime::{into_fd, Error, Server};
 use crate::serve::accept_loop;
 use crate::shutdown::Shutdown;
-use clap::Args;
+use clap::{ArgGroup, Args};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tokio::net::TcpStream;
 
 #[derive(Args, Debug)]
+#[command(group(ArgGroup::new("upstream").required(true).args(["forward", "ext_orport"])))]
 pub struct ServerArgs {
     #[command(flatten)]
     pub module: ModuleArgs,
@@ -18,31 +27,144 @@ pub struct ServerArgs {
     pub listen: SocketAddr,
     /// Where each decoded connection is carried, as plain TCP.
     #[arg(long, value_name = "HOST:PORT")]
-    pub forward: String,
+    pub forward: Option<String>,
+    /// tor's Extended ORPort (or a load balancer in front of several tor
+    /// instances' ones): each decoded connection is handed to tor with the
+    /// client's address and the transport name `water`.
+    #[arg(long, value_name = "ADDR", requires = "ext_orport_cookie")]
+    pub ext_orport: Option<SocketAddr>,
+    /// The Extended ORPort cookie file (tor's ExtORPortCookieAuthFile).
+    /// Repeat it for each tor instance behind a load balancer: every
+    /// instance writes its own cookie, and the one the answering instance
+    /// proves it holds is used. Re-read for every connection.
+    #[arg(long, value_name = "FILE", requires = "ext_orport")]
+    pub ext_orport_cookie: Vec<PathBuf>,
 }
 
-pub async fn run(args: ServerArgs) -> Result<(), String> {
-    let (runtime, watm, config) = args.module.load()?;
+/// Where decoded connections go.
+#[derive(Debug)]
+enum Upstream {
+    Forward(String),
+    ExtOrPort {
+        addr: SocketAddr,
+        cookies: Vec<PathBuf>,
+    },
+}
+
+impl Upstream {
+    fn from_args(args: &ServerArgs) -> Result<Self, String> {
+        match (&args.forward, args.ext_orport) {
+            (Some(forward), None) => Ok(Upstream::Forward(forward.clone())),
+            (None, Some(addr)) => Ok(Upstream::ExtOrPort {
+                addr,
+                cookies: args.ext_orport_cookie.clone(),
+            }),
+            // clap's argument group enforces exactly one.
+            _ => Err("give either --forward or --ext-orport".into()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Upstream::Forward(addr) => addr.clone(),
+            Upstream::ExtOrPort { addr, cookies } => {
+                format!("Extended ORPort {addr} ({} cookie file(s))", cookies.len())
+            }
+        }
+    }
+
+    /// Opens the upstream side of one inbound connection from `peer`.
+    async fn connect(&self, peer: SocketAddr) -> Result<TcpStream, String> {
+        match self {
+            Upstream::Forward(forward) => TcpStream::connect(forward.as_str())
+                .await
+                .map_err(|e| e.to_string()),
+            Upstream::ExtOrPort { addr, cookies } => extor::connect_any(
+                *addr,
+                cookies,
+                peer,
+                TRANSPORT_NAME,
+                extor::HANDSHAKE_TIMEOUT,
+            )
+            .await
+            .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Whether the upstream is taking connections, so that an outage is logged
+/// once when it starts and once when it ends, not once per client: a busy
+/// bridge gets many connections a second, and with every tor instance
+/// behind the balancer down each of them fails the same way.
+#[derive(Debug, Default)]
+struct Health {
+    down: AtomicBool,
+}
+
+impl Health {
+    fn record(&self, upstream: &Upstream, failure: Option<&str>) {
+        match failure {
+            Some(e) => {
+                if !self.down.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "{} is not taking connections ({e}); inbound connections \
+                         are dropped until it is back",
+                        upstream.describe()
+                    );
+                } else {
+                    tracing::debug!("{}: {e}", upstream.describe());
+                }
+            }
+            None => {
+                if self.down.swap(false, Ordering::Relaxed) {
+                    tracing::info!("{} is taking connections again", upstream.describe());
+                }
+            }
+        }
+    }
+}
+
+pub async fn run(args: ServerArgs, limits: crate::runtime::Limits) -> Result<(), String> {
+    // A forward address that does not resolve would fail every connection: refuse it now.
+    if let Some(forward) = &args.forward {
+        match tokio::net::lookup_host(forward.as_str()).await {
+            Ok(mut addrs) => {
+                if addrs.next().is_none() {
+                    return Err(format!("--forward {forward}: no address found"));
+                }
+            }
+            Err(e) => return Err(format!("--forward {forward}: {e} (expected HOST:PORT)")),
+        }
+    }
+    let (runtime, watm, config) = args.module.load_checked(limits).await?;
     let server = Server::new(&runtime, watm)
         .map_err(|e| e.to_string())?
         .with_config(config);
+    let upstream = Arc::new((Upstream::from_args(&args)?, Health::default()));
     let tcp = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let local = tcp.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(
+        target: crate::pt::scrub::CONFIGURED,
         "server listening on {local}, forwarding to {}",
-        args.forward
+        upstream.0.describe()
     );
     let shutdown = Shutdown::install(false).map_err(|e| e.to_string())?;
-    let forward = Arc::new(args.forward);
     super::serve_until_stopped(&runtime, &shutdown, tcp, async |tcp| {
         accept_loop(tcp, &shutdown, |inbound, peer| {
             let server = server.clone();
-            let forward = forward.clone();
+            let upstream = upstream.clone();
             async move {
-                if let Err(e) = serve_one(&server, inbound, &forward).await {
-                    tracing::info!("connection from {peer}: {e}");
+                let (upstream, health) = &*upstream;
+                let outbound = upstream.connect(peer).await;
+                health.record(upstream, outbound.as_ref().err().map(String::as_str));
+                // Dropping `inbound` on failure closes the client's connection.
+                if let Ok(outbound) = outbound {
+                    if let Err(e) = serve_one(&server, inbound, outbound).await {
+                        // No client address: bridges do not log their users.
+                        tracing::info!("inbound connection failed: {e}");
+                    }
                 }
             }
         })
@@ -52,23 +174,8 @@ pub async fn run(args: ServerArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn serve_one(
-    server: &Server,
-    inbound: tokio::net::TcpStream,
-    forward: &str,
-) -> Result<(), Error> {
-    let upstream = tokio::net::TcpStream::connect(forward)
-        .await
-        .map_err(|e| Error::Dial {
-            address: forward.to_owned(),
-            source: e,
-        })?;
+async fn serve_one(server: &Server, inbound: TcpStream, upstream: TcpStream) -> Result<(), Error> {
     let _ = upstream.set_nodelay(true);
-    server
-        .serve(
-            crate::runtime::into_fd(inbound)?,
-            crate::runtime::into_fd(upstream)?,
-        )
-        .await?;
+    server.serve(into_fd(inbound)?, into_fd(upstream)?).await?;
     Ok(())
 }

@@ -4,6 +4,12 @@
 //! address (for its GeoIP statistics and bridge-reachability data) and the transport name.
 //! tor requires SAFE_COOKIE authentication first, proving both sides can read the cookie file
 //! in tor's data directory (ext-orport-spec; tor's `feature/relay/ext_orport.c`).
+//!
+//! A busy bridge runs several tor instances behind one load balancer, each with its own cookie:
+//! tor writes a fresh random cookie at every start, over any file already at that path, and
+//! deletes the file when it exits, so instances cannot share one. [`connect_any`] therefore
+//! takes every instance's cookie file and answers with the cookie whose ServerHash matches,
+//! which identifies the instance behind this connection without revealing anything to it.
 
 mod wire;
 
@@ -42,7 +48,7 @@ pub enum ExtOrError {
     },
     #[error("Extended ORPort does not offer SAFE_COOKIE authentication (offered types {0:?})")]
     NoSafeCookie(Vec<u8>),
-    #[error("Extended ORPort server hash is wrong: tor does not have the cookie we read")]
+    #[error("Extended ORPort server hash is wrong: tor has none of the cookies we read")]
     ServerHashMismatch,
     #[error("Extended ORPort rejected our client hash (status {0})")]
     AuthRejected(u8),
@@ -80,20 +86,64 @@ pub async fn connect_with_timeout(
     transport: &str,
     limit: Duration,
 ) -> Result<TcpStream, ExtOrError> {
+    connect_any(
+        ext_orport,
+        &[cookie_file.to_path_buf()],
+        client_addr,
+        transport,
+        limit,
+    )
+    .await
+}
+
+/// [`connect_with_timeout`] for an Extended ORPort that may be any of several tor instances
+/// (a load balancer in front of them): `cookie_files` holds each instance's cookie file, and
+/// the one tor proves it has is used. Files that cannot be read are skipped, since a stopped
+/// instance deletes its cookie; it is an error only when none can be read.
+pub async fn connect_any(
+    ext_orport: SocketAddr,
+    cookie_files: &[PathBuf],
+    client_addr: SocketAddr,
+    transport: &str,
+    limit: Duration,
+) -> Result<TcpStream, ExtOrError> {
     // Everything that can fail locally fails before a connection to tor is made.
-    let cookie = read_cookie(cookie_file)?;
+    let cookies = read_cookies(cookie_files)?;
     let commands = encode_commands(client_addr, transport)?;
 
     let exchange = async {
         let mut stream = TcpStream::connect(ext_orport)
             .await
             .map_err(io_err("connecting"))?;
-        handshake(&mut stream, &cookie, &commands).await?;
+        handshake_any(&mut stream, &cookies, &commands).await?;
         Ok(stream)
     };
     tokio::time::timeout(limit, exchange)
         .await
         .unwrap_or(Err(ExtOrError::Timeout(limit)))
+}
+
+/// Every cookie that can be read from `paths`, or the first path's error when none can.
+fn read_cookies(paths: &[PathBuf]) -> Result<Vec<[u8; 32]>, ExtOrError> {
+    let mut cookies = Vec::with_capacity(paths.len());
+    let mut first_error = None;
+    for path in paths {
+        match read_cookie(path) {
+            Ok(cookie) => cookies.push(cookie),
+            Err(e) => {
+                tracing::debug!("{e}");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) if cookies.is_empty() => Err(e),
+        None if cookies.is_empty() => Err(ExtOrError::Cookie {
+            path: PathBuf::new(),
+            reason: "no cookie file given".into(),
+        }),
+        _ => Ok(cookies),
+    }
 }
 
 /// The commands we send after authenticating: USERADDR, TRANSPORT, DONE.
@@ -119,7 +169,17 @@ pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     cookie: &[u8; 32],
     commands: &[u8],
 ) -> Result<(), ExtOrError> {
-    authenticate(stream, cookie).await?;
+    handshake_any(stream, std::slice::from_ref(cookie), commands).await
+}
+
+/// [`handshake`] with the cookies of several tor instances, any of which may be at the other
+/// end.
+async fn handshake_any<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    cookies: &[[u8; 32]],
+    commands: &[u8],
+) -> Result<(), ExtOrError> {
+    authenticate(stream, cookies).await?;
     stream
         .write_all(commands)
         .await
@@ -148,10 +208,10 @@ fn read_cookie(path: &Path) -> Result<[u8; 32], ExtOrError> {
     wire::parse_cookie_file(&contents).map_err(fail)
 }
 
-/// The SAFE_COOKIE exchange (ext-orport-spec section 2).
+/// The SAFE_COOKIE exchange (ext-orport-spec section 2), with whichever of `cookies` tor has.
 async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
-    cookie: &[u8; 32],
+    cookies: &[[u8; 32]],
 ) -> Result<(), ExtOrError> {
     let mut offered = Vec::new();
     loop {
@@ -194,10 +254,12 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     let (server_hash, server_nonce) = server.split_at(32);
     let mut sn = [0u8; 32];
     sn.copy_from_slice(server_nonce);
-    // Check tor's proof before sending ours: a party without the cookie learns nothing.
-    if !wire::verify_server_hash(cookie, &client_nonce, &sn, server_hash) {
-        return Err(ExtOrError::ServerHashMismatch);
-    }
+    // Check tor's proof before sending ours: a party without the cookie learns nothing. With
+    // several instances' cookies, the proof also tells which instance answered.
+    let cookie = cookies
+        .iter()
+        .find(|cookie| wire::verify_server_hash(cookie, &client_nonce, &sn, server_hash))
+        .ok_or(ExtOrError::ServerHashMismatch)?;
     let client_hash = wire::client_hash(cookie, &client_nonce, &sn);
     stream
         .write_all(&client_hash)

@@ -93,6 +93,66 @@ async fn wrong_cookie_is_detected_from_server_hash() {
     assert!(server.await.unwrap().is_err());
 }
 
+/// Several tor instances behind one port: the cookie whose ServerHash matches is used, in any
+/// position, and an unreadable file (a stopped instance deletes its cookie) is skipped.
+#[tokio::test]
+async fn any_of_several_cookies_is_used_when_tor_proves_it() {
+    let (a, b) = (CookieFile::new(&COOKIE_A), CookieFile::new(&COOKIE_B));
+    let gone = std::env::temp_dir().join(format!("extor-gone-{}", std::process::id()));
+    for (cookie, files) in [
+        (COOKIE_A, vec![a.0.clone(), b.0.clone()]),
+        (COOKIE_B, vec![a.0.clone(), b.0.clone()]),
+        (COOKIE_B, vec![gone.clone(), b.0.clone()]),
+    ] {
+        let (addr, server) = spawn(Server::okay_only(cookie)).await;
+        let stream = connect_any(addr, &files, client_v4(), "water", HANDSHAKE_TIMEOUT)
+            .await
+            .unwrap();
+        drop(stream);
+        let seen = server.await.unwrap().unwrap();
+        assert!(seen.client_hash_ok);
+        assert_eq!(seen.commands[1], (2, b"water".to_vec()));
+    }
+}
+
+#[tokio::test]
+async fn several_cookies_none_held_by_tor_or_none_readable() {
+    let b = CookieFile::new(&COOKIE_B);
+    let (addr, server) = spawn(Server::new(COOKIE_A)).await;
+    let err = connect_any(
+        addr,
+        &[b.0.clone(), b.0.clone()],
+        client_v4(),
+        "water",
+        HANDSHAKE_TIMEOUT,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ExtOrError::ServerHashMismatch), "{err}");
+    assert!(server.await.unwrap().is_err());
+
+    // Nothing readable fails before connecting, naming the first file.
+    let gone = std::env::temp_dir().join(format!("extor-none-{}", std::process::id()));
+    let closed: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let err = connect_any(
+        closed,
+        std::slice::from_ref(&gone),
+        client_v4(),
+        "water",
+        HANDSHAKE_TIMEOUT,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, ExtOrError::Cookie { path, .. } if *path == gone),
+        "{err}"
+    );
+    let err = connect_any(closed, &[], client_v4(), "water", HANDSHAKE_TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no cookie file"), "{err}");
+}
+
 #[tokio::test]
 async fn client_hash_rejected_by_server() {
     let cookie = CookieFile::new(&COOKIE_A);

@@ -163,10 +163,11 @@ impl SocksClient {
     }
 }
 
-/// Whether the runtime got as far as writing the failure reply itself: it does once the
-/// session is set up far enough to hold the socket; admission and role checks fail before
-/// that, and an OS error may come from either side of that point (a second failure reply
-/// after a first one is harmless: tor stops reading at the first).
+/// Whether the runtime wrote the failure reply itself: its session thread answers every
+/// setup failure on the caller socket (before or after the module was given it), so only
+/// errors from before the thread started are left to us: admission, the role check, and an
+/// OS error (which may also come from the thread; a second failure reply after a first one is
+/// harmless: tor stops reading at the first).
 fn answered_by_runtime(err: &Error) -> bool {
     !matches!(
         err,

@@ -66,21 +66,12 @@ impl WasiView for Host {
     }
 }
 
-/// The base linker every module is linked against.
-pub(crate) fn base_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Host>> {
-    let mut linker = Linker::new(engine);
-    wasi::add_to_linker(&mut linker)?;
+/// Adds the WATER v1 imports to `linker`.
+pub(crate) fn add_v1_imports(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     linker.func_wrap(
         WATER_MODULE,
         "water_dial_fixed",
-        |mut c: Caller<'_, Host>| -> i32 {
-            let host = c.data_mut();
-            host.wasi.ticks_without_host_call = 0;
-            match host.fixed_remote.clone() {
-                Some((network, address)) => dial(host, &network, &address),
-                None => Errno::NODEV.negated(),
-            }
-        },
+        |mut c: Caller<'_, Host>| -> i32 { dial_fixed(c.data_mut()) },
     )?;
     linker.func_wrap(
         WATER_MODULE,
@@ -122,26 +113,39 @@ pub(crate) fn base_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<
     linker.func_wrap(
         WATER_MODULE,
         "water_accept",
-        |mut c: Caller<'_, Host>| -> i32 {
-            let host = c.data_mut();
-            host.wasi.ticks_without_host_call = 0;
-            match std::mem::replace(&mut host.inbound, Inbound::Taken) {
-                Inbound::Pending(fd) => insert_network_socket(host, fd),
-                Inbound::None => {
-                    host.inbound = Inbound::None;
-                    Errno::NODEV.negated()
-                }
-                Inbound::Taken => {
-                    tracing::warn!(
-                        conn = host.wasi.tag,
-                        "water_accept called again: this instance's connection was already accepted"
-                    );
-                    Errno::NOTCONN.negated()
-                }
-            }
-        },
+        |mut c: Caller<'_, Host>| -> i32 { accept(c.data_mut(), "water_accept") },
     )?;
-    Ok(linker)
+    Ok(())
+}
+
+/// Dials the remote the runtime chose for this connection (`-ENODEV` when
+/// the role has none).
+pub(crate) fn dial_fixed(host: &mut Host) -> i32 {
+    host.wasi.ticks_without_host_call = 0;
+    match host.fixed_remote.clone() {
+        Some((network, address)) => dial(host, &network, &address),
+        None => Errno::NODEV.negated(),
+    }
+}
+
+/// Hands out the inbound connection, once (`-ENODEV` when the role has
+/// none, `-ENOTCONN` the second time). `import` names the caller in the log.
+pub(crate) fn accept(host: &mut Host, import: &str) -> i32 {
+    host.wasi.ticks_without_host_call = 0;
+    match std::mem::replace(&mut host.inbound, Inbound::Taken) {
+        Inbound::Pending(fd) => insert_network_socket(host, fd),
+        Inbound::None => {
+            host.inbound = Inbound::None;
+            Errno::NODEV.negated()
+        }
+        Inbound::Taken => {
+            tracing::warn!(
+                conn = host.wasi.tag,
+                "{import} called again: this instance's connection was already accepted"
+            );
+            Errno::NOTCONN.negated()
+        }
+    }
 }
 
 fn dial(host: &mut Host, network: &str, address: &str) -> i32 {

@@ -9,8 +9,11 @@
 
 mod artifact_cache;
 mod binding;
+mod cancel;
 mod dialer;
+mod driver;
 mod error;
+mod exports;
 mod host;
 mod listener;
 mod module;
@@ -20,8 +23,13 @@ mod session;
 mod stream;
 mod threads;
 mod ticker;
+mod v0;
+mod v1;
 
+pub use crate::wasi::OpenSocket;
+pub use cancel::run_cancellable;
 pub use dialer::Dialer;
+pub use driver::Generation;
 pub use error::Error;
 pub use listener::{into_fd, Listener, Server};
 pub use module::{sha256, Role, Watm};
@@ -31,7 +39,7 @@ pub use session::{Replies, SessionEnd, SessionHandle};
 pub use stream::WaterStream;
 
 use artifact_cache::ArtifactCache;
-use host::Host;
+use driver::Linkers;
 use session::SessionShared;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,9 +48,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use ticker::Ticker;
 use tokio::sync::watch;
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
 
 /// Resource limits applied to every instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +64,11 @@ pub struct Limits {
     pub max_connections: usize,
     /// How long a module asked to stop may take before it is forced.
     pub stop_grace: Duration,
+    /// How long a connection may take to become ready (instantiation, the
+    /// module's init and role calls, `watm_ctrlpipe_v1`) before it is
+    /// stopped by force. A module waiting in setup for a peer that never
+    /// sends would otherwise hold its slot, thread and sockets for good.
+    pub setup_timeout: Duration,
     /// How long data a module wrote to a network socket may go unread by
     /// the peer before the connection fails (`TCP_USER_TIMEOUT`). Without
     /// it, a peer that stops reading holds the connection, its thread and
@@ -83,6 +94,7 @@ impl Default for Limits {
             max_compute: Duration::from_secs(10),
             max_connections: 10_000,
             stop_grace: Duration::from_secs(2),
+            setup_timeout: Duration::from_secs(60),
             network_stall: Duration::from_secs(120),
             socket_buffer: None,
         }
@@ -122,7 +134,7 @@ pub struct Runtime {
 
 pub(crate) struct RuntimeInner {
     engine: Engine,
-    linker: Linker<Host>,
+    linkers: Linkers,
     limits: Limits,
     cache: Option<ArtifactCache>,
     modules: Mutex<HashMap<[u8; 32], Arc<Watm>>>,
@@ -151,9 +163,8 @@ impl std::fmt::Debug for Runtime {
 
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Self, Error> {
-        let limits = config.limits;
-        let engine = build_engine(&limits)?;
-        let linker = host::base_linker(&engine).map_err(Error::engine)?;
+        let (engine, limits) = build_engine_that_fits(config.limits)?;
+        let linkers = Linkers::new(&engine).map_err(Error::engine)?;
         let cache = match &config.cache_dir {
             Some(dir) => match ArtifactCache::open(dir, &engine) {
                 Ok(c) => Some(c),
@@ -179,7 +190,7 @@ impl Runtime {
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,
-                linker,
+                linkers,
                 limits,
                 cache,
                 modules: Mutex::new(HashMap::new()),
@@ -223,7 +234,7 @@ impl Runtime {
                 m
             }
         };
-        let watm = Arc::new(Watm::link(&self.inner.linker, module, sha)?);
+        let watm = Arc::new(Watm::link(&self.inner.linkers, module, sha)?);
         if !from_cache {
             if let Some(c) = &self.inner.cache {
                 c.put(&sha, watm.module());
@@ -242,6 +253,13 @@ impl Runtime {
             ))
         })?;
         self.load(&bytes)
+    }
+
+    /// Runs `watm` up to `watm_init_v1` with `config` and throws the instance away: whether
+    /// the module accepts this config, with its own reason when it does not. Uses one
+    /// connection slot while it runs.
+    pub async fn check_init(&self, watm: Arc<Watm>, config: Option<&[u8]>) -> Result<(), String> {
+        session::check_init(self, watm, config.map(Arc::from)).await
     }
 
     /// Number of connections (instances) currently open.
@@ -330,6 +348,40 @@ impl RuntimeInner {
 
 /// Bytes of a pool slot's memory and table kept resident between instances.
 const KEEP_RESIDENT: usize = 128 << 10;
+
+/// [`build_engine`], with fewer connection slots when the address space cannot hold all of
+/// them. The pool reserves `max_connections` x (`max_memory` + a guard) of address space up
+/// front (about 640 GiB with the defaults): free on a 64-bit machine, but refused under
+/// `ulimit -v` or strict overcommit. Rather than not starting, the runtime then halves the
+/// slots until the reservation succeeds, lowers the connection limit to match, and says in
+/// one line which options trade capacity for address space.
+fn build_engine_that_fits(mut limits: Limits) -> Result<(Engine, Limits), Error> {
+    let wanted = limits.max_connections;
+    loop {
+        match build_engine(&limits) {
+            Ok(engine) => {
+                if limits.max_connections < wanted {
+                    tracing::warn!(
+                        "could not reserve address space for {wanted} connections of {} MiB; \
+                         serving at most {} (lower --max-memory-mib, or raise ulimit -v or \
+                         vm.overcommit_memory, to allow more)",
+                        limits.max_memory >> 20,
+                        limits.max_connections
+                    );
+                }
+                return Ok((engine, limits));
+            }
+            Err(_) if limits.max_connections > 1 => limits.max_connections /= 2,
+            Err(e) => {
+                return Err(Error::Engine(format!(
+                    "{e}; even one connection's memory ({} MiB) cannot be reserved: lower \
+                     --max-memory-mib or raise ulimit -v",
+                    limits.max_memory >> 20
+                )))
+            }
+        }
+    }
+}
 
 fn build_engine(limits: &Limits) -> Result<Engine, Error> {
     let slots = u32::try_from(limits.max_connections)

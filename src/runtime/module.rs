@@ -1,5 +1,6 @@
 //! A loaded WATM: compiled once, validated once, instantiated per connection.
 
+use super::driver::{Driver, Generation, Linkers};
 use super::error::Error;
 use super::host::{self, Host};
 use crate::wasi::{self, Errno};
@@ -21,6 +22,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// The WATM v1 export of the role.
     pub fn export(self) -> &'static str {
         match self {
             Role::Dialer => "watm_dial_v1",
@@ -39,13 +41,15 @@ impl Role {
         }
     }
 
-    const ALL: [Role; 4] = [Role::Dialer, Role::FixedDialer, Role::Listener, Role::Relay];
+    pub(crate) const ALL: [Role; 4] =
+        [Role::Dialer, Role::FixedDialer, Role::Listener, Role::Relay];
 }
 
-/// A compiled, validated WATM v1 module ready to be instantiated.
+/// A compiled, validated WATM ready to be instantiated.
 pub struct Watm {
     sha256: [u8; 32],
     module: Module,
+    generation: Generation,
     pub(crate) pre: InstancePre<Host>,
     roles: Vec<Role>,
     /// Whether the module exports `_start` (command) or `_initialize` (reactor).
@@ -56,6 +60,7 @@ impl fmt::Debug for Watm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Watm")
             .field("sha256", &hex::encode(self.sha256))
+            .field("generation", &self.generation)
             .field("roles", &self.roles)
             .finish()
     }
@@ -79,6 +84,11 @@ impl Watm {
         &self.roles
     }
 
+    /// Which generation of the WATER ABI the module speaks.
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+
     /// Fails with an error naming the missing export unless `role` is supported.
     pub fn require(&self, role: Role) -> Result<(), Error> {
         if self.supports(role) {
@@ -86,61 +96,54 @@ impl Watm {
         } else {
             Err(Error::RoleUnsupported {
                 role: role.name(),
-                export: role.export(),
+                // A role the module's generation lacks (v0 has no fixed
+                // dialer) is named by its v1 export: only v1 offers it.
+                export: self.driver().role_export(role).unwrap_or(role.export()),
             })
         }
+    }
+
+    /// The driver of the module's generation.
+    pub(crate) fn driver(&self) -> &'static dyn Driver {
+        self.generation.driver()
     }
 
     pub(crate) fn module(&self) -> &Module {
         &self.module
     }
 
-    /// Validates `module` and links it against `base` (the preview1 and
-    /// `water_*` host functions), adding stubs for imports the runtime does
-    /// not implement.
-    pub(crate) fn link(
-        base: &Linker<Host>,
-        module: Module,
-        sha256: [u8; 32],
-    ) -> Result<Self, Error> {
+    /// Tells the module's generation, validates its exports and links it
+    /// against that generation's linker (the preview1 and `env` host
+    /// functions), adding stubs for imports the runtime does not implement.
+    pub(crate) fn link(linkers: &Linkers, module: Module, sha256: [u8; 32]) -> Result<Self, Error> {
+        for import in module.imports() {
+            if !matches!(import.ty(), ExternType::Func(_)) {
+                return Err(Error::UnsupportedImport(format!(
+                    "{}::{}, which is not a function (a WATM defines its own memory)",
+                    import.module(),
+                    import.name()
+                )));
+            }
+        }
+        let generation = Generation::detect(&module)?;
+        let driver = generation.driver();
         let mut stubs = Vec::new();
         for import in module.imports() {
             let (m, n) = (import.module(), import.name());
             let known = (m == wasi::PREVIEW1 && wasi::IMPLEMENTED.contains(&n))
-                || (m == host::WATER_MODULE && host::WATER_IMPORTS.contains(&n));
-            match import.ty() {
-                ExternType::Func(_) if known => {}
-                ExternType::Func(ty) => stubs.push((m.to_owned(), n.to_owned(), ty)),
-                _ => {
-                    return Err(Error::UnsupportedImport(format!(
-                        "{m}::{n}, which is not a function (a WATM defines its own memory)"
-                    )))
+                || (m == host::WATER_MODULE && driver.imports().contains(&n));
+            if let ExternType::Func(ty) = import.ty() {
+                if !known {
+                    stubs.push((m.to_owned(), n.to_owned(), ty));
                 }
             }
         }
-        let exports = |name: &str| module.get_export(name);
-        for (name, ty) in REQUIRED {
-            check_func(exports(name), name, ty)?.ok_or(Error::MissingExport(name))?;
-        }
-        match module.get_export("memory") {
-            Some(ExternType::Memory(_)) => {}
-            _ => return Err(Error::MissingExport("memory")),
-        }
-        let mut roles = Vec::new();
-        for role in Role::ALL {
-            let (name, ty) = match role {
-                Role::Relay => (role.export(), Sig::NoneToI32),
-                _ => (role.export(), Sig::I32ToI32),
-            };
-            if check_func(exports(name), name, ty)?.is_some() {
-                roles.push(role);
-            }
-        }
+        let roles = driver.roles(&module)?;
         let entry = ["_initialize", "_start"]
             .into_iter()
-            .find(|n| matches!(exports(n), Some(ExternType::Func(_))));
+            .find(|n| matches!(module.get_export(n), Some(ExternType::Func(_))));
 
-        let mut linker = base.clone();
+        let mut linker = linkers.get(generation).clone();
         for (m, n, ty) in stubs {
             define_stub(&mut linker, &m, &n, ty)?;
         }
@@ -150,6 +153,7 @@ impl Watm {
         Ok(Self {
             sha256,
             module,
+            generation,
             pre,
             roles,
             entry,
@@ -160,52 +164,6 @@ impl Watm {
 /// The SHA-256 of module bytes.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
-}
-
-#[derive(Copy, Clone)]
-enum Sig {
-    NoneToI32,
-    I32ToI32,
-}
-
-impl Sig {
-    fn describe(self) -> &'static str {
-        match self {
-            Sig::NoneToI32 => "func() -> i32",
-            Sig::I32ToI32 => "func(i32) -> i32",
-        }
-    }
-
-    fn matches(self, ty: &FuncType) -> bool {
-        let params: Vec<ValType> = ty.params().collect();
-        let results: Vec<ValType> = ty.results().collect();
-        let want_params = match self {
-            Sig::NoneToI32 => 0,
-            Sig::I32ToI32 => 1,
-        };
-        params.len() == want_params
-            && params.iter().all(|p| matches!(p, ValType::I32))
-            && results.len() == 1
-            && matches!(results[0], ValType::I32)
-    }
-}
-
-const REQUIRED: [(&str, Sig); 3] = [
-    ("watm_init_v1", Sig::NoneToI32),
-    ("watm_ctrlpipe_v1", Sig::I32ToI32),
-    ("watm_start_v1", Sig::NoneToI32),
-];
-
-/// `Ok(None)` when absent, `Ok(Some(()))` when present with type `sig`.
-fn check_func(ty: Option<ExternType>, name: &'static str, sig: Sig) -> Result<Option<()>, Error> {
-    match ty {
-        None => Ok(None),
-        Some(ExternType::Func(f)) if sig.matches(&f) => Ok(Some(())),
-        Some(_) => Err(Error::BadExportType {
-            name,
-            expected: sig.describe(),
-        }),
-    }
 }
 
 /// Links an import the runtime does not implement. Preview1 functions get

@@ -1,28 +1,35 @@
 //! One connection = one instance = one thread.
 //!
-//! A session runs the WATM v1 call order on its own OS thread, because
-//! `watm_start_v1` blocks for the connection's whole life:
+//! A session runs a module's call order on its own OS thread, because the
+//! module's worker (`watm_start_v1`) blocks for the connection's whole life:
 //!
 //! 1. instantiate from the module's shared `InstancePre`;
 //! 2. `_initialize` or `_start` if exported (`proc_exit(0)` counts as success);
-//! 3. `watm_init_v1()`;
-//! 4. insert the caller socket and call the role export
-//!    (`watm_dial_v1`, `watm_dial_fixed_v1`, `watm_accept_v1` or
-//!    `watm_associate_v1`), which returns the network fd;
-//! 5. insert the module's end of the control pipe, `watm_ctrlpipe_v1(fd)`;
-//! 6. report success to whoever is waiting, then `watm_start_v1()`.
+//! 3. the driver of the module's generation ([`super::driver`]) runs the
+//!    module's init, inserts the caller socket, makes the role call (v1:
+//!    `watm_dial_v1`, `watm_dial_fixed_v1`, `watm_accept_v1` or
+//!    `watm_associate_v1`) and hands over the control pipe
+//!    (`watm_ctrlpipe_v1(fd)`);
+//! 4. report success to whoever is waiting, then the driver runs the worker
+//!    (`watm_start_v1()`).
 //!
 //! When the thread ends, the store and with it every socket of the instance
 //! are dropped.
+//!
+//! Steps 1-3 are bounded by the setup deadline ([`super::Limits::setup_timeout`]):
+//! a connection not ready by then is stopped by force, and so is one whose
+//! starter stopped waiting (the [`start`] future was dropped), since nobody
+//! else holds a handle on a session before it is ready.
 
 use super::error::Error;
-use super::host::{self, Host, Inbound};
+use super::host::{Host, Inbound};
 use super::module::{Role, Watm};
 use super::net::NetPolicy;
+use super::ticker::Deadline;
 use super::RuntimeInner;
-use crate::sys::{self, HostFd, PollFd, PollFlags};
-use crate::wasi::{Entry, Errno, HostTrap, Socket, StopSignal, WasiCtx};
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::sys::{self, AsFd, HostFd, PollFd, PollFlags};
+use crate::wasi::{Entry, HostTrap, OpenSocket, StopSignal, WasiCtx};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
@@ -44,7 +51,7 @@ pub type FailureReply = Box<dyn FnOnce(&Error) -> Vec<u8> + Send>;
 pub(crate) struct Job {
     pub role: Role,
     /// The caller-side socket (`None` for a relay).
-    pub caller: Option<HostFd>,
+    pub caller: Option<CallerSocket>,
     /// The connection `water_accept` returns (listener and relay).
     pub inbound: Option<HostFd>,
     /// The remote `water_dial_fixed` dials.
@@ -54,12 +61,21 @@ pub(crate) struct Job {
     pub replies: Option<Replies>,
 }
 
+/// The caller socket a session starts with.
+pub(crate) enum CallerSocket {
+    Open(HostFd),
+    /// Opened when the module first writes to it or polls it for writing
+    /// (see [`crate::wasi::LazySocket`]).
+    OnFirstWrite(OpenSocket),
+}
+
 /// How a session ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionEnd {
-    /// `watm_start_v1` returned 0: one side of the connection closed.
+    /// The worker (`watm_start_v1`) returned 0: one side of the connection
+    /// closed.
     Closed,
-    /// `watm_start_v1` returned `-ECANCELED` after a stop request.
+    /// The worker returned `-ECANCELED` after a stop request.
     Cancelled,
     /// Setup failed, the module returned an error, trapped or was stopped by
     /// force; the text names the cause.
@@ -74,18 +90,63 @@ pub struct SessionShared {
     pub(crate) stop: Arc<StopSignal>,
     /// Whether a graceful stop (and its forced follow-up) was scheduled.
     stop_requested: AtomicBool,
+    /// Where setup stands (`SETUP`, `READY`, `EXPIRED`, `ABANDONED`); only
+    /// one transition away from `SETUP` happens, so a connection that became
+    /// ready is never stopped for a setup deadline, and vice versa.
+    setup: AtomicU8,
+    /// The setup deadline, for the error message.
+    setup_timeout: Duration,
     done: watch::Sender<Option<SessionEnd>>,
 }
+
+const SETUP: u8 = 0;
+const READY: u8 = 1;
+/// The setup deadline passed first.
+const EXPIRED: u8 = 2;
+/// The starter stopped waiting first.
+const ABANDONED: u8 = 3;
 
 impl SessionShared {
     /// Ends the instance now: its waits return, wasm code traps at the next
     /// epoch check.
-    pub(crate) fn force_stop(&self, engine: &wasmtime::Engine) {
-        if self.done.borrow().is_none() {
-            tracing::warn!(conn = self.id, "module did not stop in time; forcing it");
-        }
+    fn kill(&self, engine: &wasmtime::Engine) {
         self.stop.kill();
         engine.increment_epoch();
+    }
+
+    /// Leaves `SETUP` for `to`; false if setup already ended otherwise.
+    fn end_setup(&self, to: u8) -> bool {
+        self.setup
+            .compare_exchange(SETUP, to, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Called by the ticker when a deadline scheduled for this session is due.
+    pub(crate) fn deadline_passed(&self, what: Deadline, engine: &wasmtime::Engine) {
+        match what {
+            Deadline::StopGrace => {
+                if self.done.borrow().is_none() {
+                    tracing::warn!(conn = self.id, "module did not stop in time; forcing it");
+                }
+                self.kill(engine);
+            }
+            // The session thread logs the failure (with the reason below).
+            Deadline::Setup => {
+                if self.end_setup(EXPIRED) {
+                    self.kill(engine);
+                }
+            }
+        }
+    }
+
+    /// Why setup failed when it was cut short, replacing the trap the forced
+    /// stop caused.
+    fn cut_short(&self) -> Option<Error> {
+        match self.setup.load(Ordering::SeqCst) {
+            EXPIRED => Some(Error::SetupTimeout(self.setup_timeout)),
+            ABANDONED => Some(Error::SetupCancelled),
+            _ => None,
+        }
     }
 }
 
@@ -138,14 +199,15 @@ pub(crate) fn request_stop(shared: &Arc<SessionShared>, runtime: &RuntimeInner) 
         return;
     }
     shared.stop.request();
-    runtime.ticker.schedule_force_stop(
+    runtime.ticker.schedule(
         Instant::now() + runtime.limits.stop_grace,
+        Deadline::StopGrace,
         Arc::downgrade(shared),
     );
 }
 
 /// Starts a session thread. The returned receiver yields once the role call
-/// and `watm_ctrlpipe_v1` are done (or have failed).
+/// and the hand-over of the control pipe are done (or have failed).
 pub(crate) fn spawn(
     runtime: &Arc<RuntimeInner>,
     watm: Arc<Watm>,
@@ -157,25 +219,38 @@ pub(crate) fn spawn(
         id: permit.id,
         stop: Arc::new(StopSignal::new()?),
         stop_requested: AtomicBool::new(false),
+        setup: AtomicU8::new(SETUP),
+        setup_timeout: runtime.limits.setup_timeout,
         done: watch::Sender::new(None),
     });
-    runtime.register(&shared);
     let (tx, rx) = oneshot::channel();
     let handle = SessionHandle {
         shared: shared.clone(),
         runtime: runtime.clone(),
     };
     let rt = runtime.clone();
+    let session = shared.clone();
+    // Registered before the thread starts, so `stop_all` cannot miss it; a
+    // thread that cannot be started takes its entry back out.
+    runtime.register(&shared);
     runtime
         .threads
         .execute(Box::new(move || {
-            let id = shared.id;
-            let end = run(&rt, &watm, job, shared.clone(), tx);
+            let id = session.id;
+            let end = run(&rt, &watm, job, session.clone(), tx);
             rt.unregister(id);
             drop(permit);
-            shared.done.send_replace(Some(end));
+            session.done.send_replace(Some(end));
         }))
-        .map_err(Error::Io)?;
+        .map_err(|e| {
+            runtime.unregister(shared.id);
+            Error::Io(e)
+        })?;
+    runtime.ticker.schedule(
+        Instant::now() + runtime.limits.setup_timeout,
+        Deadline::Setup,
+        Arc::downgrade(&shared),
+    );
     Ok((handle, rx))
 }
 
@@ -189,28 +264,38 @@ fn run(
 ) -> SessionEnd {
     let id = shared.id;
     let replies = job.replies.take();
-    let mut store = new_store(rt, &mut job, shared);
-    let mut caller_fd = None;
-    let outcome = setup(watm, &mut store, job, &mut caller_fd);
-    let outcome = outcome.and_then(|()| {
-        if let (Some(r), Some(fd)) = (&replies, caller_fd) {
-            write_to_guest_socket(&store, fd, &r.ready)?;
-        }
-        Ok(())
+    let mut caller = match job.caller.take() {
+        Some(fd) => Caller::Held(fd),
+        None => Caller::None,
+    };
+    let mut store = new_store(rt, &mut job, shared.clone());
+    let outcome = setup(watm, &mut store, job.role, &mut caller);
+    let outcome = outcome.and_then(|()| match &replies {
+        Some(r) => write_reply(&store, &caller, &r.ready),
+        None => Ok(()),
+    });
+    // Ready only if no deadline or cancellation cut setup short meanwhile.
+    let outcome = outcome.and_then(|()| match shared.end_setup(READY) {
+        true => Ok(()),
+        false => Err(Error::SetupCancelled),
     });
     match outcome {
         Ok(()) => {
             let _ = ready.send(Ok(()));
         }
         Err(mut e) => {
-            if let Some((address, source)) = store.data_mut().last_dial_error.take() {
+            if let Some(why) = shared.cut_short() {
+                e = why;
+            } else if let Some((address, source)) = store.data_mut().last_dial_error.take() {
                 if !matches!(e, Error::Trap { .. }) {
                     e = Error::Dial { address, source };
                 }
             }
             tracing::info!(conn = id, "connection setup failed: {e}");
-            if let (Some(r), Some(fd)) = (replies, caller_fd) {
-                let _ = write_to_guest_socket(&store, fd, &(r.failed)(&e));
+            // The caller gets its failure reply whether or not the module had
+            // been given the socket yet (init may fail before that).
+            if let Some(r) = replies {
+                let _ = write_reply(&store, &caller, &(r.failed)(&e));
             }
             let end = SessionEnd::Failed(e.to_string());
             let _ = ready.send(Err(e));
@@ -218,15 +303,7 @@ fn run(
         }
     }
     let start = Instant::now();
-    let end = match call(&mut store, "watm_start_v1", None) {
-        Ok(0) => SessionEnd::Closed,
-        Ok(r) if Errno::from_negative(r) == Some(Errno::CANCELED) => SessionEnd::Cancelled,
-        Ok(r) => SessionEnd::Failed(match Errno::from_negative(r) {
-            Some(errno) => format!("watm_start_v1 returned -{errno}"),
-            None => format!("watm_start_v1 returned {r}"),
-        }),
-        Err(e) => SessionEnd::Failed(e.to_string()),
-    };
+    let end = watm.driver().work(&mut store);
     match &end {
         SessionEnd::Failed(why) => tracing::info!(conn = id, "connection ended: {why}"),
         _ => tracing::debug!(
@@ -238,9 +315,20 @@ fn run(
     end
 }
 
+/// Where the caller socket is during setup.
+pub(crate) enum Caller {
+    /// This role has none (relay).
+    None,
+    /// Not yet given to the module.
+    Held(CallerSocket),
+    /// In the module's table under this number.
+    Lent(u32),
+}
+
 fn new_store(rt: &RuntimeInner, job: &mut Job, shared: Arc<SessionShared>) -> Store<Host> {
     let host = Host {
-        wasi: WasiCtx::new(job.config.take(), shared.stop.clone(), shared.id),
+        wasi: WasiCtx::new(job.config.take(), shared.stop.clone(), shared.id)
+            .with_network_stall(rt.limits.network_stall),
         inbound: match job.inbound.take() {
             Some(fd) => Inbound::Pending(fd),
             None => Inbound::None,
@@ -273,13 +361,19 @@ fn new_store(rt: &RuntimeInner, job: &mut Job, shared: Arc<SessionShared>) -> St
     store
 }
 
-/// Steps 1-5 of the call order.
+/// Steps 1-3 of the call order.
 fn setup(
     watm: &Watm,
     store: &mut Store<Host>,
-    job: Job,
-    caller_fd: &mut Option<u32>,
+    role: Role,
+    caller: &mut Caller,
 ) -> Result<(), Error> {
+    instantiate(watm, store)?;
+    watm.driver().setup(store, role, caller)
+}
+
+/// Steps 1-2: the instance and its entry point.
+fn instantiate(watm: &Watm, store: &mut Store<Host>) -> Result<(), Error> {
     let instance = watm.pre.instantiate(&mut *store).map_err(|e| Error::Trap {
         call: "instantiation",
         reason: format!("{e:#}"),
@@ -303,111 +397,103 @@ fn setup(
             }
         }
     }
-    expect_zero(call(store, "watm_init_v1", None)?, "watm_init_v1")?;
-
-    let role_export = job.role.export();
-    if job.role == Role::Relay {
-        // `watm_associate_v1` returns an errno, not an fd: the module keeps
-        // both of its sockets (from `water_accept` and `water_dial_fixed`).
-        expect_zero(call(store, role_export, None)?, role_export)?;
-    } else {
-        let caller = job
-            .caller
-            .ok_or_else(|| Error::Io(std::io::Error::other("this role needs a caller socket")))?;
-        let fd = insert(store, caller, "caller socket")?;
-        *caller_fd = Some(fd);
-        let net_fd = call(store, role_export, Some(fd as i32))?;
-        if let Some(errno) = Errno::from_negative(net_fd) {
-            return Err(Error::Guest {
-                call: role_export,
-                errno,
-            });
-        }
-        if store.data().wasi.fds.socket(net_fd).is_err() {
-            return Err(Error::BogusFd {
-                call: role_export,
-                fd: net_fd,
-            });
-        }
-    }
-    let ctrl_fd = store
-        .data_mut()
-        .wasi
-        .fds
-        .insert(Entry::Control {
-            nonblocking: false,
-            delivered: false,
-        })
-        .map_err(|e| {
-            Error::Io(std::io::Error::other(format!(
-                "cannot give the control channel to the module: {e}"
-            )))
-        })?;
-    expect_zero(
-        call(store, "watm_ctrlpipe_v1", Some(ctrl_fd as i32))?,
-        "watm_ctrlpipe_v1",
-    )
+    Ok(())
 }
 
-fn insert(store: &mut Store<Host>, fd: HostFd, what: &str) -> Result<u32, Error> {
-    let r = host::insert_socket(store.data_mut(), fd);
-    u32::try_from(r).map_err(|_| {
-        Error::Io(std::io::Error::other(format!(
-            "cannot give the {what} to the module: {}",
-            Errno::from_negative(r).unwrap_or(Errno::IO)
-        )))
-    })
+/// Instantiates `watm` with `config` on a session thread and runs it through its init (v1:
+/// `watm_init_v1`), then drops the instance. A bridge does this at start-up so that a module
+/// that refuses its config fails the launch with the module's own words (what it wrote to
+/// stderr) instead of failing every connection later. Bounded like a connection's setup.
+pub(crate) async fn check_init(
+    runtime: &super::Runtime,
+    watm: Arc<Watm>,
+    config: Option<Arc<[u8]>>,
+) -> Result<(), String> {
+    let rt = runtime.inner().clone();
+    let permit = rt.admit().map_err(|e| e.to_string())?;
+    let shared = Arc::new(SessionShared {
+        id: permit.id,
+        stop: Arc::new(StopSignal::new().map_err(|e| e.to_string())?),
+        stop_requested: AtomicBool::new(false),
+        setup: AtomicU8::new(SETUP),
+        setup_timeout: rt.limits.setup_timeout,
+        done: watch::Sender::new(None),
+    });
+    let (tx, rx) = oneshot::channel();
+    let thread_rt = rt.clone();
+    let session = shared.clone();
+    rt.threads
+        .execute(Box::new(move || {
+            let mut job = Job {
+                role: Role::Listener,
+                caller: None,
+                inbound: None,
+                fixed_remote: None,
+                config,
+                policy: Arc::new(NetPolicy::default()),
+                replies: None,
+            };
+            let mut store = new_store(&thread_rt, &mut job, session.clone());
+            store.data_mut().wasi.captured_stderr = Some(String::new());
+            let result = instantiate(&watm, &mut store)
+                .and_then(|()| watm.driver().init(&mut store))
+                .map_err(|e| {
+                    let e = session.cut_short().unwrap_or(e);
+                    match store.data_mut().wasi.captured_stderr.take() {
+                        Some(said) if !said.trim().is_empty() => {
+                            let lines: Vec<_> = said
+                                .lines()
+                                .map(str::trim)
+                                .filter(|l| !l.is_empty())
+                                .collect();
+                            format!("{e}; the module says: {}", lines.join("; "))
+                        }
+                        _ => e.to_string(),
+                    }
+                });
+            session.end_setup(READY);
+            drop(store);
+            drop(permit);
+            session.done.send_replace(Some(SessionEnd::Closed));
+            let _ = tx.send(result);
+        }))
+        .map_err(|e| e.to_string())?;
+    rt.ticker.schedule(
+        Instant::now() + rt.limits.setup_timeout,
+        Deadline::Setup,
+        Arc::downgrade(&shared),
+    );
+    rx.await
+        .unwrap_or_else(|_| Err("the start-up check ended without a result".into()))
 }
 
-fn expect_zero(ret: i32, call: &'static str) -> Result<(), Error> {
-    match Errno::from_negative(ret) {
-        None if ret == 0 => Ok(()),
-        Some(errno) => Err(Error::Guest { call, errno }),
-        None => Err(Error::Guest {
-            call,
-            errno: Errno::INVAL,
-        }),
-    }
-}
-
-/// Calls a `() -> i32` or `(i32) -> i32` export by name.
-fn call(store: &mut Store<Host>, name: &'static str, arg: Option<i32>) -> Result<i32, Error> {
-    let instance = store.data().instance.ok_or(Error::MissingExport(name))?;
-    let trap = |e: wasmtime::Error| Error::Trap {
-        call: name,
-        reason: format!("{e:#}"),
-    };
-    match arg {
-        None => instance
-            .get_typed_func::<(), i32>(&mut *store, name)
-            .map_err(|_| Error::MissingExport(name))?
-            .call(&mut *store, ())
-            .map_err(trap),
-        Some(a) => instance
-            .get_typed_func::<i32, i32>(&mut *store, name)
-            .map_err(|_| Error::MissingExport(name))?
-            .call(&mut *store, a)
-            .map_err(trap),
-    }
-}
-
-/// Writes `bytes` to a socket in the guest's table, waiting (bounded) if the
-/// socket buffer is full.
-fn write_to_guest_socket(store: &Store<Host>, fd: u32, bytes: &[u8]) -> Result<(), Error> {
+/// Writes a setup reply on the caller socket, wherever it is, waiting
+/// (bounded, and not past a stop) if its buffer is full. Nothing is written
+/// to an fd number the module reused for another socket.
+fn write_reply(store: &Store<Host>, caller: &Caller, bytes: &[u8]) -> Result<(), Error> {
     let host = store.data();
-    let sock: &Socket = host.wasi.fds.socket(fd as i32).map_err(|e| {
-        Error::Io(std::io::Error::other(format!(
-            "the module closed its caller socket ({e})"
-        )))
-    })?;
+    let fd = match caller {
+        Caller::None => return Ok(()),
+        Caller::Held(CallerSocket::Open(fd)) => fd.as_fd(),
+        // Nobody to answer: the socket does not exist yet.
+        Caller::Held(CallerSocket::OnFirstWrite(_)) => return Ok(()),
+        Caller::Lent(n) => match host.wasi.fds.get(*n as i32) {
+            Ok(Entry::Socket(s)) if s.is_caller => s.fd(),
+            _ => {
+                return Err(Error::Io(std::io::Error::other(
+                    "the module closed its caller socket",
+                )))
+            }
+        },
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut off = 0;
     while off < bytes.len() {
-        match sys::write_vectored(sock.fd(), &[std::io::IoSlice::new(&bytes[off..])]) {
+        match sys::write_vectored(fd, &[std::io::IoSlice::new(&bytes[off..])]) {
             Ok(n) => off += n,
             Err(rustix::io::Errno::AGAIN) => {
                 let mut fds = [
-                    PollFd::from_borrowed_fd(sock.fd(), PollFlags::OUT),
+                    PollFd::from_borrowed_fd(fd, PollFlags::OUT),
                     PollFd::from_borrowed_fd(
                         host.wasi.stop_signal().waker().as_fd(),
                         PollFlags::IN,
@@ -434,11 +520,47 @@ pub(crate) async fn start(
     job: Job,
 ) -> Result<SessionHandle, Error> {
     let (handle, ready) = spawn(runtime.inner(), watm, job)?;
-    match ready.await {
+    let waiting = Waiting {
+        handle,
+        armed: true,
+    };
+    let result = ready.await;
+    let handle = waiting.done();
+    match result {
         Ok(Ok(())) => Ok(handle),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(Error::Engine(
             "session thread ended without a result".into(),
         )),
+    }
+}
+
+/// Held while [`start`] waits for setup. Dropped while still armed (the
+/// future was dropped), it stops the session: nobody else has its handle yet.
+struct Waiting {
+    handle: SessionHandle,
+    armed: bool,
+}
+
+impl Waiting {
+    fn done(mut self) -> SessionHandle {
+        self.armed = false;
+        self.handle.clone()
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let shared = &self.handle.shared;
+        if shared.end_setup(ABANDONED) {
+            tracing::debug!(conn = shared.id, "setup abandoned by its starter; stopping");
+            shared.kill(&self.handle.runtime.engine);
+        } else {
+            // Ready, but the handle never reached anyone.
+            self.handle.stop();
+        }
     }
 }

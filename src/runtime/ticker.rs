@@ -1,23 +1,62 @@
-//! The runtime's clock thread: epoch ticks and forced stops.
+//! The runtime's clock thread: epoch ticks and session deadlines.
 //!
 //! wasmtime's epoch interruption lets a store run a callback whenever the
 //! engine's epoch passes its deadline. One thread per runtime advances the
 //! epoch at a fixed period while connections are open (it sleeps when there
-//! are none), which gives every instance two guarantees: a module computing
-//! without ever calling the host is stopped after its budget of ticks, and a
+//! are none), which gives every instance three guarantees: a module computing
+//! without ever calling the host is stopped after its budget of ticks, a
 //! module asked to stop that ignores its control pipe is stopped when its
-//! grace period ends.
+//! grace period ends, and a connection that is not ready when its setup
+//! deadline passes is stopped.
 
 use super::session::SessionShared;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 use wasmtime::Engine;
 
+/// What happens to a session when its deadline passes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Deadline {
+    /// The grace period after a stop request ended: force the stop.
+    StopGrace,
+    /// Setup time is up: force a stop if the connection is not ready yet.
+    Setup,
+}
+
+/// One scheduled deadline; ordered by time (then by scheduling order).
+struct Due {
+    at: Instant,
+    seq: u64,
+    what: Deadline,
+    session: Weak<SessionShared>,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
 #[derive(Default)]
 struct State {
     live: usize,
-    /// Instances to force-stop at the given time.
-    pending: Vec<(Instant, Weak<SessionShared>)>,
+    /// Deadlines, earliest first. Entries of sessions that already ended
+    /// stay until due (the weak reference keeps only a small allocation).
+    pending: BinaryHeap<Reverse<Due>>,
+    seq: u64,
     shutdown: bool,
 }
 
@@ -71,18 +110,17 @@ impl Ticker {
             next = Instant::now() + self.period;
             let now = Instant::now();
             let mut due = Vec::new();
-            st.pending.retain(|(at, s)| {
-                if *at <= now {
-                    due.push(s.clone());
-                    false
-                } else {
-                    true
+            while st.pending.peek().is_some_and(|Reverse(d)| d.at <= now) {
+                if let Some(Reverse(d)) = st.pending.pop() {
+                    due.push(d);
                 }
-            });
+            }
             drop(st);
             engine.increment_epoch();
-            for s in due.iter().filter_map(Weak::upgrade) {
-                s.force_stop(&engine);
+            for d in due {
+                if let Some(s) = d.session.upgrade() {
+                    s.deadline_passed(d.what, &engine);
+                }
             }
         }
     }
@@ -100,9 +138,16 @@ impl Ticker {
         st.live = st.live.saturating_sub(1);
     }
 
-    pub fn schedule_force_stop(&self, at: Instant, session: Weak<SessionShared>) {
+    pub fn schedule(&self, at: Instant, what: Deadline, session: Weak<SessionShared>) {
         let mut st = self.lock();
-        st.pending.push((at, session));
+        st.seq += 1;
+        let seq = st.seq;
+        st.pending.push(Reverse(Due {
+            at,
+            seq,
+            what,
+            session,
+        }));
         if st.pending.len() == 1 {
             self.cv.notify_all();
         }

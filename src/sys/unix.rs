@@ -116,6 +116,12 @@ pub fn caller_pair() -> io::Result<(CallerStream, OwnedFd)> {
     Ok((CallerStream::from_std(ours)?, theirs.into()))
 }
 
+/// Two connected stream sockets (a Unix-domain pair).
+pub fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    Ok((a.into(), b.into()))
+}
+
 /// Creates `dir` and its parents, readable by the owner only (mode 0700).
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;

@@ -111,6 +111,12 @@ pub fn caller_pair() -> io::Result<(CallerStream, OwnedFd)> {
     Ok((CallerStream::from_std(ours)?, theirs.into()))
 }
 
+/// Two connected stream sockets (a loopback TCP pair).
+pub fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (a, b) = loopback_pair()?;
+    Ok((a.into(), b.into()))
+}
+
 /// Creates `dir` and its parents. A new directory inherits its parent's
 /// access list; tor's state directory and the cache below it sit in the
 /// user's profile, which only that user (and administrators) may read.

@@ -37,11 +37,7 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
         "fd_prestat_get",
         |mut c: Caller<'_, T>, fd: i32, out: i32| {
             with_ctx(&mut c, |m, ctx| match ctx.fds.get(fd)? {
-                Entry::ConfDir => {
-                    // prestat: tag 0 (directory) then the name length.
-                    m.write_u32(out as u32, 0)?;
-                    Ok(m.write_u32(out as u32 + 4, CONF_DIR.len() as u32)?)
-                }
+                Entry::ConfDir => Ok(m.write(out as u32, &prestat_dir(CONF_DIR))?),
                 // wasi-libc scans descriptors upwards until EBADF; anything
                 // that is not a preopen ends the scan.
                 _ => Err(Errno::BADF.into()),
@@ -145,7 +141,9 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
                     Entry::Stdin | Entry::Stdout | Entry::Stderr => (FILETYPE_CHARACTER_DEVICE, 0),
                     Entry::ConfDir => (FILETYPE_DIRECTORY, 0),
                     Entry::ConfFile { .. } => (FILETYPE_REGULAR_FILE, conf_len),
-                    Entry::Socket(_) | Entry::Control { .. } => (FILETYPE_SOCKET_STREAM, 0),
+                    Entry::Socket(_) | Entry::Lazy(_) | Entry::Control { .. } => {
+                        (FILETYPE_SOCKET_STREAM, 0)
+                    }
                 };
                 write_filestat(m, out as u32, filetype, size)
             })
@@ -168,6 +166,15 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
         },
     )?;
     Ok(())
+}
+
+/// A preview1 `prestat` for a preopened directory: tag 0 (directory), then
+/// the length of its name. Written as one block, so the bounds check covers
+/// both fields and no address arithmetic can wrap.
+fn prestat_dir(name: &str) -> [u8; 8] {
+    let mut prestat = [0u8; 8];
+    prestat[4..].copy_from_slice(&(name.len() as u32).to_le_bytes());
+    prestat
 }
 
 /// What a guest path names inside `/conf`.

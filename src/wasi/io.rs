@@ -5,7 +5,9 @@
 //! `writev` on the host descriptor, no intermediate buffer): this is what
 //! lets a passthrough module run at native loopback speed.
 
-use super::{with_ctx, Entry, Errno, Fail, GuestMemory, HostResult, Socket, WasiCtx, WasiView};
+use super::{
+    with_ctx, Entry, Errno, Fail, GuestMemory, HostResult, LazySocket, Socket, WasiCtx, WasiView,
+};
 use crate::sys::{self, BorrowedFd, PollFd, PollFlags};
 use std::io::IoSlice;
 use wasmtime::{Caller, Linker};
@@ -37,6 +39,9 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
         "fd_write",
         |mut c: Caller<'_, T>, fd: i32, iovs: i32, n: i32, out: i32| {
             with_ctx(&mut c, |m, ctx| {
+                // Every output pointer is checked before any byte moves: a
+                // bad one must not lose (or duplicate) data.
+                m.slice_mut(out as u32, 4)?;
                 let written = write(m, ctx, fd, iovs as u32, n as u32)?;
                 Ok(m.write_u32(out as u32, written)?)
             })
@@ -47,6 +52,7 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
         "fd_read",
         |mut c: Caller<'_, T>, fd: i32, iovs: i32, n: i32, out: i32| {
             with_ctx(&mut c, |m, ctx| {
+                m.slice_mut(out as u32, 4)?;
                 let read = read(m, ctx, fd, iovs as u32, n as u32)?;
                 Ok(m.write_u32(out as u32, read)?)
             })
@@ -60,7 +66,9 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
                 if flags != 0 {
                     return Err(Errno::NOTSUP.into());
                 }
+                ctx.open_lazy(fd)?;
                 ctx.fds.socket(fd)?;
+                m.slice_mut(out as u32, 4)?;
                 let written = write(m, ctx, fd, iovs as u32, n as u32)?;
                 Ok(m.write_u32(out as u32, written)?)
             })
@@ -74,7 +82,11 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
                 if flags != 0 {
                     return Err(Errno::NOTSUP.into());
                 }
-                ctx.fds.socket(fd)?;
+                if !matches!(ctx.fds.get(fd)?, Entry::Lazy(_)) {
+                    ctx.fds.socket(fd)?;
+                }
+                m.slice_mut(out as u32, 4)?;
+                m.slice_mut(oflags as u32, 2)?;
                 let read = read(m, ctx, fd, iovs as u32, n as u32)?;
                 m.write_u32(out as u32, read)?;
                 Ok(m.write_u16(oflags as u32, 0)?)
@@ -86,6 +98,7 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
         "sock_shutdown",
         |mut c: Caller<'_, T>, fd: i32, how: i32| {
             with_ctx(&mut c, |_, ctx| {
+                ctx.open_lazy(fd)?;
                 let s = ctx.fds.socket(fd)?;
                 if how & !3 != 0 || how == 0 {
                     return Err(Errno::INVAL.into());
@@ -112,6 +125,7 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
                     Entry::ConfDir => (FILETYPE_DIRECTORY, 0),
                     Entry::ConfFile { .. } => (FILETYPE_REGULAR_FILE, 0),
                     Entry::Socket(Socket { nonblocking, .. })
+                    | Entry::Lazy(LazySocket { nonblocking, .. })
                     | Entry::Control { nonblocking, .. } => (
                         FILETYPE_SOCKET_STREAM,
                         if *nonblocking { FDFLAGS_NONBLOCK } else { 0 },
@@ -135,6 +149,7 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
                 let nonblock = flags as u16 & FDFLAGS_NONBLOCK != 0;
                 match ctx.fds.get_mut(fd)? {
                     Entry::Socket(Socket { nonblocking, .. })
+                    | Entry::Lazy(LazySocket { nonblocking, .. })
                     | Entry::Control { nonblocking, .. } => *nonblocking = nonblock,
                     _ => {}
                 }
@@ -145,9 +160,11 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
     Ok(())
 }
 
-/// `fd_write`: stdout/stderr go to the log; sockets get one `writev`.
+/// `fd_write`: stdout/stderr go to the log; sockets take every byte (see
+/// [`super::send`]).
 fn write(m: &GuestMemory<'_>, ctx: &mut WasiCtx, fd: i32, iovs: u32, n: u32) -> HostResult<u32> {
     let iovecs = m.iovecs(iovs, n)?;
+    ctx.open_lazy(fd)?;
     match ctx.fds.get(fd)? {
         entry @ (Entry::Stdout | Entry::Stderr) => {
             let mut total = 0u32;
@@ -158,50 +175,93 @@ fn write(m: &GuestMemory<'_>, ctx: &mut WasiCtx, fd: i32, iovs: u32, n: u32) -> 
                 let room = MAX_LOGGED_OUTPUT.saturating_sub(text.len());
                 text.extend_from_slice(&bytes[..bytes.len().min(room)]);
             }
-            log_guest_output(ctx.tag, matches!(entry, Entry::Stderr), &text);
+            let stderr = matches!(entry, Entry::Stderr);
+            if let (true, Some(captured)) = (stderr, ctx.captured_stderr.as_mut()) {
+                if captured.len() < MAX_LOGGED_OUTPUT {
+                    captured.push_str(&String::from_utf8_lossy(&text));
+                }
+            }
+            log_guest_output(ctx.tag, stderr, &text);
             Ok(total)
         }
-        Entry::Socket(s) => {
+        Entry::Socket(_) => {
+            // The count returned to the guest is a u32; buffers may overlap,
+            // so their sum can exceed it. Take at most that much.
+            let mut room = u32::MAX;
             let mut slices = Vec::with_capacity(iovecs.len());
             for iov in iovecs.iter().filter(|iov| iov.len > 0) {
-                slices.push(IoSlice::new(m.slice(iov.ptr, iov.len)?));
+                let len = iov.len.min(room);
+                room -= len;
+                slices.push(IoSlice::new(m.slice(iov.ptr, len)?));
+                if room == 0 {
+                    break;
+                }
             }
             if slices.is_empty() {
                 return Ok(0);
             }
-            let fd_ = s.fd();
-            let n = retry_blocking(s.nonblocking, ctx, fd_, PollFlags::OUT, || {
-                sys::write_vectored(fd_, &slices)
-            })?;
-            Ok(n as u32)
+            let n = super::send::write_socket(ctx, fd, &slices)?;
+            Ok(u32::try_from(n).unwrap_or(u32::MAX))
         }
-        Entry::Stdin | Entry::ConfDir | Entry::ConfFile { .. } | Entry::Control { .. } => {
-            Err(Errno::BADF.into())
-        }
+        Entry::Stdin
+        | Entry::ConfDir
+        | Entry::ConfFile { .. }
+        | Entry::Control { .. }
+        | Entry::Lazy(_) => Err(Errno::BADF.into()),
     }
 }
 
 /// `fd_read`: the config file, an empty stdin, or a socket read straight
 /// into the first non-empty guest buffer (a short read is always allowed).
+/// The descriptor is checked first; with no room in the buffers nothing is
+/// read.
 fn read(m: &mut GuestMemory<'_>, ctx: &mut WasiCtx, fd: i32, iovs: u32, n: u32) -> HostResult<u32> {
     let iovecs = m.iovecs(iovs, n)?;
-    let Some(target) = iovecs.iter().find(|iov| iov.len > 0).copied() else {
-        return Ok(0);
-    };
+    let target = iovecs.iter().find(|iov| iov.len > 0).copied();
     match ctx.fds.get(fd)? {
         Entry::Stdin => Ok(0),
         Entry::ConfFile { .. } => super::fs::read_conf(m, ctx, fd, &iovecs),
         Entry::Socket(s) => {
+            let Some(target) = target else {
+                return Ok(0);
+            };
             let buf = m.slice_mut(target.ptr, target.len)?;
             let fd_ = s.fd();
-            let n = retry_blocking(s.nonblocking, ctx, fd_, PollFlags::IN, || {
+            let (n, waited) = retry_blocking(s.nonblocking, ctx, fd_, PollFlags::IN, || {
                 sys::read(fd_, &mut *buf)
             })?;
+            if n > 0 {
+                ctx.progressed();
+            } else if waited {
+                ctx.waited();
+            }
             Ok(n as u32)
         }
+        Entry::Lazy(lazy) => {
+            // Not opened yet, so nothing to read: `EAGAIN`, or for a
+            // blocking read a wait that only a forced stop ends.
+            if lazy.nonblocking {
+                return Err(Errno::AGAIN.into());
+            }
+            let stop = ctx.stop_signal();
+            loop {
+                let mut fds = [PollFd::from_borrowed_fd(
+                    stop.waker().as_fd(),
+                    PollFlags::IN,
+                )];
+                sys::poll(&mut fds, None).map_err(|e| Errno::from(&e))?;
+                stop.woken().map_err(Fail::Trap)?;
+            }
+        }
         Entry::Control { .. } => {
+            let Some(target) = target else {
+                return Ok(0);
+            };
             let byte = read_control(ctx, fd)?;
             m.write(target.ptr, byte)?;
+            if !byte.is_empty() {
+                ctx.progressed();
+            }
             Ok(byte.len() as u32)
         }
         Entry::Stdout | Entry::Stderr | Entry::ConfDir => Err(Errno::BADF.into()),
@@ -239,20 +299,22 @@ fn read_control(ctx: &mut WasiCtx, fd: i32) -> HostResult<&'static [u8]> {
     }
 }
 
-/// Runs a non-blocking socket operation. For a guest descriptor in blocking
-/// mode, `EAGAIN` turns into a wait for readiness that the runtime's stop
-/// signal can interrupt.
+/// Runs a non-blocking socket read. For a guest descriptor in blocking
+/// mode, `EAGAIN` turns into a wait for readiness that a forced stop can
+/// interrupt. Also returns whether it waited.
 fn retry_blocking(
     nonblocking: bool,
     ctx: &WasiCtx,
     fd: BorrowedFd<'_>,
     interest: PollFlags,
     mut op: impl FnMut() -> Result<usize, rustix::io::Errno>,
-) -> HostResult<usize> {
+) -> HostResult<(usize, bool)> {
+    let mut waited = false;
     loop {
         match op() {
-            Ok(n) => return Ok(n),
+            Ok(n) => return Ok((n, waited)),
             Err(rustix::io::Errno::AGAIN) if !nonblocking => {
+                waited = true;
                 let stop = ctx.stop_signal();
                 let mut fds = [
                     PollFd::from_borrowed_fd(fd, interest),

@@ -16,15 +16,16 @@ mod io;
 mod memory;
 mod misc;
 mod poll;
+mod send;
 
 pub use errno::Errno;
-pub use fdtable::{Entry, FdTable, Socket, MAX_FDS};
+pub use fdtable::{Entry, FdTable, LazySocket, OpenSocket, Socket, MAX_FDS};
 pub use memory::{GuestMemory, IoVec};
 
 use crate::sys::Waker;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wasmtime::{Caller, Linker, Memory};
 
 /// The import module name of WASI preview1.
@@ -132,13 +133,30 @@ pub struct WasiCtx {
     stop: Arc<StopSignal>,
     /// The guest's exported memory, set right after instantiation.
     pub memory: Option<Memory>,
-    /// Epoch ticks spent in wasm code since the last host call; the runtime
-    /// stops a module that computes too long without ever calling the host.
+    /// Epoch ticks spent in wasm code since the module last left it, that
+    /// is, since a host call that waited or moved data (see
+    /// [`WasiCtx::progressed`]); the runtime stops a module that computes too
+    /// long without ever doing either. Calls that do neither (`sched_yield`,
+    /// `clock_time_get`, a write refused with `EAGAIN`) keep counting, so a
+    /// module cannot hide a busy loop behind them.
     pub ticks_without_host_call: u32,
+    /// How long a write to a guest socket may wait without the kernel taking
+    /// a byte before it gives up (the runtime's network-stall limit).
+    network_stall: Duration,
+    /// Non-blocking socket writes refused with `EAGAIN` since the module
+    /// last moved data or called `poll_oneoff`, and when the first of them
+    /// was refused:
+    /// a module that retries such a write without waiting in between is
+    /// spinning (see [`send`]).
+    refused_writes: u32,
+    refused_since: Option<Instant>,
     /// Reference point of the monotonic clock.
     clock_base: Instant,
     /// Prefix for log lines about this instance (the connection id).
     pub tag: u64,
+    /// When set, what the module writes to stderr is also collected here, so that a start-up
+    /// check can report the module's own reason for refusing its config.
+    pub captured_stderr: Option<String>,
 }
 
 impl WasiCtx {
@@ -149,15 +167,86 @@ impl WasiCtx {
             stop,
             memory: None,
             ticks_without_host_call: 0,
+            network_stall: DEFAULT_NETWORK_STALL,
+            refused_writes: 0,
+            refused_since: None,
             clock_base: Instant::now(),
             tag,
+            captured_stderr: None,
         }
+    }
+
+    /// Sets how long a socket write may make no progress before it fails
+    /// (default [`DEFAULT_NETWORK_STALL`]).
+    pub fn with_network_stall(mut self, limit: Duration) -> Self {
+        self.network_stall = limit;
+        self
     }
 
     pub fn stop_signal(&self) -> &StopSignal {
         &self.stop
     }
+
+    /// Opens `fd` if it is a [`LazySocket`], before the module writes to it
+    /// or waits to be able to. If opening fails (the reason is logged by
+    /// whoever opens), the module gets a socket whose peer has gone: reads
+    /// see end-of-stream, writes `EPIPE`, as if the peer had closed at once.
+    /// Traps on a forced stop.
+    pub(crate) fn open_lazy(&mut self, fd: i32) -> HostResult {
+        let Ok(Entry::Lazy(lazy)) = self.fds.get_mut(fd) else {
+            return Ok(());
+        };
+        let nonblocking = lazy.nonblocking;
+        let opened = match lazy.open.take() {
+            Some(open) => open(self.stop.waker()),
+            None => Err(std::io::Error::other("already failed")),
+        };
+        if self.stop.is_killed() {
+            return Err(Fail::Trap(HostTrap::Stopped));
+        }
+        let host_fd = match opened {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::debug!(conn = self.tag, "socket {fd} could not be opened: {e}");
+                let (ours, peer) = crate::sys::socket_pair().map_err(|e| Errno::from(&e))?;
+                drop(peer);
+                ours
+            }
+        };
+        let mut socket = Socket::new(host_fd).map_err(|e| Errno::from(&e))?;
+        socket.nonblocking = nonblocking;
+        *self.fds.get_mut(fd)? = Entry::Socket(socket);
+        Ok(())
+    }
+
+    /// Whether the runtime was given a config for this instance.
+    pub fn has_config(&self) -> bool {
+        self.conf.is_some()
+    }
+
+    /// Records that the module left wasm for real: a host call waited or
+    /// moved data. Resets the compute budget and the spin detection.
+    pub(crate) fn progressed(&mut self) {
+        self.ticks_without_host_call = 0;
+        self.forget_refused_writes();
+    }
+
+    /// Ends the spin detection: the module did something other than retry
+    /// a refused write.
+    pub(crate) fn forget_refused_writes(&mut self) {
+        self.refused_writes = 0;
+        self.refused_since = None;
+    }
+
+    /// Records a host call that waited without moving data (the compute
+    /// budget restarts, the spin detection does not).
+    pub(crate) fn waited(&mut self) {
+        self.ticks_without_host_call = 0;
+    }
 }
+
+/// The network-stall limit used when the runtime sets none.
+pub const DEFAULT_NETWORK_STALL: Duration = Duration::from_secs(120);
 
 /// Store data that carries a [`WasiCtx`].
 pub trait WasiView: Send + 'static {
@@ -185,6 +274,7 @@ impl std::fmt::Display for HostTrap {
 impl std::error::Error for HostTrap {}
 
 /// A failed host call: an errno returned to the guest, or a trap.
+#[derive(Debug)]
 pub(crate) enum Fail {
     Errno(Errno),
     Trap(HostTrap),
@@ -200,6 +290,9 @@ pub(crate) type HostResult<T = ()> = Result<T, Fail>;
 
 /// Runs a host call body with the guest memory and WASI state borrowed, and
 /// maps its outcome to the preview1 convention (errno result, or trap).
+/// Calling the host alone does not restart the compute budget: bodies that
+/// wait or move data say so with [`WasiCtx::progressed`] or
+/// [`WasiCtx::waited`].
 pub(crate) fn with_ctx<T: WasiView>(
     caller: &mut Caller<'_, T>,
     body: impl FnOnce(&mut GuestMemory<'_>, &mut WasiCtx) -> HostResult,
@@ -209,7 +302,6 @@ pub(crate) fn with_ctx<T: WasiView>(
     };
     let (bytes, data) = memory.data_and_store_mut(&mut *caller);
     let ctx = data.wasi();
-    ctx.ticks_without_host_call = 0;
     let mut mem = GuestMemory::new(bytes);
     match body(&mut mem, ctx) {
         Ok(()) => Ok(0),

@@ -139,6 +139,18 @@ fn poll_oneoff(
     let subs = decode(m, ctx, subs_ptr, n)?;
     // The output array must be able to hold an event per subscription.
     m.slice(events_ptr, n * EVENT_SIZE)?;
+    // A socket opened on demand is opened once the module waits to write
+    // to it; until then it is never readable.
+    for sub in &subs {
+        if let Sub::Fd {
+            kind: EVENTTYPE_FD_WRITE,
+            fd,
+            ..
+        } = *sub
+        {
+            ctx.open_lazy(fd)?;
+        }
+    }
 
     let start = Instant::now();
     let mut events = Vec::new();
@@ -176,6 +188,7 @@ fn poll_oneoff(
                         waits.push(i);
                         fds.push(PollFd::from_borrowed_fd(s.fd(), interest));
                     }
+                    Ok(Entry::Lazy(_)) => {}
                     // Files and stdio never block.
                     Ok(Entry::ConfFile { pos }) => {
                         let len = ctx.conf.as_ref().map_or(0, |c| c.len() as u64);
@@ -212,19 +225,38 @@ fn poll_oneoff(
         stop.waker().as_fd(),
         PollFlags::IN,
     ));
+    // The first pass only looks: whether the call then has to block tells
+    // a wait (which restarts the compute budget) from a module polling in a
+    // busy loop.
+    let mut probing = true;
+    let mut waited = false;
     loop {
-        sys::poll(&mut fds, timeout.map(|t| t.saturating_sub(start.elapsed())))
-            .map_err(|e| Errno::from(&e))?;
+        let left = if probing {
+            Some(Duration::ZERO)
+        } else {
+            timeout.map(|t| t.saturating_sub(start.elapsed()))
+        };
+        let ready = sys::poll(&mut fds, left).map_err(|e| Errno::from(&e))?;
+        if std::mem::take(&mut probing) && ready == 0 && timeout != Some(Duration::ZERO) {
+            waited = true;
+            continue;
+        }
         let (stop_fd, socket_fds) = fds.split_last_mut().ok_or(Errno::INVAL)?;
         if !stop_fd.revents().is_empty() {
             stop.woken().map_err(Fail::Trap)?;
             stop_fd.clear_revents();
             if stop.is_requested() {
+                // Only reading: the control fd is never writable.
                 for &i in &controls {
-                    if let Sub::Fd { userdata, kind, .. } = subs[i] {
+                    if let Sub::Fd {
+                        userdata,
+                        kind: EVENTTYPE_FD_READ,
+                        ..
+                    } = subs[i]
+                    {
                         events.push(Event {
                             userdata,
-                            kind,
+                            kind: EVENTTYPE_FD_READ,
                             nbytes: 1,
                             ..Event::default()
                         });
@@ -283,6 +315,11 @@ fn poll_oneoff(
     }
     drop(fds);
     drop(waits);
+    // A module that polls is not spinning on a refused write.
+    ctx.forget_refused_writes();
+    if waited {
+        ctx.waited();
+    }
 
     for (k, ev) in events.iter().enumerate() {
         m.write(events_ptr + k as u32 * EVENT_SIZE, &ev.encode())?;

@@ -13,8 +13,10 @@ use crate::measure::Proc;
 use crate::route::Route;
 use crate::Settings;
 
-/// Modules in the prebuilt directory that exist only to test the runtime.
-const FIXTURES: &[&str] = &["config-echo", "faulty"];
+/// Modules in the prebuilt directory that exist only to test the runtime (`xor` and `xor-v0`
+/// only show that a transforming module survives both ABIs; `plain-v0` is kept as the v0
+/// subject beside `plain`).
+const FIXTURES: &[&str] = &["config-echo", "faulty", "xor", "xor-v0"];
 
 /// A water module to benchmark, with the configuration each side gets (`water-config`).
 #[derive(Debug, Clone)]
