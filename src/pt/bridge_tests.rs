@@ -155,8 +155,14 @@ fn module_path_rules() {
     let dir = Path::new("/state/modules");
     let by_name = from(&[("water-wasm", "a.wasm"), ("water-sha256", HEX)]).unwrap();
     assert_eq!(by_name.module_path(dir), Some(dir.join("a.wasm")));
-    let by_path = from(&[("water-wasm", "file:///opt/b.wasm")]).unwrap();
-    assert_eq!(by_path.module_path(dir), Some(PathBuf::from("/opt/b.wasm")));
+    // A file: URL names a path the platform's way (with a drive on Windows).
+    let (url, path) = if cfg!(windows) {
+        ("file:///C:/opt/b.wasm", r"C:\opt\b.wasm")
+    } else {
+        ("file:///opt/b.wasm", "/opt/b.wasm")
+    };
+    let by_path = from(&[("water-wasm", url)]).unwrap();
+    assert_eq!(by_path.module_path(dir), Some(PathBuf::from(path)));
     let pinned = from(&[("water-sha256", &HEX.to_ascii_uppercase())]).unwrap();
     assert_eq!(
         pinned.module_path(dir),

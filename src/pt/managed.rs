@@ -85,7 +85,7 @@ pub async fn run(limits: Limits) -> Result<(), String> {
     // The module directory is created up front so that an error naming a file to put there
     // names a directory that exists.
     let module_dir = env.state_location.join("watm");
-    if let Err(e) = create_private_dir(&module_dir) {
+    if let Err(e) = crate::sys::create_private_dir(&module_dir) {
         tracing::warn!(
             "cannot create the module directory {}: {e}",
             module_dir.display()

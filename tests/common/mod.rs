@@ -250,7 +250,12 @@ impl Child {
 
     /// Waits (up to 20 s) for a stderr line containing `needle`.
     pub fn wait_for_line(&mut self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        self.wait_for_line_within(needle, Duration::from_secs(20))
+    }
+
+    /// Waits up to `limit` for a stderr line containing `needle`.
+    pub fn wait_for_line_within(&mut self, needle: &str, limit: Duration) -> String {
+        let deadline = std::time::Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.lines.recv_timeout(left) {
@@ -267,7 +272,12 @@ impl Child {
 
     /// Waits for the "listening on ADDR" log line and returns ADDR.
     pub fn listening_addr(&mut self) -> SocketAddr {
-        let line = self.wait_for_line("listening on ");
+        self.listening_addr_within(Duration::from_secs(20))
+    }
+
+    /// [`Child::listening_addr`], waiting up to `limit`.
+    pub fn listening_addr_within(&mut self, limit: Duration) -> SocketAddr {
+        let line = self.wait_for_line_within("listening on ", limit);
         let rest = &line[line.find("listening on ").unwrap() + "listening on ".len()..];
         let addr = rest.split([',', ' ']).next().unwrap();
         addr.parse()
