@@ -39,6 +39,8 @@ fi
 var=$(echo "$target" | tr 'a-z-' 'A-Z_')
 export "CARGO_TARGET_${var}_LINKER=x86_64-w64-mingw32-gcc"
 export "CARGO_TARGET_${var}_RUNNER=wine"
+# Warnings in Windows-only code fail here, as clippy's do for the host.
+export "CARGO_TARGET_${var}_RUSTFLAGS=-D warnings"
 
 echo "windows-test: unit tests under wine" >&2
 cargo test --quiet --target "$target" --lib
