@@ -90,8 +90,12 @@ impl Driver for V0 {
         }
     }
 
+    fn init(&self, store: &mut Store<Host>) -> Result<(), Error> {
+        success(call(store, INIT, None)?, INIT).map(drop)
+    }
+
     fn setup(&self, store: &mut Store<Host>, role: Role, caller: &mut Caller) -> Result<(), Error> {
-        success(call(store, INIT, None)?, INIT)?;
+        self.init(store)?;
         let export = self.role_export(role).ok_or(Error::RoleUnsupported {
             role: role.name(),
             export: "(none in WATM v0)",
