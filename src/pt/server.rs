@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::bridge::bridge_line;
 use super::bridge_setup::{BridgeSetup, Keying};
+use super::catalogue;
 use super::env::ServerEnv;
 use super::modules::ModuleStore;
 use super::output::{self, Severity};
@@ -22,7 +23,7 @@ use super::report::Reporter;
 use super::secrets::SecretFile;
 use super::TRANSPORT_NAME;
 use crate::extor::{self, ExtOrError};
-use crate::runtime::{into_fd, Server};
+use crate::runtime::{into_fd, Server, SessionEnd};
 use crate::serve::accept_loop;
 use crate::shutdown::Shutdown;
 
@@ -84,6 +85,8 @@ fn extor_kind(e: &ExtOrError) -> &'static str {
 #[derive(Debug)]
 pub struct WaterServer {
     server: Server,
+    /// The module's name in the statistics.
+    label: String,
     upstream: Upstream,
     reporter: Arc<Reporter>,
 }
@@ -154,12 +157,14 @@ async fn try_launch(
             &format!("water: cannot write {BRIDGE_LINE_FILE}: {e}"),
         );
     }
+    let label = catalogue::label(&watm.sha256());
     let server = Server::new(modules.runtime(), watm)
         .map_err(|e| e.to_string())?
         .with_config(config);
     Ok((
         WaterServer {
             server,
+            label,
             upstream,
             reporter,
         },
@@ -200,9 +205,11 @@ impl WaterServer {
     }
 
     async fn handle(&self, inbound: TcpStream, peer: SocketAddr) {
+        let conn = self.reporter.stats().accepted("bridge", &self.label);
         let tor = match self.upstream.connect(peer).await {
             Ok(s) => s,
             Err((kind, msg)) => {
+                conn.failed(kind);
                 // Dropping `inbound` closes the client's connection.
                 self.reporter
                     .failed_once(kind, &format!("water: inbound connection dropped: {msg}"));
@@ -211,9 +218,16 @@ impl WaterServer {
         };
         let fds = into_fd(inbound).and_then(|i| Ok((i, into_fd(tor)?)));
         let result = match fds {
-            Ok((inbound, tor)) => self.server.serve(inbound, tor).await.map(drop),
+            Ok((inbound, tor)) => self.server.serve(inbound, tor).await,
             Err(e) => Err(e.into()),
         };
+        match &result {
+            Ok(session) => match session.finished().await {
+                SessionEnd::Failed(_) => conn.failed("module"),
+                SessionEnd::Closed | SessionEnd::Cancelled => conn.completed(),
+            },
+            Err(_) => conn.failed("module-setup"),
+        }
         if let Err(e) = result {
             // Client addresses stay out of tor's log (bridges do not log users).
             tracing::debug!("connection from {peer}: {e}");
