@@ -9,6 +9,7 @@
 
 mod artifact_cache;
 mod binding;
+mod cancel;
 mod dialer;
 mod driver;
 mod error;
@@ -25,6 +26,8 @@ mod ticker;
 mod v0;
 mod v1;
 
+pub use crate::wasi::OpenSocket;
+pub use cancel::run_cancellable;
 pub use dialer::Dialer;
 pub use driver::Generation;
 pub use error::Error;
