@@ -13,7 +13,9 @@ use crate::measure::Proc;
 use crate::route::Route;
 use crate::Settings;
 
-/// Modules in the prebuilt directory that exist only to test the runtime.
+/// Modules in the prebuilt directory that exist only to test the runtime. (`reference-loop`
+/// is a fixture too, but benchmarked: it stands for modules built with the reference TinyGo
+/// SDK, whose I/O loop puts a different load on the host than the Rust SDK's.)
 const FIXTURES: &[&str] = &["config-echo", "faulty"];
 
 /// A water module to benchmark, with the configuration each side gets (`water-config`).
