@@ -45,6 +45,8 @@ pub async fn run(limits: Limits) -> Result<(), String> {
         return Err(msg);
     }
     out.version().map_err(|e| format!("stdout: {e}"))?;
+    // tor 0.4.8+ publishes this as the bridge's `transport-info` line.
+    let _ = out.version_status(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
 
     let proxy = match env.client.as_ref().and_then(|c| c.proxy.as_deref()) {
         None => None,
@@ -81,10 +83,16 @@ pub async fn run(limits: Limits) -> Result<(), String> {
             return Err(msg);
         }
     };
-    let modules = Arc::new(ModuleStore::new(
-        runtime.clone(),
-        Some(env.state_location.join("watm")),
-    ));
+    // The module directory is created up front so that an error naming a file to put there
+    // names a directory that exists.
+    let module_dir = env.state_location.join("watm");
+    if let Err(e) = create_private_dir(&module_dir) {
+        tracing::warn!(
+            "cannot create the module directory {}: {e}",
+            module_dir.display()
+        );
+    }
+    let modules = Arc::new(ModuleStore::new(runtime.clone(), Some(module_dir)));
     let reporter = Arc::new(Reporter::new(true));
     let shutdown = Shutdown::install(env.exit_on_stdin_close)
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -150,7 +158,7 @@ async fn launch_client(
         }
     };
     let _ = out.cmethod(TRANSPORT_NAME, addr);
-    tracing::info!("water client: SOCKS5 on {addr}");
+    tracing::info!(target: crate::pt::scrub::CONFIGURED, "water client: SOCKS5 on {addr}");
     let client = SocksClient {
         modules: modules.clone(),
         policy,

@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 
 use super::output::{self, Severity};
+use super::scrub;
 use super::TRANSPORT_NAME;
 
 /// The most addresses remembered; beyond it the oldest state is forgotten (so at worst a line
@@ -56,9 +57,11 @@ impl Reporter {
         self.seen.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A `LOG` line for tor (managed mode) and the same message on stderr. Write errors are
-    /// ignored: once tor is gone (EPIPE) there is nobody to tell.
+    /// A `LOG` line for tor (managed mode) and the same message on stderr, addresses
+    /// [scrubbed](super::scrub) unless `--unsafe-logging`. Write errors are ignored: once tor is
+    /// gone (EPIPE) there is nobody to tell.
     pub fn log(&self, severity: Severity, msg: &str) {
+        let msg = &*scrub::for_log(msg);
         match severity {
             Severity::Error => tracing::error!("{msg}"),
             Severity::Warning => tracing::warn!("{msg}"),
@@ -72,7 +75,8 @@ impl Reporter {
 
     fn status(&self, pairs: &[(&str, &str)]) {
         if self.managed {
-            let _ = output::stdout().status(TRANSPORT_NAME, pairs);
+            let safe: Vec<_> = pairs.iter().map(|(k, v)| (*k, scrub::for_log(v))).collect();
+            let _ = output::stdout().status(TRANSPORT_NAME, &safe);
         }
     }
 

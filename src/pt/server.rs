@@ -13,20 +13,20 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::bridge::{bridge_line, parse_config, BridgeArgs};
+use super::bridge::bridge_line;
+use super::bridge_setup::{BridgeSetup, Keying};
 use super::env::ServerEnv;
 use super::modules::ModuleStore;
 use super::output::{self, Severity};
 use super::report::Reporter;
+use super::secrets::SecretFile;
 use super::TRANSPORT_NAME;
 use crate::extor::{self, ExtOrError};
-use crate::runtime::{into_fd, Role, Server};
+use crate::runtime::{into_fd, Server};
 use crate::serve::accept_loop;
 use crate::shutdown::Shutdown;
 
-/// The server option whose value (base64url) is published in `SMETHOD ... ARGS:` as the
-/// clients' `water-config`.
-pub const CLIENT_CONFIG_OPTION: &str = "water-client-config";
+pub use super::bridge_setup::CLIENT_CONFIG_OPTION;
 
 /// The file in `TOR_PT_STATE_LOCATION` holding a ready-to-edit bridge line.
 pub const BRIDGE_LINE_FILE: &str = "water_bridgeline.txt";
@@ -119,44 +119,33 @@ async fn try_launch(
             tracing::warn!("ServerTransportOptions water:{key}=... is not a water option; ignored");
         }
     }
-    // `water-client-config` is what clients need (published as their `water-config`); the
-    // server's own config may hold secrets meant for the server only and is never published.
-    let mut client_config = None;
-    let mut module_options = Vec::new();
-    for (key, value) in options {
-        if key == CLIENT_CONFIG_OPTION {
-            if client_config.is_some() {
-                return Err(format!("{CLIENT_CONFIG_OPTION} is given twice"));
-            }
-            client_config =
-                Some(parse_config(value).map_err(|e| format!("{CLIENT_CONFIG_OPTION}: {e}"))?);
-        } else {
-            module_options.push((key.as_str(), value.as_str()));
-        }
+    let setup = BridgeSetup::prepare(options, modules, state_dir).await?;
+    match setup.keying {
+        Keying::Operator => {}
+        Keying::Generated => reporter.log(
+            Severity::Notice,
+            &format!(
+                "water: new per-bridge secret generated and kept in {}; give out the line in {BRIDGE_LINE_FILE}",
+                SecretFile::in_dir(state_dir).path().display()
+            ),
+        ),
+        Keying::Stored => tracing::info!(
+            "water: using the per-bridge secret in {}",
+            SecretFile::in_dir(state_dir).path().display()
+        ),
     }
-    let args = BridgeArgs::from_pairs(&module_options).map_err(|e| e.to_string())?;
-    let config = args.config.clone();
-    let watm = modules
-        .select_blocking_off(args)
-        .await
-        .map_err(|e| e.to_string())?;
-    watm.require(Role::Listener).map_err(|e| e.to_string())?;
+    let (watm, config, published) = (setup.watm, setup.server_config, setup.published);
     let upstream = Upstream::from_env(env).ok_or("neither an ORPort nor an Extended ORPort")?;
     let bind = env.bind_addr(TRANSPORT_NAME);
     let tcp = TcpListener::bind(bind)
         .await
         .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
     let addr = tcp.local_addr().map_err(|e| e.to_string())?;
-    let published = BridgeArgs {
-        wasm: None,
-        sha256: Some(watm.sha256()),
-        config: client_config,
-    }
-    .to_pairs();
     output::stdout()
         .smethod(TRANSPORT_NAME, addr, &published)
         .map_err(|e| e.to_string())?;
     tracing::info!(
+        target: crate::pt::scrub::CONFIGURED,
         "water server listening on {addr} (module {})",
         watm.sha256_hex()
     );

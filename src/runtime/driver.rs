@@ -60,6 +60,10 @@ pub(crate) trait Driver: Sync {
     /// role.
     fn role_export(&self, role: Role) -> Option<&'static str>;
 
+    /// The module's init with its config (v1: `watm_init_v1`), alone: a bridge runs it at
+    /// start-up to learn whether the module accepts its config ([`super::Runtime::check_init`]).
+    fn init(&self, store: &mut Store<Host>) -> Result<(), Error>;
+
     /// Everything between instantiation and the worker: the module's init,
     /// the role call (with the caller socket lent to the module first, see
     /// [`super::exports::lend_caller`]) and the hand-over of the control

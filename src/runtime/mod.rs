@@ -252,6 +252,13 @@ impl Runtime {
         self.load(&bytes)
     }
 
+    /// Runs `watm` up to `watm_init_v1` with `config` and throws the instance away: whether
+    /// the module accepts this config, with its own reason when it does not. Uses one
+    /// connection slot while it runs.
+    pub async fn check_init(&self, watm: Arc<Watm>, config: Option<&[u8]>) -> Result<(), String> {
+        session::check_init(self, watm, config.map(Arc::from)).await
+    }
+
     /// Number of connections (instances) currently open.
     pub fn live_connections(&self) -> usize {
         self.inner.live.load(Ordering::SeqCst)

@@ -361,6 +361,12 @@ fn setup(
     role: Role,
     caller: &mut Caller,
 ) -> Result<(), Error> {
+    instantiate(watm, store)?;
+    watm.driver().setup(store, role, caller)
+}
+
+/// Steps 1-2: the instance and its entry point.
+fn instantiate(watm: &Watm, store: &mut Store<Host>) -> Result<(), Error> {
     let instance = watm.pre.instantiate(&mut *store).map_err(|e| Error::Trap {
         call: "instantiation",
         reason: format!("{e:#}"),
@@ -384,7 +390,74 @@ fn setup(
             }
         }
     }
-    watm.driver().setup(store, role, caller)
+    Ok(())
+}
+
+/// Instantiates `watm` with `config` on a session thread and runs it through its init (v1:
+/// `watm_init_v1`), then drops the instance. A bridge does this at start-up so that a module
+/// that refuses its config fails the launch with the module's own words (what it wrote to
+/// stderr) instead of failing every connection later. Bounded like a connection's setup.
+pub(crate) async fn check_init(
+    runtime: &super::Runtime,
+    watm: Arc<Watm>,
+    config: Option<Arc<[u8]>>,
+) -> Result<(), String> {
+    let rt = runtime.inner().clone();
+    let permit = rt.admit().map_err(|e| e.to_string())?;
+    let shared = Arc::new(SessionShared {
+        id: permit.id,
+        stop: Arc::new(StopSignal::new().map_err(|e| e.to_string())?),
+        stop_requested: AtomicBool::new(false),
+        setup: AtomicU8::new(SETUP),
+        setup_timeout: rt.limits.setup_timeout,
+        done: watch::Sender::new(None),
+    });
+    let (tx, rx) = oneshot::channel();
+    let thread_rt = rt.clone();
+    let session = shared.clone();
+    rt.threads
+        .execute(Box::new(move || {
+            let mut job = Job {
+                role: Role::Listener,
+                caller: None,
+                inbound: None,
+                fixed_remote: None,
+                config,
+                policy: Arc::new(NetPolicy::default()),
+                replies: None,
+            };
+            let mut store = new_store(&thread_rt, &mut job, session.clone());
+            store.data_mut().wasi.captured_stderr = Some(String::new());
+            let result = instantiate(&watm, &mut store)
+                .and_then(|()| watm.driver().init(&mut store))
+                .map_err(|e| {
+                    let e = session.cut_short().unwrap_or(e);
+                    match store.data_mut().wasi.captured_stderr.take() {
+                        Some(said) if !said.trim().is_empty() => {
+                            let lines: Vec<_> = said
+                                .lines()
+                                .map(str::trim)
+                                .filter(|l| !l.is_empty())
+                                .collect();
+                            format!("{e}; the module says: {}", lines.join("; "))
+                        }
+                        _ => e.to_string(),
+                    }
+                });
+            session.end_setup(READY);
+            drop(store);
+            drop(permit);
+            session.done.send_replace(Some(SessionEnd::Closed));
+            let _ = tx.send(result);
+        }))
+        .map_err(|e| e.to_string())?;
+    rt.ticker.schedule(
+        Instant::now() + rt.limits.setup_timeout,
+        Deadline::Setup,
+        Arc::downgrade(&shared),
+    );
+    rx.await
+        .unwrap_or_else(|_| Err("the start-up check ended without a result".into()))
 }
 
 /// Writes a setup reply on the caller socket, wherever it is, waiting

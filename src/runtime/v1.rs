@@ -65,8 +65,12 @@ impl Driver for V1 {
         Some(role.export())
     }
 
+    fn init(&self, store: &mut Store<Host>) -> Result<(), Error> {
+        expect_zero(call(store, "watm_init_v1", None)?, "watm_init_v1")
+    }
+
     fn setup(&self, store: &mut Store<Host>, role: Role, caller: &mut Caller) -> Result<(), Error> {
-        expect_zero(call(store, "watm_init_v1", None)?, "watm_init_v1")?;
+        self.init(store)?;
 
         let role_export = role.export();
         if role == Role::Relay {

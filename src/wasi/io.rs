@@ -167,7 +167,13 @@ fn write(m: &GuestMemory<'_>, ctx: &mut WasiCtx, fd: i32, iovs: u32, n: u32) -> 
                 let room = MAX_LOGGED_OUTPUT.saturating_sub(text.len());
                 text.extend_from_slice(&bytes[..bytes.len().min(room)]);
             }
-            log_guest_output(ctx.tag, matches!(entry, Entry::Stderr), &text);
+            let stderr = matches!(entry, Entry::Stderr);
+            if let (true, Some(captured)) = (stderr, ctx.captured_stderr.as_mut()) {
+                if captured.len() < MAX_LOGGED_OUTPUT {
+                    captured.push_str(&String::from_utf8_lossy(&text));
+                }
+            }
+            log_guest_output(ctx.tag, stderr, &text);
             Ok(total)
         }
         Entry::Socket(_) => {

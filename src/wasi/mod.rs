@@ -154,6 +154,9 @@ pub struct WasiCtx {
     clock_base: Instant,
     /// Prefix for log lines about this instance (the connection id).
     pub tag: u64,
+    /// When set, what the module writes to stderr is also collected here, so that a start-up
+    /// check can report the module's own reason for refusing its config.
+    pub captured_stderr: Option<String>,
 }
 
 impl WasiCtx {
@@ -169,6 +172,7 @@ impl WasiCtx {
             refused_since: None,
             clock_base: Instant::now(),
             tag,
+            captured_stderr: None,
         }
     }
 
