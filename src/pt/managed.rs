@@ -158,7 +158,7 @@ async fn launch_client(
         }
     };
     let _ = out.cmethod(TRANSPORT_NAME, addr);
-    tracing::info!(target: crate::pt::scrub::CONFIGURED, "water client: SOCKS5 on {addr}");
+    tracing::info!("water client: SOCKS5 on {addr}");
     let client = SocksClient {
         modules: modules.clone(),
         policy,

@@ -145,7 +145,6 @@ async fn try_launch(
         .smethod(TRANSPORT_NAME, addr, &published)
         .map_err(|e| e.to_string())?;
     tracing::info!(
-        target: crate::pt::scrub::CONFIGURED,
         "water server listening on {addr} (module {})",
         watm.sha256_hex()
     );

@@ -22,6 +22,7 @@ mod session;
 mod stream;
 mod threads;
 mod ticker;
+mod v0;
 mod v1;
 
 pub use dialer::Dialer;

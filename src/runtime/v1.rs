@@ -20,6 +20,9 @@ use super::session::{Caller, SessionEnd};
 use crate::wasi::Errno;
 use wasmtime::{ExternType, Linker, Module, Store};
 
+/// The export that marks a v1 module.
+pub(crate) const MARKER: &str = "watm_init_v1";
+
 /// The exports every v1 module has.
 const REQUIRED: [(&str, Sig); 3] = [
     ("watm_init_v1", Sig::NoneToI32),

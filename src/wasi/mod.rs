@@ -187,6 +187,11 @@ impl WasiCtx {
         &self.stop
     }
 
+    /// Whether the runtime was given a config for this instance.
+    pub fn has_config(&self) -> bool {
+        self.conf.is_some()
+    }
+
     /// Records that the module left wasm for real: a host call waited or
     /// moved data. Resets the compute budget and the spin detection.
     pub(crate) fn progressed(&mut self) {
