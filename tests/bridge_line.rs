@@ -266,3 +266,23 @@ fn operator_commands() {
         "{err}"
     );
 }
+
+/// Under an address-space limit the runtime reserves fewer connection slots instead of not
+/// starting, and says in one line which option trades capacity for address space.
+#[test]
+fn an_address_space_limit_shrinks_the_pool_with_one_line_naming_the_option() {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("ulimit -v 4000000 && exec \"$0\" check --wasm plain")
+        .arg(binary())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let warnings: Vec<_> = err
+        .lines()
+        .filter(|l| l.contains("could not reserve"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].contains("--max-memory-mib"), "{err}");
+}

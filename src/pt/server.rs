@@ -1,10 +1,13 @@
 //! The server (bridge) side: accept transport connections, decode each with the module's
 //! listener role, and hand the plaintext to tor.
 //!
-//! tor's side of each connection is opened *before* the module starts: an authenticated
-//! Extended ORPort connection (or a plain ORPort one) becomes the module's caller fd, so the
-//! module writes decoded bytes straight to tor. A connection tor refuses (DENY, bad cookie,
-//! ORPort down) is dropped with a log line; the transport keeps serving the others.
+//! tor's side of each connection is opened when the module first writes toward it (or waits
+//! to be able to): an authenticated Extended ORPort connection (or a plain ORPort one) becomes
+//! the module's caller fd, so the module writes decoded bytes straight to tor. Until then the
+//! caller fd has nothing to read, which costs nothing since tor never speaks first; a probe
+//! the module rejects (silence, garbage) therefore never becomes a connection into tor. A
+//! connection tor refuses (DENY, bad cookie, ORPort down) is reported once per kind; the
+//! module sees its caller socket closed, and the transport keeps serving the others.
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,7 +25,7 @@ use super::report::Reporter;
 use super::secrets::SecretFile;
 use super::TRANSPORT_NAME;
 use crate::extor::{self, ExtOrError};
-use crate::runtime::{into_fd, Server};
+use crate::runtime::{into_fd, run_cancellable, OpenSocket, Server};
 use crate::serve::accept_loop;
 use crate::shutdown::Shutdown;
 
@@ -200,18 +203,14 @@ impl WaterServer {
     }
 
     async fn handle(&self, inbound: TcpStream, peer: SocketAddr) {
-        let tor = match self.upstream.connect(peer).await {
-            Ok(s) => s,
-            Err((kind, msg)) => {
-                // Dropping `inbound` closes the client's connection.
-                self.reporter
-                    .failed_once(kind, &format!("water: inbound connection dropped: {msg}"));
-                return;
+        let result = match into_fd(inbound) {
+            Ok(inbound) => {
+                let open = self.open_upstream(peer);
+                self.server
+                    .serve_opening_caller(inbound, open)
+                    .await
+                    .map(drop)
             }
-        };
-        let fds = into_fd(inbound).and_then(|i| Ok((i, into_fd(tor)?)));
-        let result = match fds {
-            Ok((inbound, tor)) => self.server.serve(inbound, tor).await.map(drop),
             Err(e) => Err(e.into()),
         };
         if let Err(e) = result {
@@ -220,5 +219,32 @@ impl WaterServer {
             self.reporter
                 .failed_once("module", &format!("water: inbound connection failed: {e}"));
         }
+    }
+
+    /// Opens tor's side of the connection from `peer` when the module first writes toward
+    /// it: a probe the module rejects without a word never becomes a connection into tor.
+    /// Runs on the session's thread; a stop of the session cuts the handshake short.
+    fn open_upstream(&self, peer: SocketAddr) -> OpenSocket {
+        let upstream = self.upstream.clone();
+        let reporter = self.reporter.clone();
+        let tokio = tokio::runtime::Handle::current();
+        Box::new(move |cancel| {
+            run_cancellable(cancel, move || {
+                match tokio.block_on(upstream.connect(peer)) {
+                    Ok(tor) => {
+                        let _guard = tokio.enter();
+                        into_fd(tor)
+                    }
+                    Err((kind, msg)) => {
+                        // The module sees its caller socket closed and ends the connection.
+                        reporter.failed_once(
+                            kind,
+                            &format!("water: inbound connection dropped: {msg}"),
+                        );
+                        Err(io::Error::new(io::ErrorKind::ConnectionRefused, msg))
+                    }
+                }
+            })
+        })
     }
 }

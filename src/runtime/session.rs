@@ -28,7 +28,7 @@ use super::net::NetPolicy;
 use super::ticker::Deadline;
 use super::RuntimeInner;
 use crate::sys::{self, HostFd, PollFd, PollFlags};
-use crate::wasi::{Entry, HostTrap, StopSignal, WasiCtx};
+use crate::wasi::{Entry, HostTrap, OpenSocket, StopSignal, WasiCtx};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -52,7 +52,7 @@ pub type FailureReply = Box<dyn FnOnce(&Error) -> Vec<u8> + Send>;
 pub(crate) struct Job {
     pub role: Role,
     /// The caller-side socket (`None` for a relay).
-    pub caller: Option<HostFd>,
+    pub caller: Option<CallerSocket>,
     /// The connection `water_accept` returns (listener and relay).
     pub inbound: Option<HostFd>,
     /// The remote `water_dial_fixed` dials.
@@ -60,6 +60,14 @@ pub(crate) struct Job {
     pub config: Option<Arc<[u8]>>,
     pub policy: Arc<NetPolicy>,
     pub replies: Option<Replies>,
+}
+
+/// The caller socket a session starts with.
+pub(crate) enum CallerSocket {
+    Open(HostFd),
+    /// Opened when the module first writes to it or polls it for writing
+    /// (see [`crate::wasi::LazySocket`]).
+    OnFirstWrite(OpenSocket),
 }
 
 /// How a session ended.
@@ -313,7 +321,7 @@ pub(crate) enum Caller {
     /// This role has none (relay).
     None,
     /// Not yet given to the module.
-    Held(HostFd),
+    Held(CallerSocket),
     /// In the module's table under this number.
     Lent(u32),
 }
@@ -467,7 +475,9 @@ fn write_reply(store: &Store<Host>, caller: &Caller, bytes: &[u8]) -> Result<(),
     let host = store.data();
     let fd = match caller {
         Caller::None => return Ok(()),
-        Caller::Held(fd) => fd.as_fd(),
+        Caller::Held(CallerSocket::Open(fd)) => fd.as_fd(),
+        // Nobody to answer: the socket does not exist yet.
+        Caller::Held(CallerSocket::OnFirstWrite(_)) => return Ok(()),
         Caller::Lent(n) => match host.wasi.fds.get(*n as i32) {
             Ok(Entry::Socket(s)) if s.is_caller => s.fd(),
             _ => {
