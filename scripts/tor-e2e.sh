@@ -10,10 +10,20 @@
 # tor's TLS and a BEGIN_DIR request crossed both modules.
 #
 # Usage: scripts/tor-e2e.sh [MODULE] [SERVER_CONFIG [CLIENT_CONFIG]]
+#        scripts/tor-e2e.sh --bridge-line [OPTION...]
 #   MODULE: a name in watm/prebuilt/ (default plain) or a path to a .wasm.
 #   SERVER_CONFIG, CLIENT_CONFIG: module configs as base64url (the client's
 #   defaults to the server's); the bridge publishes the client's as
 #   water-client-config, and the client's Bridge line carries it.
+#   --bridge-line: the deployment a user follows. The bridge gets
+#   `ServerTransportOptions water OPTION...` (no such line without options)
+#   and the client gets only the line from the bridge's water_bridgeline.txt,
+#   fingerprint filled in: it runs the module from its built-in catalogue.
+#   With E2E_RESTART=1 the bridge is then restarted: its line must not change,
+#   and a fresh client with the old line must get through again.
+# Every run also checks every line the transports wrote to either tor's log
+# (their LOG and STATUS lines, and their stderr, which tor logs at info level)
+# for an IP address or port: none may show one unless --unsafe-logging.
 # Environment: WATER_PT (binary; default: build target/debug/water-pt),
 #   TOR (default: tor), E2E_TIMEOUT (seconds, default 90),
 #   SERVER_PT_ARGS / CLIENT_PT_ARGS: options after the path on the bridge's
@@ -22,6 +32,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+bridge_line_mode=0
+if [ "${1:-}" = "--bridge-line" ]; then
+  bridge_line_mode=1
+  shift
+  bridge_options="$*"
+  set -- plain
+fi
 module=${1:-plain}
 server_config=${2:-}
 client_config=${3:-$server_config}
@@ -60,10 +77,10 @@ cleanup() {
     fi
   done
   if [ $status -ne 0 ]; then
-    echo "---- bridge log" >&2; tail -n 30 "$tmp/bridge.log" >&2 2>/dev/null || true
-    echo "---- client log" >&2; tail -n 30 "$tmp/client.log" >&2 2>/dev/null || true
+    echo "---- bridge log" >&2; tail -n 30 "$tmp"/bridge-*.log >&2 2>/dev/null || true
+    echo "---- client log" >&2; tail -n 30 "$tmp"/client-*.log >&2 2>/dev/null || true
   fi
-  rm -rf "$tmp"
+  if [ -n "${E2E_KEEP:-}" ]; then echo "tor-e2e: kept $tmp" >&2; else rm -rf "$tmp"; fi
   exit $status
 }
 trap cleanup EXIT INT TERM
@@ -81,8 +98,17 @@ options="water-wasm=$module_path"
 [ -n "$server_config" ] && options="$options water-config=$server_config"
 [ -n "$client_config" ] && options="$options water-client-config=$client_config"
 
-mkdir -m 700 "$tmp/bridge" "$tmp/client"
-cat > "$tmp/bridge.torrc" <<TORRC
+label=$(basename "$module_path")
+if [ $bridge_line_mode = 1 ]; then
+  options=$bridge_options
+  label="bridge line, options: ${bridge_options:-none}"
+fi
+transport_options=""
+[ -n "$options" ] && transport_options="ServerTransportOptions water $options"
+
+# write_torrcs RUN: the bridge's and the client's torrc, logging to files named after RUN.
+bridge_torrc() {
+  cat > "$tmp/bridge.torrc" <<TORRC
 DataDirectory $tmp/bridge
 BridgeRelay 1
 Nickname watere2e
@@ -93,34 +119,109 @@ AssumeReachable 1
 SocksPort 0
 ServerTransportPlugin water exec $WATER_PT $server_pt_args
 ServerTransportListenAddr water 127.0.0.1:$pt_port
-ServerTransportOptions water $options
+$transport_options
 $fake_auth
-Log notice file $tmp/bridge.log
-Log info file $tmp/bridge.info.log
+Log notice file $tmp/bridge-$1.log
+Log info file $tmp/bridge-$1.info.log
 TORRC
+}
 
-"$tor_bin" -f "$tmp/bridge.torrc" --quiet &
-pids+=($!)
-wait_for "$tmp/bridge.log" "Registered server transport 'water' at '127.0.0.1:$pt_port'" "the bridge's transport" "${pids[@]}"
-for _ in $(seq 1 100); do [ -s "$tmp/bridge/fingerprint" ] && break; sleep 0.1; done
-fingerprint=$(cut -d' ' -f2 "$tmp/bridge/fingerprint")
-echo "tor-e2e: bridge up, fingerprint $fingerprint, transport at 127.0.0.1:$pt_port, module $(basename "$module_path")"
+# start_bridge RUN: starts the bridge's tor and waits for its transport.
+start_bridge() {
+  bridge_torrc "$1"
+  "$tor_bin" -f "$tmp/bridge.torrc" --quiet &
+  bridge_pid=$!
+  pids+=($bridge_pid)
+  wait_for "$tmp/bridge-$1.log" "Registered server transport 'water' at '127.0.0.1:$pt_port'" "the bridge's transport"
+  for _ in $(seq 1 100); do [ -s "$tmp/bridge/fingerprint" ] && break; sleep 0.1; done
+  fingerprint=$(cut -d' ' -f2 "$tmp/bridge/fingerprint")
+}
 
-bridge_args="water-wasm=$module_path water-sha256=$(sha256sum "$module_path" | cut -d' ' -f1)"
-[ -n "$client_config" ] && bridge_args="$bridge_args water-config=$client_config"
-cat > "$tmp/client.torrc" <<TORRC
+# start_client RUN BRIDGE_LINE: a client with a fresh DataDirectory; waits for the descriptor.
+start_client() {
+  rm -rf "$tmp/client"
+  mkdir -m 700 "$tmp/client"
+  cat > "$tmp/client.torrc" <<TORRC
 DataDirectory $tmp/client
 UseBridges 1
 ClientTransportPlugin water exec $WATER_PT $client_pt_args
-Bridge water 127.0.0.1:$pt_port $fingerprint $bridge_args
+$2
 SocksPort 127.0.0.1:$socks_port
 $fake_auth
 UseDefaultFallbackDirs 0
-Log notice file $tmp/client.log
+Log notice file $tmp/client-$1.log
+Log info file $tmp/client-$1.info.log
 TORRC
+  "$tor_bin" -f "$tmp/client.torrc" --quiet &
+  client_pid=$!
+  pids+=($client_pid)
+  wait_for "$tmp/client-$1.log" "new bridge descriptor" "the client to fetch the bridge descriptor"
+  grep -m1 "new bridge descriptor" "$tmp/client-$1.log"
+}
 
-"$tor_bin" -f "$tmp/client.torrc" --quiet &
-pids+=($!)
-wait_for "$tmp/client.log" "new bridge descriptor" "the client to fetch the bridge descriptor" "${pids[@]}"
-grep -m1 "new bridge descriptor" "$tmp/client.log"
-echo "tor-e2e: OK ($(basename "$module_path"))"
+# stop PID: ends a tor; its transport must exit by itself once tor is gone.
+stop() {
+  local children
+  children=$(pgrep -P "$1" || true)
+  kill "$1"
+  for p in $1 $children; do
+    for _ in $(seq 1 200); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+    if kill -0 "$p" 2>/dev/null; then echo "tor-e2e: process $p did not exit" >&2; return 1; fi
+  done
+}
+
+# The bridge line from the bridge's file, fingerprint filled in.
+published_line() {
+  grep '^Bridge water ' "$tmp/bridge/pt_state/water_bridgeline.txt" | sed "s/<FINGERPRINT>/$fingerprint/"
+}
+
+mkdir -m 700 "$tmp/bridge"
+start_bridge 1
+echo "tor-e2e: bridge up, fingerprint $fingerprint, transport at 127.0.0.1:$pt_port ($label)"
+
+if [ $bridge_line_mode = 1 ]; then
+  line=$(published_line)
+  echo "tor-e2e: client line: $line"
+else
+  bridge_args="water-wasm=$module_path water-sha256=$(sha256sum "$module_path" | cut -d' ' -f1)"
+  [ -n "$client_config" ] && bridge_args="$bridge_args water-config=$client_config"
+  line="Bridge water 127.0.0.1:$pt_port $fingerprint $bridge_args"
+fi
+start_client 1 "$line"
+
+if [ "${E2E_RESTART:-0}" = 1 ]; then
+  stop "$client_pid"
+  stop "$bridge_pid"
+  start_bridge 2
+  again=$(published_line)
+  [ "$again" = "$line" ] || { echo "tor-e2e: the restarted bridge publishes a different line: $again" >&2; exit 1; }
+  echo "tor-e2e: restarted bridge, same line"
+  start_client 2 "$line"
+fi
+
+# Every line a transport wrote that tor logged: its stderr ("reported via
+# standard error"), its LOG lines (`Managed proxy "PATH": MESSAGE`) and its
+# STATUS lines (echoed at info level as "Got a line ... (STATUS ...)"). The
+# method lines name the transports' own listeners on purpose and are not
+# checked.
+checked=0
+leaks=()
+for log in "$tmp"/bridge-*.info.log "$tmp"/client-*.info.log; do
+  while IFS= read -r l; do
+    checked=$((checked + 1))
+    # The text after the proxy's name (its path holds no address), less the
+    # transport's own log timestamps (2026-01-02T03:04:05Z).
+    msg=$(sed -E 's/[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]+Z//g' <<<"${l#*water-pt}")
+    if grep -qE '([0-9]{1,3}\.){3}[0-9]{1,3}|\[[0-9a-fA-F:]*:[0-9a-fA-F:]*\]|:[0-9]{2,5}\b' <<<"$msg"; then
+      leaks+=("$l")
+    fi
+  done < <(grep -E "reported via standard error|Got a line from managed proxy .*\((LOG|STATUS) |Managed proxy \"[^\"]*water-pt\": " "$log" || true)
+done
+if [ ${#leaks[@]} -gt 0 ]; then
+  echo "tor-e2e: transport log lines with an address:" >&2
+  printf '  %s\n' "${leaks[@]}" >&2
+  exit 1
+fi
+[ $checked -gt 0 ] || { echo "tor-e2e: found no transport lines in tor's logs to check" >&2; exit 1; }
+echo "tor-e2e: $checked transport log lines, none with an address"
+echo "tor-e2e: OK ($label)"

@@ -40,6 +40,7 @@ pub use runtime::{
     WaterStream, Watm,
 };
 
-/// The module used when none is named: `plain`, a passthrough.
+/// The module used when none is named: `plain`, a passthrough (the first entry of the
+/// [built-in catalogue](pt::catalogue)).
 #[cfg(feature = "runtime")]
-pub const DEFAULT_MODULE: &[u8] = include_bytes!("../watm/prebuilt/plain.wasm");
+pub const DEFAULT_MODULE: &[u8] = pt::catalogue::BUILTINS[0].wasm;

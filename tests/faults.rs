@@ -171,9 +171,11 @@ fn serve_echo(l: TcpListener) -> JoinHandle<()> {
     })
 }
 
-/// Connects to the bridge and expects it to close the connection without a byte.
+/// Connects to the bridge, sends a few bytes (tor's side is opened only once the module has
+/// something for it) and expects it to close the connection without a byte.
 async fn expect_dropped(bridge: SocketAddr) {
     let mut s = TcpStream::connect(bridge).await.unwrap();
+    s.write_all(b"for tor").await.unwrap();
     let mut buf = [0u8; 16];
     let n = tokio::time::timeout(CLOSE_WITHIN, s.read(&mut buf))
         .await

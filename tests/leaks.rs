@@ -34,8 +34,28 @@ async fn hostile_modules_leave_no_fd_or_thread_behind() {
         ("spin", SPIN_START),
         ("sleep ignoring ctrl", SLEEP_IGNORING_CTRL_START),
     ] {
-        let end = beside_a_healthy_connection(&rt, echo, wat_module(start, "")).await;
-        assert!(matches!(end, SessionEnd::Failed(_)), "{name}: {end:?}");
+        // The same bodies as a v1 `watm_start_v1` and a v0 `_water_worker`.
+        for wasm in [wat_module(start, ""), wat_module_v0(start, "")] {
+            let end = beside_a_healthy_connection(&rt, echo, wasm).await;
+            assert!(matches!(end, SessionEnd::Failed(_)), "{name}: {end:?}");
+            let after = settle_to(base).await;
+            assert!(
+                after.0 <= base.0 && after.1 <= base.1,
+                "{name}: fds/threads before {base:?}, after {after:?}"
+            );
+        }
+    }
+    // Healthy v0 connections, closed by the caller and stopped by the
+    // runtime, leave nothing behind either.
+    for name in ["plain-v0", "xor-v0"] {
+        let dialer = water_pt::Dialer::new(&rt, rt.load(&module(name)).unwrap());
+        let mut closed = dialer.dial("tcp", &echo.to_string()).await.unwrap();
+        assert_eq!(roundtrip(&mut closed, b"v0").await, b"v0");
+        let stopped = dialer.dial("tcp", &echo.to_string()).await.unwrap();
+        stopped.session().stop();
+        assert_eq!(stopped.session().finished().await, SessionEnd::Cancelled);
+        drop((closed, stopped));
+        rt.wait_idle().await;
         let after = settle_to(base).await;
         assert!(
             after.0 <= base.0 && after.1 <= base.1,

@@ -11,9 +11,12 @@
 mod common;
 
 use base64::Engine as _;
+use common::extor_server::{self, CookieFile, Server, COOKIE_A, OKAY};
 use common::pt::*;
 use common::{module_path, random_bytes};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -200,21 +203,12 @@ async fn shadowsocks_bridge_is_silent_and_closes_at_the_deadline() {
             "{name}: closed after only {took:?}"
         );
     }
-    // tor's side of each connection was opened before the module ran; every one of them must
-    // be closed again without a byte of the probes.
-    let mut seen = 0;
-    while seen < probes().len() {
-        let conn = tokio::time::timeout(limit, at_orport.recv())
-            .await
-            .expect("the ORPort connection of a probe was closed")
-            .unwrap();
-        assert!(
-            conn.received.is_empty(),
-            "probe bytes reached the ORPort: {:?}",
-            conn.received
-        );
-        seen += 1;
-    }
+    // tor's side of a connection is opened only once the module writes toward it, which a
+    // rejected probe never makes it do.
+    assert!(
+        at_orport.try_recv().is_err(),
+        "a probe became a connection to the ORPort"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,26 +220,27 @@ async fn plain_bridge_adds_nothing_of_its_own() {
 
     for (name, bytes) in probes() {
         let mut s = TcpStream::connect(addr).await.unwrap();
-        // First what the ORPort sent, byte for byte and nothing before it...
+        if bytes.is_empty() {
+            // Half-open: nothing arrives while the probe stays silent (tor's side is opened
+            // only once the module has something for it).
+            let (got, _, closed) = read_until_closed(&mut s, Duration::from_millis(500)).await;
+            assert!(got.is_empty() && !closed, "{name}: {got:?} closed={closed}");
+            continue;
+        }
+        s.write_all(&bytes).await.unwrap();
+        // First what the ORPort sent (on accepting the connection the probe's bytes made),
+        // byte for byte and nothing before it...
         let mut first = vec![0u8; GREETING.len()];
         tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut first))
             .await
             .expect("greeting in time")
             .unwrap();
         assert_eq!(first, GREETING, "{name}");
-        if bytes.is_empty() {
-            // Half-open: nothing else arrives while the probe stays silent.
-            let (got, _, closed) = read_until_closed(&mut s, Duration::from_millis(500)).await;
-            assert!(got.is_empty() && !closed, "{name}: {got:?} closed={closed}");
-            drop(s);
-        } else {
-            s.write_all(&bytes).await.unwrap();
-            // ...then, after the probe ends its side, nothing more: no trailer, no error text.
-            s.shutdown().await.unwrap();
-            let (got, took, closed) = read_until_closed(&mut s, Duration::from_secs(10)).await;
-            assert!(closed, "{name}: not closed after {took:?}");
-            assert!(got.is_empty(), "{name}: water-pt added {got:?}");
-        }
+        // ...then, after the probe ends its side, nothing more: no trailer, no error text.
+        s.shutdown().await.unwrap();
+        let (got, took, closed) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+        assert!(closed, "{name}: not closed after {took:?}");
+        assert!(got.is_empty(), "{name}: water-pt added {got:?}");
         let conn = tokio::time::timeout(Duration::from_secs(10), at_orport.recv())
             .await
             .expect("ORPort connection closed")
@@ -255,4 +250,78 @@ async fn plain_bridge_adds_nothing_of_its_own() {
             "{name}: the ORPort got exactly the probe"
         );
     }
+}
+
+/// A stand-in Extended ORPort that authenticates with [`COOKIE_A`], then echoes; counts the
+/// connections it accepted.
+async fn counting_extorport() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let server = Server {
+                reply: OKAY.to_vec(),
+                echo: true,
+                ..Server::new(COOKIE_A)
+            };
+            tokio::spawn(extor_server::handle(s, server));
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_make_no_extended_orport_connection() {
+    let (ext, accepted) = counting_extorport().await;
+    let cookie = CookieFile::new(&COOKIE_A);
+    let dir = TempDir::new("probe-extor");
+    let env = vec![
+        ("TOR_PT_MANAGED_TRANSPORT_VER", "1".to_string()),
+        ("TOR_PT_STATE_LOCATION", dir.state()),
+        ("TOR_PT_EXIT_ON_STDIN_CLOSE", "1".into()),
+        ("TOR_PT_SERVER_TRANSPORTS", "water".into()),
+        ("TOR_PT_SERVER_BINDADDR", "water-127.0.0.1:0".into()),
+        ("TOR_PT_ORPORT", "127.0.0.1:1".into()),
+        ("TOR_PT_EXTENDED_SERVER_PORT", ext.to_string()),
+        ("TOR_PT_AUTH_COOKIE_FILE", cookie.0.display().to_string()),
+        ("TOR_PT_SERVER_TRANSPORT_OPTIONS", shadowsocks_options()),
+    ];
+    let mut pt = PtChild::spawn(&env_refs(&env), &[]);
+    assert_eq!(pt.line(), "VERSION 1");
+    let (addr, _) = pt.smethod();
+
+    // A silent probe and one sending random bytes, both rejected at the deadline.
+    let limit = Duration::from_secs(REJECT_SECS) + MARGIN;
+    let silent = async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        read_until_closed(&mut s, limit).await
+    };
+    let garbage = async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&random_bytes(300, 7)).await.unwrap();
+        read_until_closed(&mut s, limit).await
+    };
+    let (silent, garbage) = tokio::join!(silent, garbage);
+    assert!(
+        silent.2 && garbage.2,
+        "probes not closed: {silent:?} {garbage:?}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 0, "a probe reached tor");
+
+    // A real client gets through, and its connection is the only one tor accepted (the
+    // listener accepts in order, so a probe's connection would have come first).
+    let rt = water_pt::Runtime::new(water_pt::RuntimeConfig::default()).unwrap();
+    let config = br#"{"method":"chacha20-ietf-poly1305","password":"probing test secret","target":"127.0.0.1:9"}"#;
+    let dialer = water_pt::Dialer::new(&rt, rt.load(&common::module("shadowsocks")).unwrap())
+        .with_config(Some(config.to_vec()));
+    let mut s = dialer.dial("tcp", &addr.to_string()).await.unwrap();
+    let msg = random_bytes(64 << 10, 9);
+    let back = tokio::time::timeout(Duration::from_secs(20), common::roundtrip(&mut s, &msg))
+        .await
+        .expect("echoed in time");
+    assert!(back == msg, "the echo differs");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }

@@ -21,12 +21,17 @@ struct Client {
 
 impl Client {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With these options on the command line (tor's `ClientTransportPlugin` line).
+    fn start_with(args: &[&str]) -> Self {
         let dir = TempDir::new("client");
         // tor creates nothing; the test pre-creates the module directory inside the state
         // directory, as a user installing modules would.
         std::fs::create_dir_all(dir.path().join("pt_state/watm")).unwrap();
         let env = client_env(&dir.state());
-        let mut pt = PtChild::spawn(&env_refs(&env), &[]);
+        let mut pt = PtChild::spawn(&env_refs(&env), args);
         let socks = pt.client_ready();
         Client { dir, pt, socks }
     }
@@ -76,7 +81,8 @@ async fn no_args_uses_the_default_module_and_reports_success() {
     assert_eq!(roundtrip(&mut s, b"through plain").await, b"through plain");
     assert_eq!(
         c.pt.line(),
-        format!("STATUS TRANSPORT=water ADDRESS={echo} CONNECT=Success")
+        "STATUS TRANSPORT=water ADDRESS=[scrubbed] CONNECT=Success",
+        "the bridge address {echo} is scrubbed"
     );
     // A second connection to the same bridge is served too (and not re-announced).
     let mut s2 = socks_connect(c.socks, None, Target::Ip(echo))
@@ -129,9 +135,7 @@ async fn sha256_pin_match_pin_only_and_mismatch() {
     assert!(log.contains("water-sha256") && log.contains(&hex), "{log}");
     let status = c.pt.expect_prefix("STATUS ");
     assert!(
-        status.starts_with(&format!(
-            "STATUS TRANSPORT=water ADDRESS={echo} CONNECT=Failed ERRSTR="
-        )),
+        status.starts_with("STATUS TRANSPORT=water ADDRESS=[scrubbed] CONNECT=Failed ERRSTR="),
         "{status}"
     );
 }
@@ -299,7 +303,8 @@ async fn ipv6_and_hostname_targets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_bridge_is_rep_5() {
-    let mut c = Client::start();
+    // Addresses are logged only when the operator asks for it.
+    let mut c = Client::start_with(&["--unsafe-logging"]);
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()

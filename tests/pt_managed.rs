@@ -229,18 +229,22 @@ fn server_launch_transcript_and_bridge_line() {
 
 #[test]
 fn server_publishes_the_client_config_never_its_own() {
+    // config-echo accepts any config (plain would refuse this one at start).
+    let echo = common::module_path("config-echo");
+    let echo = echo.display();
+    let echo_sha = hex::encode(common::sha256(&common::module("config-echo")));
     let dir = TempDir::new("srvcfg");
     let mut env = server_env(&dir, "127.0.0.1:0");
     env.push((
         "TOR_PT_SERVER_TRANSPORT_OPTIONS",
-        "water:water-config=c2VydmVyLXNlY3JldA;water:water-client-config=aGVsbG8".into(),
+        format!("water:water-wasm={echo};water:water-config=c2VydmVyLXNlY3JldA;water:water-client-config=aGVsbG8"),
     ));
     let mut pt = PtChild::spawn(&env_refs(&env), &[]);
     assert_eq!(pt.line(), "VERSION 1");
     let (_, args) = pt.smethod();
     assert_eq!(
         args,
-        format!("water-sha256={},water-config=aGVsbG8", plain_sha())
+        format!("water-sha256={echo_sha},water-config=aGVsbG8")
     );
 
     // A server config alone is not published at all.
@@ -248,12 +252,12 @@ fn server_publishes_the_client_config_never_its_own() {
     let mut env = server_env(&dir, "127.0.0.1:0");
     env.push((
         "TOR_PT_SERVER_TRANSPORT_OPTIONS",
-        "water:water-config=c2VydmVyLXNlY3JldA".into(),
+        format!("water:water-wasm={echo};water:water-config=c2VydmVyLXNlY3JldA"),
     ));
     let mut pt = PtChild::spawn(&env_refs(&env), &[]);
     assert_eq!(pt.line(), "VERSION 1");
     let (_, args) = pt.smethod();
-    assert_eq!(args, format!("water-sha256={}", plain_sha()));
+    assert_eq!(args, format!("water-sha256={echo_sha}"));
 }
 
 #[test]

@@ -114,7 +114,9 @@ async fn deny_closes_that_connection_and_the_next_one_works() {
     let dir = TempDir::new("deny");
     let (mut pt, addr, _) = start_server(with_ext_orport(&dir, ext_addr, &cookie));
 
+    // tor's side is opened once the module has bytes for it.
     let mut denied = TcpStream::connect(addr).await.unwrap();
+    denied.write_all(b"for tor").await.unwrap();
     let mut buf = [0u8; 1];
     let n = denied.read(&mut buf).await.unwrap_or(0);
     assert_eq!(n, 0, "a denied connection is closed");
@@ -136,6 +138,7 @@ async fn refused_orport_is_logged_and_serving_continues() {
     let (mut pt, addr, _) = start_server(with_orport(&dir, closed));
     for _ in 0..2 {
         let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"for tor").await.unwrap();
         let mut buf = [0u8; 1];
         assert_eq!(s.read(&mut buf).await.unwrap_or(0), 0);
     }

@@ -34,8 +34,15 @@ pub struct ClientArgs {
     pub module_dir: Option<std::path::PathBuf>,
 }
 
-pub async fn run(args: ClientArgs) -> Result<(), String> {
-    let (runtime, watm, config) = args.module.load()?;
+pub async fn run(args: ClientArgs, limits: crate::runtime::Limits) -> Result<(), String> {
+    // With a fixed destination the module and config serve every connection, so one they
+    // refuse stops the client at start. A SOCKS client's --wasm is only the default for
+    // requests that name no module; a failing one fails those requests, answered in SOCKS.
+    let (runtime, watm, config) = if args.remote.is_some() || args.fixed {
+        args.module.load_checked(limits).await?
+    } else {
+        args.module.load(limits)?
+    };
     let config_bytes = config.clone();
     let dialer = Dialer::new(&runtime, watm)
         .with_config(config)
@@ -59,7 +66,7 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
         (Some(remote), _) => Some(Arc::new(remote)),
         (None, true) => None,
         (None, false) => {
-            tracing::info!("SOCKS5 client listening on {local}");
+            tracing::info!(target: crate::pt::scrub::CONFIGURED, "SOCKS5 client listening on {local}");
             // Each request's bridge arguments pick the module; --wasm and --config apply
             // to requests that name none.
             let modules = crate::pt::modules::ModuleStore::new(runtime.clone(), args.module_dir)
@@ -78,8 +85,12 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
         }
     };
     match &remote {
-        Some(r) => tracing::info!("client listening on {local}, dialing {r}"),
-        None => tracing::info!("client listening on {local}, module chooses the remote"),
+        Some(r) => {
+            tracing::info!(target: crate::pt::scrub::CONFIGURED, "client listening on {local}, dialing {r}")
+        }
+        None => {
+            tracing::info!(target: crate::pt::scrub::CONFIGURED, "client listening on {local}, module chooses the remote")
+        }
     }
     super::serve_until_stopped(&runtime, &shutdown, tcp, async |tcp| {
         accept_loop(tcp, &shutdown, |caller, peer| {

@@ -5,7 +5,10 @@
 //! The subcommands run the same runtime standalone, for testing and for use
 //! without tor.
 
+mod check;
 mod client;
+mod logging;
+mod modules;
 mod relay;
 mod server;
 
@@ -25,16 +28,26 @@ use std::time::Duration;
         Run without a subcommand from tor (ClientTransportPlugin / ServerTransportPlugin \
         water exec /path/to/water-pt): it then speaks the managed-proxy protocol. \
         The subcommands run the runtime standalone.\n\n\
-        Logs go to stderr; set the level with RUST_LOG (e.g. RUST_LOG=debug)."
+        Logs go to stderr (tor shows them at its info level), or to --log-file; \
+        addresses are scrubbed from them unless --unsafe-logging. The options below \
+        apply to managed mode and to every subcommand, before or after its name; \
+        tor passes them from the torrc line, e.g. \
+        `ServerTransportPlugin water exec /usr/bin/water-pt --log-level debug`."
 )]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Limits of managed mode (the subcommands take the same options after
-    /// their name). tor passes them from the torrc line, e.g.
-    /// `ClientTransportPlugin water exec /usr/bin/water-pt --network-stall-ms 30000`.
+    /// The runtime's limits.
     #[command(flatten)]
-    managed: LimitArgs,
+    limits: LimitArgs,
+    /// Where logs go and how much they say.
+    #[command(flatten)]
+    logging: logging::LogArgs,
+    /// Managed mode: log the connection statistics (one line per module: accepted,
+    /// completed, failed by reason, peak at once; no addresses) this often, and at exit.
+    /// 0: only at exit.
+    #[arg(long, value_name = "SECS", default_value_t = 86_400)]
+    stats_interval_secs: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -48,14 +61,33 @@ enum Command {
     /// Accept connections and relay each to a fixed remote with a module's
     /// relay role (`watm_associate_v1`).
     Relay(relay::RelayArgs),
+    /// List the built-in modules: name, size, SHA-256 and whether a bridge
+    /// keys itself with it.
+    Modules,
+    /// Load a module and run it up to `watm_init_v1` with a config, as a
+    /// bridge does at start-up: says why a module or config is refused.
+    Check(check::CheckArgs),
+    /// Print the bridge line a bridge with these options publishes, keying it
+    /// like the bridge would (secrets kept in --state-dir).
+    BridgeLine(check::BridgeLineArgs),
+    /// Print a config file as a `water-config=` value (URL-safe base64).
+    EncodeConfig(modules::EncodeConfigArgs),
 }
 
-/// Options every standalone command shares: the module and the runtime's
-/// limits.
+impl Command {
+    /// Whether the runtime's limits mean anything to this command; the
+    /// others refuse them rather than ignore them.
+    fn uses_limits(&self) -> bool {
+        !matches!(self, Command::Modules | Command::EncodeConfig(_))
+    }
+}
+
+/// Options every standalone command shares: the module and its config.
 #[derive(Args, Debug, Clone)]
 pub struct ModuleArgs {
-    /// The WATM (.wasm) to run; the built-in `plain` module when omitted.
-    #[arg(long, value_name = "FILE")]
+    /// The WATM (.wasm) to run, or the name of a built-in module (see
+    /// `water-pt modules`); the built-in `plain` module when omitted.
+    #[arg(long, value_name = "FILE|NAME")]
     pub wasm: Option<PathBuf>,
     /// A file whose bytes the module reads as /conf/watm.cfg.
     #[arg(long, value_name = "FILE")]
@@ -67,43 +99,43 @@ pub struct ModuleArgs {
     /// Do not cache compiled modules on disk.
     #[arg(long)]
     pub no_cache: bool,
-    #[command(flatten)]
-    pub limits: LimitArgs,
 }
 
-/// The runtime's limits (see [`Limits`]), as options of every command.
+/// The runtime's limits (see [`Limits`]), options of managed mode and of
+/// every command that runs modules.
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Limits")]
 pub struct LimitArgs {
     /// Largest linear memory one instance may use, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    #[arg(long, global = true, value_name = "MIB", default_value_t = 64)]
     pub max_memory_mib: usize,
     /// Wasm stack size per instance, in KiB.
-    #[arg(long, value_name = "KIB", default_value_t = 512)]
+    #[arg(long, global = true, value_name = "KIB", default_value_t = 512)]
     pub wasm_stack_kib: usize,
     /// Stop a module that runs wasm code this long without calling the host.
-    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    #[arg(long, global = true, value_name = "MS", default_value_t = 10_000)]
     pub max_compute_ms: u64,
     /// Most connections open at once; further ones are refused at once.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    #[arg(long, global = true, value_name = "N", default_value_t = 10_000)]
     pub max_connections: usize,
     /// How long a module asked to stop may take before it is forced.
-    #[arg(long, value_name = "MS", default_value_t = 2_000)]
+    #[arg(long, global = true, value_name = "MS", default_value_t = 2_000)]
     pub stop_grace_ms: u64,
     /// Stop a connection whose module has not finished its setup (init,
     /// dial or accept, control pipe) this long after it started.
-    #[arg(long, value_name = "SECS", default_value_t = 60,
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub setup_timeout_secs: u64,
     /// Fail a network connection whose peer leaves written data unread this
     /// long (TCP_USER_TIMEOUT).
-    #[arg(long, value_name = "MS", default_value_t = 120_000)]
+    #[arg(long, global = true, value_name = "MS", default_value_t = 120_000)]
     pub network_stall_ms: u64,
     /// Fix the kernel send and receive buffers of every connection's
     /// sockets at this size instead of letting the kernel autotune them.
     /// Bounds kernel memory on a busy bridge (autotuned buffers can grow to
     /// several MiB per socket); keep it above the paths' bandwidth-delay
     /// product.
-    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(4..=65536))]
+    #[arg(long, global = true, value_name = "KIB", value_parser = clap::value_parser!(u32).range(4..=65536))]
     pub socket_buffer_kib: Option<u32>,
 }
 
@@ -123,36 +155,80 @@ impl LimitArgs {
 }
 
 impl ModuleArgs {
-    pub fn limits(&self) -> Limits {
-        self.limits.limits()
+    /// Builds the runtime with `limits` and loads the module and its config.
+    pub fn load(&self, limits: Limits) -> Result<Loaded, String> {
+        let runtime = self.runtime(limits)?;
+        let watm = runtime
+            .load(&self.module_bytes()?)
+            .map_err(|e| format!("cannot load module: {e}"))?;
+        Ok((runtime, watm, self.config_bytes()?))
     }
 
-    /// Builds the runtime and loads the module and its config.
-    pub fn load(&self) -> Result<Loaded, String> {
+    /// [`ModuleArgs::load`], then runs the module up to `watm_init_v1` with the config, so a
+    /// module that refuses its config stops the command at start with the module's reason
+    /// instead of failing every connection.
+    pub async fn load_checked(&self, limits: Limits) -> Result<Loaded, String> {
+        let (runtime, watm, config) = self.load(limits)?;
+        runtime
+            .check_init(watm.clone(), config.as_deref())
+            .await
+            .map_err(|e| {
+                format!(
+                    "module {} refused its configuration: {e}",
+                    watm.sha256_hex()
+                )
+            })?;
+        Ok((runtime, watm, config))
+    }
+
+    /// A runtime with `limits` and the compiled-module cache these options ask for.
+    pub fn runtime(&self, limits: Limits) -> Result<Runtime, String> {
         let cache_dir = if self.no_cache {
             None
         } else {
             self.cache_dir.clone().or_else(default_cache_dir)
         };
-        let runtime = Runtime::new(RuntimeConfig {
-            limits: self.limits(),
+        Runtime::new(RuntimeConfig {
+            limits,
             cache_dir,
             ..RuntimeConfig::default()
         })
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-        let watm = match &self.wasm {
-            Some(path) => runtime.load_file(path),
-            None => runtime.load(crate::DEFAULT_MODULE),
-        }
-        .map_err(|e| format!("cannot load module: {e}"))?;
-        let config = match &self.config {
-            Some(path) => Some(
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+    }
+
+    /// The bytes of `--config`, if given.
+    pub fn config_bytes(&self) -> Result<Option<Vec<u8>>, String> {
+        self.config
+            .as_ref()
+            .map(|path| {
                 std::fs::read(path)
-                    .map_err(|e| format!("cannot read config {}: {e}", path.display()))?,
-            ),
-            None => None,
+                    .map_err(|e| format!("cannot read config {}: {e}", path.display()))
+            })
+            .transpose()
+    }
+}
+
+impl ModuleArgs {
+    /// The bytes `--wasm` names: a built-in module's (a bare name like `shadowsocks`, when no
+    /// file of that name is in the current directory) or a file's.
+    pub fn module_bytes(&self) -> Result<std::borrow::Cow<'static, [u8]>, String> {
+        let Some(path) = &self.wasm else {
+            return Ok(crate::DEFAULT_MODULE.into());
         };
-        Ok((runtime, watm, config))
+        let bare = path.components().count() == 1 && !path.exists();
+        match path.to_str().and_then(crate::pt::catalogue::by_name) {
+            Some(b) if bare => Ok(b.wasm.into()),
+            _ => std::fs::read(path)
+                .map(Into::into)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => format!(
+                        "no module file {} (built-in modules: {})",
+                        path.display(),
+                        crate::pt::catalogue::names()
+                    ),
+                    _ => format!("cannot read module {}: {e}", path.display()),
+                }),
+        }
     }
 }
 
@@ -168,17 +244,9 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("water-pt"))
 }
 
-/// Logs go to stderr only: stdout is tor's protocol channel.
-pub fn init_logging() {
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .target(env_logger::Target::Stderr)
-        .try_init();
-}
-
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    init_logging();
-    let cli = match Cli::try_parse() {
+    let cli = match parse(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {
             // Launched by tor, a bad option on the torrc line is also an ENV-ERROR, so that
@@ -192,6 +260,14 @@ pub fn main() -> ExitCode {
             e.exit();
         }
     };
+    if let Err(msg) = cli.logging.init() {
+        eprintln!("water-pt: {msg}");
+        if std::env::var_os("TOR_PT_MANAGED_TRANSPORT_VER").is_some() {
+            let _ = crate::pt::output::stdout().env_error(&msg);
+        }
+        return ExitCode::FAILURE;
+    }
+    let limits = cli.limits.limits();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -204,12 +280,17 @@ pub fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Some(Command::Client(args)) => client::run(args).await,
-            Some(Command::Server(args)) => server::run(args).await,
-            Some(Command::Relay(args)) => relay::run(args).await,
+            Some(Command::Client(args)) => client::run(args, limits).await,
+            Some(Command::Server(args)) => server::run(args, limits).await,
+            Some(Command::Relay(args)) => relay::run(args, limits).await,
+            Some(Command::Modules) => modules::list(),
+            Some(Command::Check(args)) => check::check(args, limits).await,
+            Some(Command::BridgeLine(args)) => check::bridge_line(args, limits).await,
+            Some(Command::EncodeConfig(args)) => modules::encode_config(args),
             None => {
                 if std::env::var_os("TOR_PT_MANAGED_TRANSPORT_VER").is_some() {
-                    crate::pt::managed::run(cli.managed.limits()).await
+                    let every = std::time::Duration::from_secs(cli.stats_interval_secs);
+                    crate::pt::managed::run(limits, every).await
                 } else {
                     Err(
                         "no subcommand given and TOR_PT_MANAGED_TRANSPORT_VER is not set \
@@ -230,6 +311,45 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Parses the command line; a limit given to a command that runs no module is refused, not
+/// ignored.
+fn parse<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::parser::ValueSource;
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    let matches = command.try_get_matches_from_mut(args)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    if cli.command.is_some()
+        && matches.value_source("stats_interval_secs") == Some(ValueSource::CommandLine)
+    {
+        return Err(command.error(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--stats-interval-secs applies to managed mode (launched by tor) only",
+        ));
+    }
+    if cli.command.as_ref().is_some_and(|c| !c.uses_limits()) {
+        let limit_ids = LimitArgs::augment_args(clap::Command::new("limits"));
+        for arg in limit_ids.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches.value_source(id) == Some(ValueSource::CommandLine) {
+                let name = matches.subcommand_name().unwrap_or("this command");
+                return Err(command.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "--{} does not apply to `water-pt {name}`, which runs no module",
+                        arg.get_long().unwrap_or(id)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(cli)
 }
 
 /// Serves `tcp` with `serve` (an accept loop that returns once the shutdown
@@ -263,7 +383,7 @@ mod tests {
     fn managed_mode_defaults_are_the_runtime_defaults() {
         let cli = Cli::try_parse_from(["water-pt"]).unwrap();
         assert!(cli.command.is_none());
-        assert_eq!(cli.managed.limits(), Limits::default());
+        assert_eq!(cli.limits.limits(), Limits::default());
     }
 
     #[test]
@@ -277,7 +397,7 @@ mod tests {
         ])
         .unwrap();
         assert!(cli.command.is_none());
-        let limits = cli.managed.limits();
+        let limits = cli.limits.limits();
         assert_eq!(limits.network_stall, Duration::from_millis(1500));
         assert_eq!(limits.setup_timeout, Duration::from_secs(20));
         let err = Cli::try_parse_from(["water-pt", "--setup-timeout-secs", "0"]).unwrap_err();
@@ -297,18 +417,64 @@ mod tests {
             "7",
         ])
         .unwrap();
-        let Some(Command::Client(args)) = cli.command else {
-            panic!("not the client subcommand");
-        };
-        assert_eq!(args.module.limits().max_connections, 7);
+        assert!(matches!(cli.command, Some(Command::Client(_))));
+        assert_eq!(cli.limits.limits().max_connections, 7);
+    }
+
+    /// Options before the subcommand's name apply to it as well.
+    #[test]
+    fn global_options_before_the_subcommand_apply() {
+        let cli = parse([
+            "water-pt",
+            "--max-connections",
+            "1",
+            "--log-level",
+            "debug",
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--forward",
+            "127.0.0.1:1",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::Server(_))));
+        assert_eq!(cli.limits.limits().max_connections, 1);
+        assert_eq!(cli.logging.log_level, Some(log::LevelFilter::Debug));
+    }
+
+    /// A limit given to a command that runs no module is refused with a message naming it.
+    #[test]
+    fn limits_are_refused_where_they_mean_nothing() {
+        for args in [
+            &["water-pt", "--max-connections", "1", "modules"][..],
+            &["water-pt", "modules", "--max-memory-mib", "8"],
+            &["water-pt", "encode-config", "f", "--network-stall-ms", "5"],
+        ] {
+            let err = parse(args).expect_err("refused");
+            let text = err.to_string();
+            assert!(
+                text.contains("does not apply") && text.contains("--"),
+                "{text}"
+            );
+        }
+        assert!(parse(["water-pt", "--log-level", "warn", "modules"]).is_ok());
+        let err = parse(["water-pt", "--stats-interval-secs", "5", "modules"]).unwrap_err();
+        assert!(err.to_string().contains("managed mode"), "{err}");
+        assert_eq!(
+            parse(["water-pt", "--stats-interval-secs", "5"])
+                .unwrap()
+                .stats_interval_secs,
+            5
+        );
+        assert!(parse(["water-pt", "--max-connections", "1", "check"]).is_ok());
     }
 
     #[test]
     fn socket_buffers_are_autotuned_unless_a_size_is_given() {
         let cli = Cli::try_parse_from(["water-pt"]).unwrap();
-        assert_eq!(cli.managed.limits().socket_buffer, None);
+        assert_eq!(cli.limits.limits().socket_buffer, None);
         let cli = Cli::try_parse_from(["water-pt", "--socket-buffer-kib", "64"]).unwrap();
-        assert_eq!(cli.managed.limits().socket_buffer, Some(64 << 10));
+        assert_eq!(cli.limits.limits().socket_buffer, Some(64 << 10));
         for bad in ["0", "3", "65537", "64k"] {
             let err = Cli::try_parse_from(["water-pt", "--socket-buffer-kib", bad]).unwrap_err();
             assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");

@@ -25,8 +25,8 @@ pub struct RelayArgs {
     pub allow_dial: Vec<String>,
 }
 
-pub async fn run(args: RelayArgs) -> Result<(), String> {
-    let (runtime, watm, config) = args.module.load()?;
+pub async fn run(args: RelayArgs, limits: crate::runtime::Limits) -> Result<(), String> {
+    let (runtime, watm, config) = args.module.load_checked(limits).await?;
     let relay = Relay::new(&runtime, watm, "tcp", &args.remote)
         .map_err(|e| e.to_string())?
         .with_config(config)
@@ -39,6 +39,7 @@ pub async fn run(args: RelayArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     tracing::info!(
+        target: crate::pt::scrub::CONFIGURED,
         "relay listening on {}, relaying to {}",
         tcp.local_addr().map_err(|e| e.to_string())?,
         args.remote

@@ -124,8 +124,19 @@ impl Health {
     }
 }
 
-pub async fn run(args: ServerArgs) -> Result<(), String> {
-    let (runtime, watm, config) = args.module.load()?;
+pub async fn run(args: ServerArgs, limits: crate::runtime::Limits) -> Result<(), String> {
+    // A forward address that does not resolve would fail every connection: refuse it now.
+    if let Some(forward) = &args.forward {
+        match tokio::net::lookup_host(forward.as_str()).await {
+            Ok(mut addrs) => {
+                if addrs.next().is_none() {
+                    return Err(format!("--forward {forward}: no address found"));
+                }
+            }
+            Err(e) => return Err(format!("--forward {forward}: {e} (expected HOST:PORT)")),
+        }
+    }
+    let (runtime, watm, config) = args.module.load_checked(limits).await?;
     let server = Server::new(&runtime, watm)
         .map_err(|e| e.to_string())?
         .with_config(config);
@@ -135,6 +146,7 @@ pub async fn run(args: ServerArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let local = tcp.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(
+        target: crate::pt::scrub::CONFIGURED,
         "server listening on {local}, forwarding to {}",
         upstream.0.describe()
     );

@@ -8,6 +8,7 @@
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -24,9 +25,10 @@ use crate::runtime::{Limits, NetPolicy, Runtime, RuntimeConfig};
 use crate::shutdown::{Phase, Shutdown};
 
 /// Runs as a managed proxy configured by tor's environment, with the runtime `limits` given
-/// on the command line. Returns `Err` (non-zero exit) when tor's request cannot be served at
-/// all; `Ok` when asked to exit.
-pub async fn run(limits: Limits) -> Result<(), String> {
+/// on the command line; connection statistics are logged every `stats_every` (if non-zero)
+/// and at exit. Returns `Err` (non-zero exit) when tor's request cannot be served at all;
+/// `Ok` when asked to exit.
+pub async fn run(limits: Limits, stats_every: Duration) -> Result<(), String> {
     let out = output::stdout();
     let env = match env::from_process_env() {
         Ok(env) => env,
@@ -45,6 +47,8 @@ pub async fn run(limits: Limits) -> Result<(), String> {
         return Err(msg);
     }
     out.version().map_err(|e| format!("stdout: {e}"))?;
+    // tor 0.4.8+ publishes this as the bridge's `transport-info` line.
+    let _ = out.version_status(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
 
     let proxy = match env.client.as_ref().and_then(|c| c.proxy.as_deref()) {
         None => None,
@@ -81,10 +85,16 @@ pub async fn run(limits: Limits) -> Result<(), String> {
             return Err(msg);
         }
     };
-    let modules = Arc::new(ModuleStore::new(
-        runtime.clone(),
-        Some(env.state_location.join("watm")),
-    ));
+    // The module directory is created up front so that an error naming a file to put there
+    // names a directory that exists.
+    let module_dir = env.state_location.join("watm");
+    if let Err(e) = create_private_dir(&module_dir) {
+        tracing::warn!(
+            "cannot create the module directory {}: {e}",
+            module_dir.display()
+        );
+    }
+    let modules = Arc::new(ModuleStore::new(runtime.clone(), Some(module_dir)));
     let reporter = Arc::new(Reporter::new(true));
     let shutdown = Shutdown::install(env.exit_on_stdin_close)
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -124,7 +134,22 @@ pub async fn run(limits: Limits) -> Result<(), String> {
         // Like obfs4proxy: nothing to serve is a failed launch; tor notes the exit.
         return Err("no transport to serve".into());
     }
-    serve(socks, water_server, &runtime, &shutdown).await;
+    let periodic = async {
+        if stats_every.is_zero() {
+            return std::future::pending().await;
+        }
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + stats_every, stats_every);
+        loop {
+            tick.tick().await;
+            reporter.report_stats(&format!("last {}", human(stats_every)));
+        }
+    };
+    tokio::select! {
+        _ = serve(socks, water_server, &runtime, &shutdown) => {}
+        _ = periodic => {}
+    }
+    reporter.report_stats("at exit");
     Ok(())
 }
 
@@ -186,6 +211,16 @@ async fn serve(
     tokio::select! {
         _ = draining => {}
         _ = shutdown.reached(Phase::Exit) => {}
+    }
+}
+
+/// `24h`, `90m`, `30s`: a period as an operator reads it.
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        _ if s.is_multiple_of(3600) => format!("{}h", s / 3600),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
     }
 }
 

@@ -16,12 +16,22 @@
 //! * [`managed`]: the process tor launches (environment, stdout lines, lifecycle).
 //! * [`client`]: the SOCKS5 front, one module session per bridge connection.
 //! * [`server`]: the bridge side, one module session per inbound connection, fed to tor.
-//! * [`modules`]: which module a bridge uses, loaded once per file.
+//! * [`modules`]: which module a bridge uses, loaded once per file; [`catalogue`]: the modules
+//!   built into the binary.
+//! * [`bridge_config`], [`secrets`]: how a module declares per-bridge secrets, and where a
+//!   self-keyed bridge keeps them.
 //! * [`connector`]: outbound connections through tor's proxy and bind addresses.
-//! * [`report`]: `LOG`/`STATUS` lines for tor, de-duplicated.
+//! * [`report`]: `LOG`/`STATUS` lines for tor, de-duplicated; [`scrub`]: addresses kept out of
+//!   every log; [`stats`]: the operator's periodic connection counts.
 
 pub mod args;
 pub mod bridge;
+#[cfg(feature = "runtime")]
+pub mod bridge_config;
+#[cfg(feature = "runtime")]
+pub mod bridge_setup;
+#[cfg(feature = "runtime")]
+pub mod catalogue;
 #[cfg(feature = "runtime")]
 pub mod client;
 #[cfg(feature = "runtime")]
@@ -34,8 +44,12 @@ pub mod module_ref;
 pub mod modules;
 pub mod output;
 pub mod report;
+pub mod scrub;
+#[cfg(feature = "runtime")]
+pub mod secrets;
 #[cfg(feature = "runtime")]
 pub mod server;
+pub mod stats;
 
 /// The only transport name this pluggable transport implements. Names are C identifiers, which
 /// tor checks in its configuration, and tor compares them case-sensitively.

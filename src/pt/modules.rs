@@ -2,7 +2,12 @@
 //!
 //! A bridge line names its module with `water-wasm=` (absolute path, `file:` URL or bare name in
 //! the module directory) and may pin it with `water-sha256=`; with neither, the built-in
-//! [`crate::DEFAULT_MODULE`] (`plain`) runs. tor hands us the same arguments on every SOCKS
+//! [`crate::DEFAULT_MODULE`] (`plain`) runs. Modules of the [catalogue](super::catalogue) are
+//! found without touching the disk: a bare name of a built-in module (`shadowsocks` or
+//! `shadowsocks.wasm`) whose pin, if any, matches, and any pin of a built-in module's bytes, even
+//! beside a path (the digest says which bytes run, the path only where else to find them).
+//!
+//! tor hands us the same arguments on every SOCKS
 //! connection to a bridge, so the expensive part (read, hash, compile) must happen once: files are
 //! cached by (canonical path, length, modification time), and a file that changes on disk is
 //! picked up on the next connection. [`Runtime::load`] dedups by SHA-256 underneath, so two paths
@@ -16,6 +21,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::SystemTime;
 
 use super::bridge::BridgeArgs;
+use super::bridge_config::BridgeConfigDecl;
+use super::catalogue::{self, Builtin};
 use super::module_ref::ModuleRef;
 use crate::runtime::{sha256, Error, Runtime, Watm};
 
@@ -30,6 +37,12 @@ pub enum ModuleError {
     /// A bare module name or a pin without `water-wasm`, but no module directory to look in.
     #[error("module {0:?} is named relative to the module directory, but there is none (use --module-dir)")]
     NoModuleDir(String),
+    /// The file does not exist and no built-in module has the name or the pin.
+    #[error(
+        "module {what} is not built in (built-in: {}) and there is no file {}; put the module there",
+        catalogue::names(), path.display()
+    )]
+    Missing { what: String, path: PathBuf },
     /// The file cannot be opened or read.
     #[error("cannot read module {}: {source}", path.display())]
     Read {
@@ -61,6 +74,7 @@ impl ModuleError {
     pub fn kind(&self) -> &'static str {
         match self {
             ModuleError::NoModuleDir(_) => "no-module-dir",
+            ModuleError::Missing { .. } => "module-missing",
             ModuleError::Read { .. } => "module-unreadable",
             ModuleError::TooLarge { .. } => "module-too-large",
             ModuleError::PinMismatch { .. } => "pin-mismatch",
@@ -68,6 +82,9 @@ impl ModuleError {
         }
     }
 }
+
+/// A module's bridge-config declaration, or why it cannot be read.
+type Declared = Result<Option<BridgeConfigDecl>, String>;
 
 /// Identifies one version of one file without reading it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -84,6 +101,8 @@ pub struct ModuleStore {
     module_dir: Option<PathBuf>,
     files: Mutex<HashMap<FileKey, Arc<Watm>>>,
     default: OnceLock<Arc<Watm>>,
+    /// Bridge-config declarations by module digest, read when the bytes are at hand.
+    decls: Mutex<HashMap<[u8; 32], Declared>>,
 }
 
 impl ModuleStore {
@@ -94,6 +113,7 @@ impl ModuleStore {
             module_dir,
             files: Mutex::new(HashMap::new()),
             default: OnceLock::new(),
+            decls: Mutex::new(HashMap::new()),
         }
     }
 
@@ -115,9 +135,16 @@ impl ModuleStore {
     /// The module `args` select, checked against their pin. Blocking (it may read and compile
     /// a file); see [`ModuleStore::select_blocking_off`] for async callers.
     pub fn select(&self, args: &BridgeArgs) -> Result<Arc<Watm>, ModuleError> {
-        let path = match (&args.wasm, &args.sha256) {
+        let pin = args.sha256.as_ref();
+        if let Some(b) = pin.and_then(catalogue::by_sha256) {
+            return self.load_builtin(b);
+        }
+        let path = match (&args.wasm, pin) {
             (None, None) => return self.builtin(),
             (Some(ModuleRef::Path(p)), _) => p.clone(),
+            (Some(ModuleRef::Name(name)), None) if catalogue::by_name(name).is_some() => {
+                return self.load_builtin(catalogue::by_name(name).expect("checked"));
+            }
             (wasm, pin) => {
                 let dir = self.module_dir.as_deref().ok_or_else(|| {
                     ModuleError::NoModuleDir(match (wasm, pin) {
@@ -132,7 +159,48 @@ impl ModuleStore {
                 }
             }
         };
-        self.load_file(&path, args.sha256.as_ref())
+        self.load_file(&path, pin)
+    }
+
+    /// The bridge-config declaration of a module this store loaded: its own custom section, or
+    /// the catalogue's entry for a built-in module. An unreadable declaration is an error (a
+    /// bridge would otherwise publish a line that cannot work).
+    pub fn bridge_config(&self, watm: &Watm) -> Result<Option<BridgeConfigDecl>, String> {
+        let known = self
+            .decls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&watm.sha256())
+            .cloned();
+        match (known, catalogue::by_sha256(&watm.sha256())) {
+            (Some(d), _) => d,
+            (None, Some(b)) => self.remember_decl(b.wasm),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Reads (and remembers) the declaration of `wasm`'s bytes: the module's own custom
+    /// section first, else the catalogue's entry.
+    fn remember_decl(&self, wasm: &[u8]) -> Declared {
+        let digest = sha256(wasm);
+        let decl = BridgeConfigDecl::from_module(wasm).and_then(|own| {
+            match (own, catalogue::by_sha256(&digest)) {
+                (Some(d), _) => Ok(Some(d)),
+                (None, Some(b)) => b
+                    .bridge_config
+                    .map(|text| {
+                        BridgeConfigDecl::parse(text)
+                            .map_err(|e| format!("built-in module {}: bridge config: {e}", b.name))
+                    })
+                    .transpose(),
+                (None, None) => Ok(None),
+            }
+        });
+        self.decls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(digest, decl.clone());
+        decl
     }
 
     /// [`ModuleStore::select`] on tokio's blocking pool, so a first load (tens of
@@ -155,14 +223,18 @@ impl ModuleStore {
         if let Some(w) = self.default.get() {
             return Ok(w.clone());
         }
-        let watm =
-            self.runtime
-                .load(crate::DEFAULT_MODULE)
-                .map_err(|source| ModuleError::Invalid {
-                    path: PathBuf::from("<built-in plain>"),
-                    source,
-                })?;
+        let watm = self.load_builtin(catalogue::default_module())?;
         Ok(self.default.get_or_init(|| watm).clone())
+    }
+
+    fn load_builtin(&self, b: &'static Builtin) -> Result<Arc<Watm>, ModuleError> {
+        // The runtime dedups by digest, so this compiles each built-in module once.
+        self.runtime
+            .load(b.wasm)
+            .map_err(|source| ModuleError::Invalid {
+                path: PathBuf::from(format!("<built-in {}>", b.name)),
+                source,
+            })
     }
 
     fn load_file(&self, path: &Path, pin: Option<&[u8; 32]>) -> Result<Arc<Watm>, ModuleError> {
@@ -171,7 +243,22 @@ impl ModuleStore {
             source,
         };
         // Metadata comes from the opened file, so the key and the bytes describe the same inode.
-        let mut file = File::open(path).map_err(read_err)?;
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ModuleError::Missing {
+                    what: match pin {
+                        Some(pin) => format!("with water-sha256={}", hex::encode(pin)),
+                        None => path
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                    },
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(e) => return Err(read_err(e)),
+        };
         let meta = file.metadata().map_err(read_err)?;
         if !meta.is_file() {
             return Err(read_err(io::Error::new(
@@ -202,6 +289,8 @@ impl ModuleStore {
                 // Checked before compiling: a wrong file is refused without spending the
                 // compile time on it.
                 check_pin(path, pin, &sha256(&bytes))?;
+                // A bad declaration is kept and surfaces when a bridge asks for it.
+                let _ = self.remember_decl(&bytes);
                 let w = self
                     .runtime
                     .load(&bytes)
@@ -253,20 +342,25 @@ mod tests {
         BridgeArgs::from_pairs(pairs).unwrap()
     }
 
+    const REVERSE: &[u8] = include_bytes!("../../watm/prebuilt/reverse.wasm");
+
     #[test]
     fn default_pin_name_and_cache() {
         let dir = temp_dir("cache");
         let plain = crate::DEFAULT_MODULE;
-        let hex = hex::encode(sha256(plain));
+        let hex = hex::encode(sha256(REVERSE));
         std::fs::write(dir.join("p.wasm"), plain).unwrap();
-        std::fs::write(dir.join(format!("{hex}.wasm")), plain).unwrap();
+        std::fs::write(dir.join("r.wasm"), REVERSE).unwrap();
+        std::fs::write(dir.join(format!("{hex}.wasm")), REVERSE).unwrap();
         let s = store(Some(dir.clone()));
         let builtin = s.select(&BridgeArgs::default()).unwrap();
         let named = s.select(&args(&[("water-wasm", "p.wasm")])).unwrap();
         assert!(Arc::ptr_eq(&builtin, &named), "same bytes share one module");
         let pinned = s.select(&args(&[("water-sha256", &hex)])).unwrap();
         assert_eq!(pinned.sha256_hex(), hex);
-        assert_eq!(s.lock().len(), 2, "one cache entry per file");
+        let by_name = s.select(&args(&[("water-wasm", "r.wasm")])).unwrap();
+        assert!(Arc::ptr_eq(&pinned, &by_name));
+        assert_eq!(s.lock().len(), 3, "one cache entry per file");
 
         let wrong = "00".repeat(32);
         let err = s
@@ -280,7 +374,71 @@ mod tests {
         let err = s
             .select(&args(&[("water-wasm", "missing.wasm")]))
             .unwrap_err();
+        assert_eq!(err.kind(), "module-missing", "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("{}", dir.join("missing.wasm").display())),
+            "{msg}"
+        );
+        assert!(msg.contains("put the module there"), "{msg}");
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        let err = s
+            .select(&args(&[(
+                "water-wasm",
+                &format!("{}", dir.join("sub").display()),
+            )]))
+            .unwrap_err();
         assert_eq!(err.kind(), "module-unreadable", "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The catalogue answers names and pins of built-in modules with no file and no module
+    /// directory at all; a pin of anything else says where the file should be.
+    #[test]
+    fn built_in_modules_need_no_files() {
+        let s = store(None);
+        for b in catalogue::BUILTINS {
+            let hex = b.sha256_hex();
+            for pairs in [
+                vec![("water-sha256", hex.as_str())],
+                vec![("water-wasm", b.name)],
+                vec![
+                    ("water-wasm", &*format!("{}.wasm", b.name)),
+                    ("water-sha256", &hex),
+                ],
+                vec![
+                    ("water-wasm", "/nonexistent/x.wasm"),
+                    ("water-sha256", &hex),
+                ],
+            ] {
+                let w = s
+                    .select(&args(&pairs))
+                    .unwrap_or_else(|e| panic!("{pairs:?}: {e}"));
+                assert_eq!(w.sha256(), b.sha256(), "{pairs:?}");
+            }
+        }
+        let ss = s.select(&args(&[("water-wasm", "shadowsocks")])).unwrap();
+        assert!(
+            s.bridge_config(&ss).unwrap().is_some(),
+            "shadowsocks is self-keyed"
+        );
+        let plain = s.select(&BridgeArgs::default()).unwrap();
+        assert_eq!(s.bridge_config(&plain).unwrap(), None);
+
+        let dir = temp_dir("pin-missing");
+        let s = store(Some(dir.clone()));
+        let unknown = "ab".repeat(32);
+        let err = s.select(&args(&[("water-sha256", &unknown)])).unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(err.kind(), "module-missing", "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "{}",
+                dir.join(format!("{unknown}.wasm")).display()
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("plain, shadowsocks"), "{msg}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

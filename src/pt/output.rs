@@ -241,6 +241,17 @@ impl<W: Write> ProtocolWriter<W> {
         self.emit(Kind::Anytime, line)
     }
 
+    /// `STATUS TYPE=version IMPLEMENTATION=... VERSION=...`: which program and version serve
+    /// the transports; tor 0.4.8 and later publish it in the bridge's extra-info as
+    /// `transport-info`.
+    pub fn version_status(&self, implementation: &str, version: &str) -> io::Result<()> {
+        let mut line = String::from("STATUS TYPE=version IMPLEMENTATION=");
+        push_value(&mut line, implementation);
+        line.push_str(" VERSION=");
+        push_value(&mut line, version);
+        self.emit(Kind::AfterVersion, line)
+    }
+
     /// `STATUS TRANSPORT=name K=V ...`: a status report tor forwards as a control-port event.
     /// Keys must be non-empty printable ASCII without spaces, `=`, `"` or `\`.
     pub fn status<K, V>(&self, transport: &str, pairs: &[(K, V)]) -> io::Result<()>
@@ -302,8 +313,10 @@ pub fn one_line(msg: &str) -> String {
 ///
 /// Quoted when empty or when it holds a space, `"`, `=`, `\`, a control character or anything
 /// outside printable ASCII (tor's notion of printable is ASCII-only). Inside quotes only `\\`
-/// `\"` `\n` `\r` `\t` are used, the escapes both tor and arti decode (arti rejects tor's octal
-/// escapes); other control characters are replaced by `?`. Non-ASCII text is kept as UTF-8.
+/// `\n` `\r` `\t` are used, escapes both tor and arti decode (arti rejects tor's octal
+/// escapes); other control characters are replaced by `?`. A `"` becomes `'`: arti decodes
+/// `\"` as a lone backslash, so an escaped quote would reach its log mangled. Non-ASCII text is
+/// kept as UTF-8.
 pub fn push_value(out: &mut String, value: &str) {
     let plain = !value.is_empty()
         && value
@@ -317,7 +330,7 @@ pub fn push_value(out: &mut String, value: &str) {
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
+            '"' => out.push('\''),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),

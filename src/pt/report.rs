@@ -13,9 +13,11 @@
 //! reported once per kind for the life of the process.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::output::{self, Severity};
+use super::scrub;
+use super::stats::Stats;
 use super::TRANSPORT_NAME;
 
 /// The most addresses remembered; beyond it the oldest state is forgotten (so at worst a line
@@ -33,6 +35,7 @@ struct Seen {
 pub struct Reporter {
     managed: bool,
     seen: Mutex<Seen>,
+    stats: Arc<Stats>,
 }
 
 impl std::fmt::Debug for Reporter {
@@ -49,6 +52,19 @@ impl Reporter {
         Self {
             managed,
             seen: Mutex::new(Seen::default()),
+            stats: Arc::new(Stats::default()),
+        }
+    }
+
+    /// The connection counts of the process, for the operator's periodic report.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Reports the statistics since the last report, one `notice` per module ([`Stats`]).
+    pub fn report_stats(&self, period: &str) {
+        for line in self.stats.report(period) {
+            self.log(Severity::Notice, &line);
         }
     }
 
@@ -56,9 +72,11 @@ impl Reporter {
         self.seen.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A `LOG` line for tor (managed mode) and the same message on stderr. Write errors are
-    /// ignored: once tor is gone (EPIPE) there is nobody to tell.
+    /// A `LOG` line for tor (managed mode) and the same message on stderr, addresses
+    /// [scrubbed](super::scrub) unless `--unsafe-logging`. Write errors are ignored: once tor is
+    /// gone (EPIPE) there is nobody to tell.
     pub fn log(&self, severity: Severity, msg: &str) {
+        let msg = &*scrub::for_log(msg);
         match severity {
             Severity::Error => tracing::error!("{msg}"),
             Severity::Warning => tracing::warn!("{msg}"),
@@ -72,7 +90,8 @@ impl Reporter {
 
     fn status(&self, pairs: &[(&str, &str)]) {
         if self.managed {
-            let _ = output::stdout().status(TRANSPORT_NAME, pairs);
+            let safe: Vec<_> = pairs.iter().map(|(k, v)| (*k, scrub::for_log(v))).collect();
+            let _ = output::stdout().status(TRANSPORT_NAME, &safe);
         }
     }
 

@@ -1,10 +1,13 @@
 //! The server (bridge) side: accept transport connections, decode each with the module's
 //! listener role, and hand the plaintext to tor.
 //!
-//! tor's side of each connection is opened *before* the module starts: an authenticated
-//! Extended ORPort connection (or a plain ORPort one) becomes the module's caller fd, so the
-//! module writes decoded bytes straight to tor. A connection tor refuses (DENY, bad cookie,
-//! ORPort down) is dropped with a log line; the transport keeps serving the others.
+//! tor's side of each connection is opened when the module first writes toward it (or waits
+//! to be able to): an authenticated Extended ORPort connection (or a plain ORPort one) becomes
+//! the module's caller fd, so the module writes decoded bytes straight to tor. Until then the
+//! caller fd has nothing to read, which costs nothing since tor never speaks first; a probe
+//! the module rejects (silence, garbage) therefore never becomes a connection into tor. A
+//! connection tor refuses (DENY, bad cookie, ORPort down) is reported once per kind; the
+//! module sees its caller socket closed, and the transport keeps serving the others.
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,20 +16,21 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::bridge::{bridge_line, parse_config, BridgeArgs};
+use super::bridge::bridge_line;
+use super::bridge_setup::{BridgeSetup, Keying};
+use super::catalogue;
 use super::env::ServerEnv;
 use super::modules::ModuleStore;
 use super::output::{self, Severity};
 use super::report::Reporter;
+use super::secrets::SecretFile;
 use super::TRANSPORT_NAME;
 use crate::extor::{self, ExtOrError};
-use crate::runtime::{into_fd, Role, Server};
+use crate::runtime::{into_fd, run_cancellable, OpenSocket, Server, SessionEnd};
 use crate::serve::accept_loop;
 use crate::shutdown::Shutdown;
 
-/// The server option whose value (base64url) is published in `SMETHOD ... ARGS:` as the
-/// clients' `water-config`.
-pub const CLIENT_CONFIG_OPTION: &str = "water-client-config";
+pub use super::bridge_setup::CLIENT_CONFIG_OPTION;
 
 /// The file in `TOR_PT_STATE_LOCATION` holding a ready-to-edit bridge line.
 pub const BRIDGE_LINE_FILE: &str = "water_bridgeline.txt";
@@ -84,6 +88,8 @@ fn extor_kind(e: &ExtOrError) -> &'static str {
 #[derive(Debug)]
 pub struct WaterServer {
     server: Server,
+    /// The module's name in the statistics.
+    label: String,
     upstream: Upstream,
     reporter: Arc<Reporter>,
 }
@@ -119,40 +125,28 @@ async fn try_launch(
             tracing::warn!("ServerTransportOptions water:{key}=... is not a water option; ignored");
         }
     }
-    // `water-client-config` is what clients need (published as their `water-config`); the
-    // server's own config may hold secrets meant for the server only and is never published.
-    let mut client_config = None;
-    let mut module_options = Vec::new();
-    for (key, value) in options {
-        if key == CLIENT_CONFIG_OPTION {
-            if client_config.is_some() {
-                return Err(format!("{CLIENT_CONFIG_OPTION} is given twice"));
-            }
-            client_config =
-                Some(parse_config(value).map_err(|e| format!("{CLIENT_CONFIG_OPTION}: {e}"))?);
-        } else {
-            module_options.push((key.as_str(), value.as_str()));
-        }
+    let setup = BridgeSetup::prepare(options, modules, state_dir).await?;
+    match setup.keying {
+        Keying::Operator => {}
+        Keying::Generated => reporter.log(
+            Severity::Notice,
+            &format!(
+                "water: new per-bridge secret generated and kept in {}; give out the line in {BRIDGE_LINE_FILE}",
+                SecretFile::in_dir(state_dir).path().display()
+            ),
+        ),
+        Keying::Stored => tracing::info!(
+            "water: using the per-bridge secret in {}",
+            SecretFile::in_dir(state_dir).path().display()
+        ),
     }
-    let args = BridgeArgs::from_pairs(&module_options).map_err(|e| e.to_string())?;
-    let config = args.config.clone();
-    let watm = modules
-        .select_blocking_off(args)
-        .await
-        .map_err(|e| e.to_string())?;
-    watm.require(Role::Listener).map_err(|e| e.to_string())?;
+    let (watm, config, published) = (setup.watm, setup.server_config, setup.published);
     let upstream = Upstream::from_env(env).ok_or("neither an ORPort nor an Extended ORPort")?;
     let bind = env.bind_addr(TRANSPORT_NAME);
     let tcp = TcpListener::bind(bind)
         .await
         .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
     let addr = tcp.local_addr().map_err(|e| e.to_string())?;
-    let published = BridgeArgs {
-        wasm: None,
-        sha256: Some(watm.sha256()),
-        config: client_config,
-    }
-    .to_pairs();
     output::stdout()
         .smethod(TRANSPORT_NAME, addr, &published)
         .map_err(|e| e.to_string())?;
@@ -166,12 +160,14 @@ async fn try_launch(
             &format!("water: cannot write {BRIDGE_LINE_FILE}: {e}"),
         );
     }
+    let label = catalogue::label(&watm.sha256());
     let server = Server::new(modules.runtime(), watm)
         .map_err(|e| e.to_string())?
         .with_config(config);
     Ok((
         WaterServer {
             server,
+            label,
             upstream,
             reporter,
         },
@@ -212,25 +208,63 @@ impl WaterServer {
     }
 
     async fn handle(&self, inbound: TcpStream, peer: SocketAddr) {
-        let tor = match self.upstream.connect(peer).await {
-            Ok(s) => s,
-            Err((kind, msg)) => {
-                // Dropping `inbound` closes the client's connection.
-                self.reporter
-                    .failed_once(kind, &format!("water: inbound connection dropped: {msg}"));
-                return;
+        let conn = self.reporter.stats().accepted("bridge", &self.label);
+        // Set when tor's side cannot be opened, so the statistics say why.
+        let upstream_failure = Arc::new(std::sync::OnceLock::new());
+        let result = match into_fd(inbound) {
+            Ok(inbound) => {
+                let open = self.open_upstream(peer, upstream_failure.clone());
+                self.server.serve_opening_caller(inbound, open).await
             }
-        };
-        let fds = into_fd(inbound).and_then(|i| Ok((i, into_fd(tor)?)));
-        let result = match fds {
-            Ok((inbound, tor)) => self.server.serve(inbound, tor).await.map(drop),
             Err(e) => Err(e.into()),
         };
+        let end = match &result {
+            Ok(session) => Some(session.finished().await),
+            Err(_) => None,
+        };
+        match (upstream_failure.get(), end) {
+            (Some(kind), _) => conn.failed(kind),
+            (None, Some(SessionEnd::Closed | SessionEnd::Cancelled)) => conn.completed(),
+            (None, Some(SessionEnd::Failed(_))) => conn.failed("module"),
+            (None, None) => conn.failed("module-setup"),
+        }
         if let Err(e) = result {
             // Client addresses stay out of tor's log (bridges do not log users).
             tracing::debug!("connection from {peer}: {e}");
             self.reporter
                 .failed_once("module", &format!("water: inbound connection failed: {e}"));
         }
+    }
+
+    /// Opens tor's side of the connection from `peer` when the module first writes toward
+    /// it: a probe the module rejects without a word never becomes a connection into tor.
+    /// Runs on the session's thread; a stop of the session cuts the handshake short.
+    fn open_upstream(
+        &self,
+        peer: SocketAddr,
+        failure: Arc<std::sync::OnceLock<&'static str>>,
+    ) -> OpenSocket {
+        let upstream = self.upstream.clone();
+        let reporter = self.reporter.clone();
+        let tokio = tokio::runtime::Handle::current();
+        Box::new(move |cancel| {
+            run_cancellable(cancel, move || {
+                match tokio.block_on(upstream.connect(peer)) {
+                    Ok(tor) => {
+                        let _guard = tokio.enter();
+                        into_fd(tor)
+                    }
+                    Err((kind, msg)) => {
+                        let _ = failure.set(kind);
+                        // The module sees its caller socket closed and ends the connection.
+                        reporter.failed_once(
+                            kind,
+                            &format!("water: inbound connection dropped: {msg}"),
+                        );
+                        Err(io::Error::new(io::ErrorKind::ConnectionRefused, msg))
+                    }
+                }
+            })
+        })
     }
 }

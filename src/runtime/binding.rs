@@ -3,7 +3,7 @@
 
 use super::module::{Role, Watm};
 use super::net::NetPolicy;
-use super::session::{self, Job, Replies, SessionHandle};
+use super::session::{self, CallerSocket, Job, Replies, SessionHandle};
 use super::{Error, Runtime};
 use crate::sys::HostFd;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ pub(crate) struct Binding {
 /// The sockets and remote one session starts with.
 #[derive(Default)]
 pub(crate) struct Sockets {
-    pub caller: Option<HostFd>,
+    pub caller: Option<CallerSocket>,
     pub inbound: Option<HostFd>,
     pub fixed_remote: Option<(String, String)>,
     pub replies: Option<Replies>,

@@ -3,7 +3,7 @@
 
 use super::binding::{binding_settings, Binding, Sockets};
 use super::module::{Role, Watm};
-use super::session::{Replies, SessionHandle};
+use super::session::{CallerSocket, Replies, SessionHandle};
 use super::stream::{caller_pair, WaterStream};
 use super::{Error, Runtime};
 use crate::sys::HostFd;
@@ -53,7 +53,7 @@ impl Dialer {
         replies: Option<Replies>,
     ) -> Result<SessionHandle, Error> {
         let sockets = Sockets {
-            caller: Some(caller),
+            caller: Some(CallerSocket::Open(caller)),
             fixed_remote: Some((network.to_owned(), address.to_owned())),
             replies,
             ..Sockets::default()
@@ -64,7 +64,7 @@ impl Dialer {
     /// Like [`Dialer::dial_fixed`], with an already-connected caller socket.
     pub async fn dial_fixed_with_caller(&self, caller: HostFd) -> Result<SessionHandle, Error> {
         let sockets = Sockets {
-            caller: Some(caller),
+            caller: Some(CallerSocket::Open(caller)),
             ..Sockets::default()
         };
         self.binding.start(Role::FixedDialer, sockets).await

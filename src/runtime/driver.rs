@@ -13,24 +13,46 @@ use super::error::Error;
 use super::host::Host;
 use super::module::Role;
 use super::session::{Caller, SessionEnd};
-use super::v1;
+use super::{v0, v1};
 use wasmtime::{Engine, Linker, Module, Store};
 
 /// Which generation of the WATER ABI a module speaks.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Generation {
+    /// `_water_*` exports and `env.host_*` imports; marked by an export
+    /// named `_water_v0`.
+    V0,
     /// `watm_*_v1` exports and `env.water_*` imports.
     V1,
 }
 
 impl Generation {
-    /// Tells the generation from the module's exports.
-    pub(crate) fn detect(_module: &Module) -> Result<Self, Error> {
-        Ok(Generation::V1)
+    /// Tells the generation from the module's exports: `_water_v0` (of any
+    /// kind) marks v0, `watm_init_v1` marks v1. The reference runtime picks
+    /// at random between the two when a module carries both; here such a
+    /// module is refused, as is one that carries neither.
+    pub(crate) fn detect(module: &Module) -> Result<Self, Error> {
+        let v0 = module.get_export(v0::MARKER).is_some();
+        let v1 = module.get_export(v1::MARKER).is_some();
+        match (v0, v1) {
+            (true, false) => Ok(Generation::V0),
+            (false, true) => Ok(Generation::V1),
+            (true, true) => Err(Error::Generation(format!(
+                "it exports both `{}` (WATM v0) and `{}` (WATM v1)",
+                v0::MARKER,
+                v1::MARKER
+            ))),
+            (false, false) => Err(Error::Generation(format!(
+                "it exports neither `{}` (WATM v1) nor `{}` (WATM v0)",
+                v1::MARKER,
+                v0::MARKER
+            ))),
+        }
     }
 
     pub(crate) fn driver(self) -> &'static dyn Driver {
         match self {
+            Generation::V0 => &v0::V0,
             Generation::V1 => &v1::V1,
         }
     }
@@ -39,6 +61,7 @@ impl Generation {
 impl std::fmt::Display for Generation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Generation::V0 => "v0",
             Generation::V1 => "v1",
         })
     }
@@ -60,6 +83,10 @@ pub(crate) trait Driver: Sync {
     /// role.
     fn role_export(&self, role: Role) -> Option<&'static str>;
 
+    /// The module's init with its config (v1: `watm_init_v1`), alone: a bridge runs it at
+    /// start-up to learn whether the module accepts its config ([`super::Runtime::check_init`]).
+    fn init(&self, store: &mut Store<Host>) -> Result<(), Error>;
+
     /// Everything between instantiation and the worker: the module's init,
     /// the role call (with the caller socket lent to the module first, see
     /// [`super::exports::lend_caller`]) and the hand-over of the control
@@ -72,6 +99,7 @@ pub(crate) trait Driver: Sync {
 
 /// One linker per generation: WASI preview1 plus that generation's imports.
 pub(crate) struct Linkers {
+    v0: Linker<Host>,
     v1: Linker<Host>,
 }
 
@@ -85,12 +113,14 @@ impl Linkers {
             Ok(linker)
         };
         Ok(Self {
+            v0: with(Generation::V0)?,
             v1: with(Generation::V1)?,
         })
     }
 
     pub fn get(&self, generation: Generation) -> &Linker<Host> {
         match generation {
+            Generation::V0 => &self.v0,
             Generation::V1 => &self.v1,
         }
     }

@@ -12,6 +12,12 @@ pub enum Error {
     /// A WATM v1 export every module must have is absent.
     #[error("not a WATM v1 module: it does not export `{0}`")]
     MissingExport(&'static str),
+    /// The module's exports name no WATM generation, or two.
+    #[error("not a WATM module: {0}")]
+    Generation(String),
+    /// A WATM v0 export every v0 module must have is absent.
+    #[error("not a WATM v0 module: it does not export `{0}`")]
+    MissingV0Export(&'static str),
     /// An export exists with the wrong type.
     #[error("module export `{name}` has the wrong type (expected {expected})")]
     BadExportType {

@@ -3,9 +3,10 @@
 
 use super::error::Error;
 use super::host::{self, Host};
-use super::session::Caller;
+use super::session::{Caller, CallerSocket};
 use crate::sys::HostFd;
-use crate::wasi::{Entry, Errno};
+use crate::wasi::{Entry, Errno, LazySocket, OpenSocket};
+use std::os::fd::AsFd;
 use wasmtime::{ExternType, FuncType, Store, ValType};
 
 /// The two export types of the WATER ABIs.
@@ -73,12 +74,41 @@ pub(crate) fn lend_caller(store: &mut Store<Host>, caller: &mut Caller) -> Resul
             "this role needs a caller socket",
         )));
     };
-    let fd = insert(store, socket, "caller socket")?;
-    if let Ok(Entry::Socket(s)) = store.data_mut().wasi.fds.get_mut(fd as i32) {
-        s.is_caller = true;
-    }
+    let fd = match socket {
+        CallerSocket::Open(socket) => {
+            let fd = insert(store, socket, "caller socket")?;
+            if let Ok(Entry::Socket(s)) = store.data_mut().wasi.fds.get_mut(fd as i32) {
+                s.is_caller = true;
+            }
+            fd
+        }
+        CallerSocket::OnFirstWrite(open) => insert_lazy(store, open)?,
+    };
     *caller = Caller::Lent(fd);
     Ok(fd)
+}
+
+/// Puts a socket opened on demand into the guest's table; once opened it
+/// gets the same buffer sizing as any other socket.
+fn insert_lazy(store: &mut Store<Host>, open: OpenSocket) -> Result<u32, Error> {
+    let buffer = store.data().socket_buffer;
+    let open: OpenSocket = Box::new(move |cancel| {
+        let fd = open(cancel)?;
+        if let Some(bytes) = buffer {
+            let _ = crate::sys::set_buffer_size(fd.as_fd(), bytes);
+        }
+        Ok(fd)
+    });
+    store
+        .data_mut()
+        .wasi
+        .fds
+        .insert(Entry::Lazy(LazySocket::new(open)))
+        .map_err(|e| {
+            Error::Io(std::io::Error::other(format!(
+                "cannot give the caller socket to the module: {e}"
+            )))
+        })
 }
 
 /// Puts the control channel (the module's end of the stop signal) into the

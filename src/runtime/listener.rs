@@ -3,10 +3,11 @@
 use super::binding::{binding_settings, Binding, Sockets};
 use super::module::{Role, Watm};
 use super::net::NetPolicy;
-use super::session::SessionHandle;
+use super::session::{CallerSocket, SessionHandle};
 use super::stream::{caller_pair, WaterStream};
 use super::{Error, Runtime};
 use crate::sys::HostFd;
+use crate::wasi::OpenSocket;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,7 +37,27 @@ impl Server {
     /// module writes straight into it.
     pub async fn serve(&self, inbound: HostFd, caller: HostFd) -> Result<SessionHandle, Error> {
         let sockets = Sockets {
-            caller: Some(caller),
+            caller: Some(CallerSocket::Open(caller)),
+            inbound: Some(inbound),
+            ..Sockets::default()
+        };
+        self.binding.start(Role::Listener, sockets).await
+    }
+
+    /// Like [`Server::serve`], but the caller socket is opened by `open`
+    /// only when the module first writes to it or polls it for writing, so
+    /// a connection the module rejects without a word (a probe) never
+    /// reaches the upstream. Until then the caller fd has nothing to read.
+    /// `open` runs on the session's thread and should return early when its
+    /// waker fires (a stop); if it fails, the module sees the caller
+    /// socket closed.
+    pub async fn serve_opening_caller(
+        &self,
+        inbound: HostFd,
+        open: OpenSocket,
+    ) -> Result<SessionHandle, Error> {
+        let sockets = Sockets {
+            caller: Some(CallerSocket::OnFirstWrite(open)),
             inbound: Some(inbound),
             ..Sockets::default()
         };

@@ -9,6 +9,7 @@
 
 mod artifact_cache;
 mod binding;
+mod cancel;
 mod dialer;
 mod driver;
 mod error;
@@ -22,8 +23,11 @@ mod session;
 mod stream;
 mod threads;
 mod ticker;
+mod v0;
 mod v1;
 
+pub use crate::wasi::OpenSocket;
+pub use cancel::run_cancellable;
 pub use dialer::Dialer;
 pub use driver::Generation;
 pub use error::Error;
@@ -159,8 +163,7 @@ impl std::fmt::Debug for Runtime {
 
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Self, Error> {
-        let limits = config.limits;
-        let engine = build_engine(&limits)?;
+        let (engine, limits) = build_engine_that_fits(config.limits)?;
         let linkers = Linkers::new(&engine).map_err(Error::engine)?;
         let cache = match &config.cache_dir {
             Some(dir) => match ArtifactCache::open(dir, &engine) {
@@ -252,6 +255,13 @@ impl Runtime {
         self.load(&bytes)
     }
 
+    /// Runs `watm` up to `watm_init_v1` with `config` and throws the instance away: whether
+    /// the module accepts this config, with its own reason when it does not. Uses one
+    /// connection slot while it runs.
+    pub async fn check_init(&self, watm: Arc<Watm>, config: Option<&[u8]>) -> Result<(), String> {
+        session::check_init(self, watm, config.map(Arc::from)).await
+    }
+
     /// Number of connections (instances) currently open.
     pub fn live_connections(&self) -> usize {
         self.inner.live.load(Ordering::SeqCst)
@@ -338,6 +348,40 @@ impl RuntimeInner {
 
 /// Bytes of a pool slot's memory and table kept resident between instances.
 const KEEP_RESIDENT: usize = 128 << 10;
+
+/// [`build_engine`], with fewer connection slots when the address space cannot hold all of
+/// them. The pool reserves `max_connections` x (`max_memory` + a guard) of address space up
+/// front (about 640 GiB with the defaults): free on a 64-bit machine, but refused under
+/// `ulimit -v` or strict overcommit. Rather than not starting, the runtime then halves the
+/// slots until the reservation succeeds, lowers the connection limit to match, and says in
+/// one line which options trade capacity for address space.
+fn build_engine_that_fits(mut limits: Limits) -> Result<(Engine, Limits), Error> {
+    let wanted = limits.max_connections;
+    loop {
+        match build_engine(&limits) {
+            Ok(engine) => {
+                if limits.max_connections < wanted {
+                    tracing::warn!(
+                        "could not reserve address space for {wanted} connections of {} MiB; \
+                         serving at most {} (lower --max-memory-mib, or raise ulimit -v or \
+                         vm.overcommit_memory, to allow more)",
+                        limits.max_memory >> 20,
+                        limits.max_connections
+                    );
+                }
+                return Ok((engine, limits));
+            }
+            Err(_) if limits.max_connections > 1 => limits.max_connections /= 2,
+            Err(e) => {
+                return Err(Error::Engine(format!(
+                    "{e}; even one connection's memory ({} MiB) cannot be reserved: lower \
+                     --max-memory-mib or raise ulimit -v",
+                    limits.max_memory >> 20
+                )))
+            }
+        }
+    }
+}
 
 fn build_engine(limits: &Limits) -> Result<Engine, Error> {
     let slots = u32::try_from(limits.max_connections)

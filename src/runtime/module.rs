@@ -96,6 +96,8 @@ impl Watm {
         } else {
             Err(Error::RoleUnsupported {
                 role: role.name(),
+                // A role the module's generation lacks (v0 has no fixed
+                // dialer) is named by its v1 export: only v1 offers it.
                 export: self.driver().role_export(role).unwrap_or(role.export()),
             })
         }
@@ -114,6 +116,15 @@ impl Watm {
     /// against that generation's linker (the preview1 and `env` host
     /// functions), adding stubs for imports the runtime does not implement.
     pub(crate) fn link(linkers: &Linkers, module: Module, sha256: [u8; 32]) -> Result<Self, Error> {
+        for import in module.imports() {
+            if !matches!(import.ty(), ExternType::Func(_)) {
+                return Err(Error::UnsupportedImport(format!(
+                    "{}::{}, which is not a function (a WATM defines its own memory)",
+                    import.module(),
+                    import.name()
+                )));
+            }
+        }
         let generation = Generation::detect(&module)?;
         let driver = generation.driver();
         let mut stubs = Vec::new();
@@ -121,13 +132,9 @@ impl Watm {
             let (m, n) = (import.module(), import.name());
             let known = (m == wasi::PREVIEW1 && wasi::IMPLEMENTED.contains(&n))
                 || (m == host::WATER_MODULE && driver.imports().contains(&n));
-            match import.ty() {
-                ExternType::Func(_) if known => {}
-                ExternType::Func(ty) => stubs.push((m.to_owned(), n.to_owned(), ty)),
-                _ => {
-                    return Err(Error::UnsupportedImport(format!(
-                        "{m}::{n}, which is not a function (a WATM defines its own memory)"
-                    )))
+            if let ExternType::Func(ty) = import.ty() {
+                if !known {
+                    stubs.push((m.to_owned(), n.to_owned(), ty));
                 }
             }
         }

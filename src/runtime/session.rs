@@ -28,7 +28,7 @@ use super::net::NetPolicy;
 use super::ticker::Deadline;
 use super::RuntimeInner;
 use crate::sys::{self, HostFd, PollFd, PollFlags};
-use crate::wasi::{Entry, HostTrap, StopSignal, WasiCtx};
+use crate::wasi::{Entry, HostTrap, OpenSocket, StopSignal, WasiCtx};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -52,7 +52,7 @@ pub type FailureReply = Box<dyn FnOnce(&Error) -> Vec<u8> + Send>;
 pub(crate) struct Job {
     pub role: Role,
     /// The caller-side socket (`None` for a relay).
-    pub caller: Option<HostFd>,
+    pub caller: Option<CallerSocket>,
     /// The connection `water_accept` returns (listener and relay).
     pub inbound: Option<HostFd>,
     /// The remote `water_dial_fixed` dials.
@@ -60,6 +60,14 @@ pub(crate) struct Job {
     pub config: Option<Arc<[u8]>>,
     pub policy: Arc<NetPolicy>,
     pub replies: Option<Replies>,
+}
+
+/// The caller socket a session starts with.
+pub(crate) enum CallerSocket {
+    Open(HostFd),
+    /// Opened when the module first writes to it or polls it for writing
+    /// (see [`crate::wasi::LazySocket`]).
+    OnFirstWrite(OpenSocket),
 }
 
 /// How a session ended.
@@ -313,7 +321,7 @@ pub(crate) enum Caller {
     /// This role has none (relay).
     None,
     /// Not yet given to the module.
-    Held(HostFd),
+    Held(CallerSocket),
     /// In the module's table under this number.
     Lent(u32),
 }
@@ -361,6 +369,12 @@ fn setup(
     role: Role,
     caller: &mut Caller,
 ) -> Result<(), Error> {
+    instantiate(watm, store)?;
+    watm.driver().setup(store, role, caller)
+}
+
+/// Steps 1-2: the instance and its entry point.
+fn instantiate(watm: &Watm, store: &mut Store<Host>) -> Result<(), Error> {
     let instance = watm.pre.instantiate(&mut *store).map_err(|e| Error::Trap {
         call: "instantiation",
         reason: format!("{e:#}"),
@@ -384,7 +398,74 @@ fn setup(
             }
         }
     }
-    watm.driver().setup(store, role, caller)
+    Ok(())
+}
+
+/// Instantiates `watm` with `config` on a session thread and runs it through its init (v1:
+/// `watm_init_v1`), then drops the instance. A bridge does this at start-up so that a module
+/// that refuses its config fails the launch with the module's own words (what it wrote to
+/// stderr) instead of failing every connection later. Bounded like a connection's setup.
+pub(crate) async fn check_init(
+    runtime: &super::Runtime,
+    watm: Arc<Watm>,
+    config: Option<Arc<[u8]>>,
+) -> Result<(), String> {
+    let rt = runtime.inner().clone();
+    let permit = rt.admit().map_err(|e| e.to_string())?;
+    let shared = Arc::new(SessionShared {
+        id: permit.id,
+        stop: Arc::new(StopSignal::new().map_err(|e| e.to_string())?),
+        stop_requested: AtomicBool::new(false),
+        setup: AtomicU8::new(SETUP),
+        setup_timeout: rt.limits.setup_timeout,
+        done: watch::Sender::new(None),
+    });
+    let (tx, rx) = oneshot::channel();
+    let thread_rt = rt.clone();
+    let session = shared.clone();
+    rt.threads
+        .execute(Box::new(move || {
+            let mut job = Job {
+                role: Role::Listener,
+                caller: None,
+                inbound: None,
+                fixed_remote: None,
+                config,
+                policy: Arc::new(NetPolicy::default()),
+                replies: None,
+            };
+            let mut store = new_store(&thread_rt, &mut job, session.clone());
+            store.data_mut().wasi.captured_stderr = Some(String::new());
+            let result = instantiate(&watm, &mut store)
+                .and_then(|()| watm.driver().init(&mut store))
+                .map_err(|e| {
+                    let e = session.cut_short().unwrap_or(e);
+                    match store.data_mut().wasi.captured_stderr.take() {
+                        Some(said) if !said.trim().is_empty() => {
+                            let lines: Vec<_> = said
+                                .lines()
+                                .map(str::trim)
+                                .filter(|l| !l.is_empty())
+                                .collect();
+                            format!("{e}; the module says: {}", lines.join("; "))
+                        }
+                        _ => e.to_string(),
+                    }
+                });
+            session.end_setup(READY);
+            drop(store);
+            drop(permit);
+            session.done.send_replace(Some(SessionEnd::Closed));
+            let _ = tx.send(result);
+        }))
+        .map_err(|e| e.to_string())?;
+    rt.ticker.schedule(
+        Instant::now() + rt.limits.setup_timeout,
+        Deadline::Setup,
+        Arc::downgrade(&shared),
+    );
+    rx.await
+        .unwrap_or_else(|_| Err("the start-up check ended without a result".into()))
 }
 
 /// Writes a setup reply on the caller socket, wherever it is, waiting
@@ -394,7 +475,9 @@ fn write_reply(store: &Store<Host>, caller: &Caller, bytes: &[u8]) -> Result<(),
     let host = store.data();
     let fd = match caller {
         Caller::None => return Ok(()),
-        Caller::Held(fd) => fd.as_fd(),
+        Caller::Held(CallerSocket::Open(fd)) => fd.as_fd(),
+        // Nobody to answer: the socket does not exist yet.
+        Caller::Held(CallerSocket::OnFirstWrite(_)) => return Ok(()),
         Caller::Lent(n) => match host.wasi.fds.get(*n as i32) {
             Ok(Entry::Socket(s)) if s.is_caller => s.fd(),
             _ => {

@@ -20,6 +20,9 @@ use super::session::{Caller, SessionEnd};
 use crate::wasi::Errno;
 use wasmtime::{ExternType, Linker, Module, Store};
 
+/// The export that marks a v1 module.
+pub(crate) const MARKER: &str = "watm_init_v1";
+
 /// The exports every v1 module has.
 const REQUIRED: [(&str, Sig); 3] = [
     ("watm_init_v1", Sig::NoneToI32),
@@ -65,8 +68,12 @@ impl Driver for V1 {
         Some(role.export())
     }
 
+    fn init(&self, store: &mut Store<Host>) -> Result<(), Error> {
+        expect_zero(call(store, "watm_init_v1", None)?, "watm_init_v1")
+    }
+
     fn setup(&self, store: &mut Store<Host>, role: Role, caller: &mut Caller) -> Result<(), Error> {
-        expect_zero(call(store, "watm_init_v1", None)?, "watm_init_v1")?;
+        self.init(store)?;
 
         let role_export = role.export();
         if role == Role::Relay {

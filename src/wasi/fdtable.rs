@@ -36,6 +36,39 @@ pub enum Entry {
         delivered: bool,
     },
     Socket(Socket),
+    /// A socket the runtime opens only when the module first writes to it
+    /// or polls it for writing (see [`LazySocket`]).
+    Lazy(LazySocket),
+}
+
+/// Opens a socket on demand; given the instance's stop waker so that a
+/// stop can cut the wait short.
+pub type OpenSocket = Box<dyn FnOnce(&crate::sys::Waker) -> std::io::Result<HostFd> + Send>;
+
+/// A socket not opened yet. Until the module wants to write to it, it reads
+/// as a socket with nothing to read: the peer behind it (tor) never speaks
+/// first, so nothing is lost by connecting late, and a connection the module
+/// rejects without ever writing costs that peer nothing.
+pub struct LazySocket {
+    pub(super) open: Option<OpenSocket>,
+    pub nonblocking: bool,
+}
+
+impl LazySocket {
+    pub fn new(open: OpenSocket) -> Self {
+        Self {
+            open: Some(open),
+            nonblocking: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for LazySocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazySocket")
+            .field("nonblocking", &self.nonblocking)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A host socket (or the runtime's end of a pipe) lent to the guest.
@@ -145,7 +178,7 @@ impl FdTable {
     pub fn socket_count(&self) -> usize {
         self.entries
             .iter()
-            .filter(|e| matches!(e, Some(Entry::Socket(_))))
+            .filter(|e| matches!(e, Some(Entry::Socket(_) | Entry::Lazy(_))))
             .count()
     }
 }

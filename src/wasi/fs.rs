@@ -141,7 +141,9 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
                     Entry::Stdin | Entry::Stdout | Entry::Stderr => (FILETYPE_CHARACTER_DEVICE, 0),
                     Entry::ConfDir => (FILETYPE_DIRECTORY, 0),
                     Entry::ConfFile { .. } => (FILETYPE_REGULAR_FILE, conf_len),
-                    Entry::Socket(_) | Entry::Control { .. } => (FILETYPE_SOCKET_STREAM, 0),
+                    Entry::Socket(_) | Entry::Lazy(_) | Entry::Control { .. } => {
+                        (FILETYPE_SOCKET_STREAM, 0)
+                    }
                 };
                 write_filestat(m, out as u32, filetype, size)
             })

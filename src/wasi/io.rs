@@ -5,7 +5,9 @@
 //! `writev` on the host descriptor, no intermediate buffer): this is what
 //! lets a passthrough module run at native loopback speed.
 
-use super::{with_ctx, Entry, Errno, Fail, GuestMemory, HostResult, Socket, WasiCtx, WasiView};
+use super::{
+    with_ctx, Entry, Errno, Fail, GuestMemory, HostResult, LazySocket, Socket, WasiCtx, WasiView,
+};
 use crate::sys::{self, PollFd, PollFlags};
 use std::io::IoSlice;
 use std::os::fd::BorrowedFd;
@@ -65,6 +67,7 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
                 if flags != 0 {
                     return Err(Errno::NOTSUP.into());
                 }
+                ctx.open_lazy(fd)?;
                 ctx.fds.socket(fd)?;
                 m.slice_mut(out as u32, 4)?;
                 let written = write(m, ctx, fd, iovs as u32, n as u32)?;
@@ -80,7 +83,9 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
                 if flags != 0 {
                     return Err(Errno::NOTSUP.into());
                 }
-                ctx.fds.socket(fd)?;
+                if !matches!(ctx.fds.get(fd)?, Entry::Lazy(_)) {
+                    ctx.fds.socket(fd)?;
+                }
                 m.slice_mut(out as u32, 4)?;
                 m.slice_mut(oflags as u32, 2)?;
                 let read = read(m, ctx, fd, iovs as u32, n as u32)?;
@@ -94,6 +99,7 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
         "sock_shutdown",
         |mut c: Caller<'_, T>, fd: i32, how: i32| {
             with_ctx(&mut c, |_, ctx| {
+                ctx.open_lazy(fd)?;
                 let s = ctx.fds.socket(fd)?;
                 if how & !3 != 0 || how == 0 {
                     return Err(Errno::INVAL.into());
@@ -120,6 +126,7 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
                     Entry::ConfDir => (FILETYPE_DIRECTORY, 0),
                     Entry::ConfFile { .. } => (FILETYPE_REGULAR_FILE, 0),
                     Entry::Socket(Socket { nonblocking, .. })
+                    | Entry::Lazy(LazySocket { nonblocking, .. })
                     | Entry::Control { nonblocking, .. } => (
                         FILETYPE_SOCKET_STREAM,
                         if *nonblocking { FDFLAGS_NONBLOCK } else { 0 },
@@ -143,6 +150,7 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
                 let nonblock = flags as u16 & FDFLAGS_NONBLOCK != 0;
                 match ctx.fds.get_mut(fd)? {
                     Entry::Socket(Socket { nonblocking, .. })
+                    | Entry::Lazy(LazySocket { nonblocking, .. })
                     | Entry::Control { nonblocking, .. } => *nonblocking = nonblock,
                     _ => {}
                 }
@@ -157,6 +165,7 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
 /// [`super::send`]).
 fn write(m: &GuestMemory<'_>, ctx: &mut WasiCtx, fd: i32, iovs: u32, n: u32) -> HostResult<u32> {
     let iovecs = m.iovecs(iovs, n)?;
+    ctx.open_lazy(fd)?;
     match ctx.fds.get(fd)? {
         entry @ (Entry::Stdout | Entry::Stderr) => {
             let mut total = 0u32;
@@ -167,7 +176,13 @@ fn write(m: &GuestMemory<'_>, ctx: &mut WasiCtx, fd: i32, iovs: u32, n: u32) -> 
                 let room = MAX_LOGGED_OUTPUT.saturating_sub(text.len());
                 text.extend_from_slice(&bytes[..bytes.len().min(room)]);
             }
-            log_guest_output(ctx.tag, matches!(entry, Entry::Stderr), &text);
+            let stderr = matches!(entry, Entry::Stderr);
+            if let (true, Some(captured)) = (stderr, ctx.captured_stderr.as_mut()) {
+                if captured.len() < MAX_LOGGED_OUTPUT {
+                    captured.push_str(&String::from_utf8_lossy(&text));
+                }
+            }
+            log_guest_output(ctx.tag, stderr, &text);
             Ok(total)
         }
         Entry::Socket(_) => {
@@ -189,9 +204,11 @@ fn write(m: &GuestMemory<'_>, ctx: &mut WasiCtx, fd: i32, iovs: u32, n: u32) -> 
             let n = super::send::write_socket(ctx, fd, &slices)?;
             Ok(u32::try_from(n).unwrap_or(u32::MAX))
         }
-        Entry::Stdin | Entry::ConfDir | Entry::ConfFile { .. } | Entry::Control { .. } => {
-            Err(Errno::BADF.into())
-        }
+        Entry::Stdin
+        | Entry::ConfDir
+        | Entry::ConfFile { .. }
+        | Entry::Control { .. }
+        | Entry::Lazy(_) => Err(Errno::BADF.into()),
     }
 }
 
@@ -220,6 +237,22 @@ fn read(m: &mut GuestMemory<'_>, ctx: &mut WasiCtx, fd: i32, iovs: u32, n: u32) 
                 ctx.waited();
             }
             Ok(n as u32)
+        }
+        Entry::Lazy(lazy) => {
+            // Not opened yet, so nothing to read: `EAGAIN`, or for a
+            // blocking read a wait that only a forced stop ends.
+            if lazy.nonblocking {
+                return Err(Errno::AGAIN.into());
+            }
+            let stop = ctx.stop_signal();
+            loop {
+                let mut fds = [PollFd::from_borrowed_fd(
+                    stop.waker().as_fd(),
+                    PollFlags::IN,
+                )];
+                sys::poll(&mut fds, None).map_err(|e| Errno::from(&e))?;
+                stop.woken().map_err(Fail::Trap)?;
+            }
         }
         Entry::Control { .. } => {
             let Some(target) = target else {

@@ -19,7 +19,7 @@ mod poll;
 mod send;
 
 pub use errno::Errno;
-pub use fdtable::{Entry, FdTable, Socket, MAX_FDS};
+pub use fdtable::{Entry, FdTable, LazySocket, OpenSocket, Socket, MAX_FDS};
 pub use memory::{GuestMemory, IoVec};
 
 use crate::sys::Waker;
@@ -154,6 +154,9 @@ pub struct WasiCtx {
     clock_base: Instant,
     /// Prefix for log lines about this instance (the connection id).
     pub tag: u64,
+    /// When set, what the module writes to stderr is also collected here, so that a start-up
+    /// check can report the module's own reason for refusing its config.
+    pub captured_stderr: Option<String>,
 }
 
 impl WasiCtx {
@@ -169,6 +172,7 @@ impl WasiCtx {
             refused_since: None,
             clock_base: Instant::now(),
             tag,
+            captured_stderr: None,
         }
     }
 
@@ -181,6 +185,44 @@ impl WasiCtx {
 
     pub fn stop_signal(&self) -> &StopSignal {
         &self.stop
+    }
+
+    /// Opens `fd` if it is a [`LazySocket`], before the module writes to it
+    /// or waits to be able to. If opening fails (the reason is logged by
+    /// whoever opens), the module gets a socket whose peer has gone: reads
+    /// see end-of-stream, writes `EPIPE`, as if the peer had closed at once.
+    /// Traps on a forced stop.
+    pub(crate) fn open_lazy(&mut self, fd: i32) -> HostResult {
+        let Ok(Entry::Lazy(lazy)) = self.fds.get_mut(fd) else {
+            return Ok(());
+        };
+        let nonblocking = lazy.nonblocking;
+        let opened = match lazy.open.take() {
+            Some(open) => open(self.stop.waker()),
+            None => Err(std::io::Error::other("already failed")),
+        };
+        if self.stop.is_killed() {
+            return Err(Fail::Trap(HostTrap::Stopped));
+        }
+        let host_fd = match opened {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::debug!(conn = self.tag, "socket {fd} could not be opened: {e}");
+                let (ours, peer) =
+                    std::os::unix::net::UnixStream::pair().map_err(|e| Errno::from(&e))?;
+                drop(peer);
+                ours.into()
+            }
+        };
+        let mut socket = Socket::new(host_fd).map_err(|e| Errno::from(&e))?;
+        socket.nonblocking = nonblocking;
+        *self.fds.get_mut(fd)? = Entry::Socket(socket);
+        Ok(())
+    }
+
+    /// Whether the runtime was given a config for this instance.
+    pub fn has_config(&self) -> bool {
+        self.conf.is_some()
     }
 
     /// Records that the module left wasm for real: a host call waited or

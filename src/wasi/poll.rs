@@ -155,6 +155,18 @@ fn poll_oneoff(
     let subs = decode(m, ctx, subs_ptr, n)?;
     // The output array must be able to hold an event per subscription.
     m.slice(events_ptr, n * EVENT_SIZE)?;
+    // A socket opened on demand is opened once the module waits to write
+    // to it; until then it is never readable.
+    for sub in &subs {
+        if let Sub::Fd {
+            kind: EVENTTYPE_FD_WRITE,
+            fd,
+            ..
+        } = *sub
+        {
+            ctx.open_lazy(fd)?;
+        }
+    }
 
     let start = Instant::now();
     let mut events = Vec::new();
@@ -192,6 +204,7 @@ fn poll_oneoff(
                         waits.push(i);
                         fds.push(PollFd::from_borrowed_fd(s.fd(), interest));
                     }
+                    Ok(Entry::Lazy(_)) => {}
                     // Files and stdio never block.
                     Ok(Entry::ConfFile { pos }) => {
                         let len = ctx.conf.as_ref().map_or(0, |c| c.len() as u64);

@@ -152,6 +152,59 @@ pub fn wat_module_with_locals(locals: &str, start: &str, extra: &str) -> Vec<u8>
     wat::parse_str(&text).expect("valid WAT")
 }
 
+/// A WAT module with the WATM v0 exports (TinyGo style: `_water_v0` and
+/// `_start` are functions), whose `_water_worker` body is `worker` (and extra
+/// items are spliced in). Globals and imported functions carry the names of
+/// [`wat_module`]'s (`$caller`, `$net`, `$ctrl` for the cancel fd,
+/// `$fd_write`, `$fd_read`, `$poll`), so the same hostile bodies run under
+/// both ABIs; the v0 imports are `$host_dial`, `$host_accept`,
+/// `$host_defer` and `$pull_config`.
+pub fn wat_module_v0(worker: &str, extra: &str) -> Vec<u8> {
+    // Like TinyGo's, the init fails unless `_start` ran first.
+    let init =
+        "(if (result i32) (global.get $started) (then (i32.const 0)) (else (i32.const -53)))";
+    wat_module_v0_with_init(init, worker, extra)
+}
+
+/// Like [`wat_module_v0`], with `init` as the body of `_water_init`.
+pub fn wat_module_v0_with_init(init: &str, worker: &str, extra: &str) -> Vec<u8> {
+    let text = format!(
+        r#"(module
+  (import "env" "host_dial" (func $host_dial (result i32)))
+  (import "env" "host_accept" (func $host_accept (result i32)))
+  (import "env" "host_defer" (func $host_defer))
+  (import "env" "pull_config" (func $pull_config (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $caller (mut i32) (i32.const -1))
+  (global $net (mut i32) (i32.const -1))
+  (global $ctrl (mut i32) (i32.const -1))
+  (global $started (mut i32) (i32.const 0))
+  (func (export "_water_v0"))
+  (func (export "_start") (global.set $started (i32.const 1)))
+  (func (export "_water_init") (result i32)
+    {init})
+  (func (export "_water_dial") (param i32) (result i32)
+    (global.set $caller (local.get 0))
+    (global.set $net (call $host_dial))
+    (global.get $net))
+  (func (export "_water_accept") (param i32) (result i32)
+    (global.set $caller (local.get 0))
+    (global.set $net (call $host_accept))
+    (global.get $net))
+  (func (export "_water_cancel_with") (param i32) (result i32)
+    (global.set $ctrl (local.get 0))
+    (i32.const 0))
+  (func (export "_water_worker") (result i32)
+    {worker})
+  {extra}
+)"#
+    );
+    wat::parse_str(&text).expect("valid WAT")
+}
+
 /// A spawned `water-pt` process, killed when dropped. Its stderr is read
 /// line by line on a thread so tests can wait for log lines.
 pub struct Child {

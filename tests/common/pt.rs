@@ -118,11 +118,17 @@ impl PtChild {
         }
     }
 
-    /// The next stdout line; `None` at EOF. Panics after [`WAIT`].
+    /// The next stdout line; `None` at EOF. Panics after [`WAIT`]. The `STATUS TYPE=version`
+    /// line right after `VERSION 1` is kept in the transcript but not returned, so that tests
+    /// can read the protocol lines that matter to them in order.
     pub fn next_line(&mut self) -> Option<String> {
         match self.lines.recv_timeout(WAIT) {
             Ok(line) => {
+                let after_version = self.transcript.last().is_some_and(|l| l == "VERSION 1");
                 self.transcript.push(line.clone());
+                if after_version && line.starts_with("STATUS TYPE=version ") {
+                    return self.next_line();
+                }
                 Some(line)
             }
             Err(RecvTimeoutError::Disconnected) => None,

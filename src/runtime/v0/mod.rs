@@ -23,11 +23,10 @@ mod imports;
 
 use super::driver::Driver;
 use super::error::Error;
-use super::exports::{call, check_func, insert, insert_control, Sig};
+use super::exports::{call, check_func, insert_control, lend_caller, Sig};
 use super::host::Host;
 use super::module::Role;
-use super::session::SessionEnd;
-use crate::sys::HostFd;
+use super::session::{Caller, SessionEnd};
 use crate::wasi::Errno;
 use wasmtime::{ExternType, Linker, Module, Store};
 
@@ -91,14 +90,12 @@ impl Driver for V0 {
         }
     }
 
-    fn setup(
-        &self,
-        store: &mut Store<Host>,
-        role: Role,
-        caller: Option<HostFd>,
-        caller_fd: &mut Option<u32>,
-    ) -> Result<(), Error> {
-        success(call(store, INIT, None)?, INIT)?;
+    fn init(&self, store: &mut Store<Host>) -> Result<(), Error> {
+        success(call(store, INIT, None)?, INIT).map(drop)
+    }
+
+    fn setup(&self, store: &mut Store<Host>, role: Role, caller: &mut Caller) -> Result<(), Error> {
+        self.init(store)?;
         let export = self.role_export(role).ok_or(Error::RoleUnsupported {
             role: role.name(),
             export: "(none in WATM v0)",
@@ -108,11 +105,7 @@ impl Driver for V0 {
             // `host_dial`); the result is only an errno.
             success(call(store, export, None)?, export)?;
         } else {
-            let caller = caller.ok_or_else(|| {
-                Error::Io(std::io::Error::other("this role needs a caller socket"))
-            })?;
-            let fd = insert(store, caller, "caller socket")?;
-            *caller_fd = Some(fd);
+            let fd = lend_caller(store, caller)?;
             let net_fd = call(store, export, Some(fd as i32))?;
             success(net_fd, export)?;
             // The reference runtime looks the result up among the sockets it
@@ -126,7 +119,11 @@ impl Driver for V0 {
             }
         }
         let cancel_fd = insert_control(store)?;
-        success(call(store, CANCEL_WITH, Some(cancel_fd as i32))?, CANCEL_WITH)
+        success(
+            call(store, CANCEL_WITH, Some(cancel_fd as i32))?,
+            CANCEL_WITH,
+        )
+        .map(drop)
     }
 
     fn work(&self, store: &mut Store<Host>) -> SessionEnd {
@@ -170,7 +167,7 @@ mod tests {
         assert_eq!(worker_end(-11), SessionEnd::Cancelled);
         assert_eq!(
             worker_end(-29),
-            SessionEnd::Failed("_water_worker returned -EIO".into())
+            SessionEnd::Failed("_water_worker returned -EIO(29)".into())
         );
         assert!(success(-8, INIT).is_err());
         assert_eq!(success(5, INIT).unwrap(), 5);

@@ -28,6 +28,21 @@ unsafe extern "C" {
     fn water_accept() -> i32;
 }
 
+/// The imports a WATER v0 runtime provides in module `env`, kept apart from
+/// the v1 ones: a module only ever imports the functions it calls, so a
+/// module exporting one generation imports that generation's functions only.
+mod v0 {
+    #[link(wasm_import_module = "env")]
+    unsafe extern "C" {
+        /// Dials the remote chosen by the runtime.
+        pub(super) fn host_dial() -> i32;
+        /// Takes the inbound connection from the runtime.
+        pub(super) fn host_accept() -> i32;
+        /// Tells the runtime the worker ended (a no-op in current runtimes).
+        pub(super) fn host_defer();
+    }
+}
+
 /// Maps an import's return value to a descriptor or an errno.
 fn fd_result(ret: i32) -> Result<Fd, Errno> {
     match Errno::from_return(ret) {
@@ -65,6 +80,24 @@ pub(crate) fn dial_fixed() -> Result<Fd, Errno> {
 pub(crate) fn accept() -> Result<Fd, Errno> {
     // SAFETY: no arguments; the host returns a descriptor or an errno.
     fd_result(unsafe { water_accept() })
+}
+
+/// v0 `env.host_dial()`.
+pub(crate) fn host_dial() -> Result<Fd, Errno> {
+    // SAFETY: no arguments; the host returns a descriptor or an errno.
+    fd_result(unsafe { v0::host_dial() })
+}
+
+/// v0 `env.host_accept()`.
+pub(crate) fn host_accept() -> Result<Fd, Errno> {
+    // SAFETY: no arguments; the host returns a descriptor or an errno.
+    fd_result(unsafe { v0::host_accept() })
+}
+
+/// v0 `env.host_defer()`.
+pub(crate) fn host_defer() {
+    // SAFETY: no arguments, no result.
+    unsafe { v0::host_defer() }
 }
 
 /// Puts `fd` in non-blocking mode, so reads and writes report `AGAIN` instead
@@ -246,6 +279,65 @@ macro_rules! export_transport {
             #[unsafe(export_name = "watm_start_v1")]
             extern "C" fn watm_start_v1() -> i32 {
                 with(&SESSION, |s| s.start())
+            }
+        };
+    };
+}
+
+/// Defines the WATM v0 exports for a [`Transport`](crate::Transport) type,
+/// for runtimes that still drive the first generation of the ABI:
+/// `_water_v0` (the marker, an immutable global as Rust v0 modules export
+/// it), `_water_init`, `_water_dial`, `_water_accept`, `_water_associate`,
+/// `_water_cancel_with` and `_water_worker`. The transport is the same as
+/// for [`export_transport!`](crate::export_transport); only the export and
+/// import names differ (v0 imports `host_dial`, `host_accept`,
+/// `host_defer`). Use one of the two macros per module, never both: a
+/// runtime refuses a module that claims both generations.
+#[macro_export]
+macro_rules! export_transport_v0 {
+    ($transport:ty) => {
+        const _: () = {
+            use $crate::session::{Session, with};
+
+            ::std::thread_local! {
+                static SESSION: ::core::cell::RefCell<Session<$transport>> =
+                    const { ::core::cell::RefCell::new(Session::new()) };
+            }
+
+            // SAFETY (all exports below): the names are those of the WATM v0
+            // ABI and are defined nowhere else in the module; the signatures
+            // use only `i32`, matching the ABI's wasm types.
+            #[unsafe(export_name = "_water_v0")]
+            static WATER_V0: i32 = 0;
+
+            #[unsafe(export_name = "_water_init")]
+            extern "C" fn water_init() -> i32 {
+                with(&SESSION, |s| s.init())
+            }
+
+            #[unsafe(export_name = "_water_dial")]
+            extern "C" fn water_dial(caller_fd: i32) -> i32 {
+                with(&SESSION, |s| s.dial_v0(caller_fd))
+            }
+
+            #[unsafe(export_name = "_water_accept")]
+            extern "C" fn water_accept(caller_fd: i32) -> i32 {
+                with(&SESSION, |s| s.accept_v0(caller_fd))
+            }
+
+            #[unsafe(export_name = "_water_associate")]
+            extern "C" fn water_associate() -> i32 {
+                with(&SESSION, |s| s.associate_v0())
+            }
+
+            #[unsafe(export_name = "_water_cancel_with")]
+            extern "C" fn water_cancel_with(cancel_fd: i32) -> i32 {
+                with(&SESSION, |s| s.ctrlpipe(cancel_fd))
+            }
+
+            #[unsafe(export_name = "_water_worker")]
+            extern "C" fn water_worker() -> i32 {
+                with(&SESSION, |s| s.worker_v0())
             }
         };
     };

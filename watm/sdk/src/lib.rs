@@ -44,6 +44,10 @@
 //! I/O loop are compiled out (and [`export_transport!`] only checks its
 //! argument), so a transport's own logic can be unit-tested natively.
 //!
+//! [`export_transport_v0!`] exports the same transport under the first
+//! generation of the ABI (`_water_*` exports, `env.host_*` imports), for
+//! runtimes that drive WATM v0 modules.
+//!
 //! All `unsafe` code of the SDK lives in one private module, `ffi`.
 
 mod errno;
@@ -190,6 +194,15 @@ pub trait Transport: Sized + 'static {
         input: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), Errno>;
+}
+
+/// Non-WASI stand-in for the real v0 macro, like [`export_transport!`]'s.
+#[cfg(not(target_os = "wasi"))]
+#[macro_export]
+macro_rules! export_transport_v0 {
+    ($transport:ty) => {
+        $crate::export_transport!($transport);
+    };
 }
 
 /// Non-WASI stand-in for the real macro (defined in the private `ffi` module):

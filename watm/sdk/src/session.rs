@@ -8,6 +8,9 @@
 //! `watm_dial_fixed_v1`, `watm_accept_v1` or `watm_associate_v1`), then
 //! `watm_ctrlpipe_v1`, then `watm_start_v1`, which blocks for the connection's
 //! life. Calls out of that order get an errno rather than undefined behaviour.
+//!
+//! The v0 exports (`_water_*`) drive the same state machine in the same
+//! order; they differ only in the imports the role functions call.
 
 use std::cell::RefCell;
 use std::io::Read;
@@ -125,6 +128,49 @@ impl<T: Transport> Session<T> {
         ret(self
             .connect(Role::Relay, None, |_| ffi::dial_fixed())
             .map(|_| 0))
+    }
+
+    /// v0 `_water_dial`: the module asks for the runtime's remote with
+    /// `host_dial`.
+    pub fn dial_v0(&mut self, caller_fd: i32) -> i32 {
+        ret(self.connect(Role::Dialer, Some(caller_fd), |_| ffi::host_dial()))
+    }
+
+    /// v0 `_water_accept`: the network side comes from `host_accept`.
+    pub fn accept_v0(&mut self, caller_fd: i32) -> i32 {
+        ret(self.connect(Role::Listener, Some(caller_fd), |_| ffi::host_accept()))
+    }
+
+    /// v0 `_water_associate`: `host_accept`, then `host_dial`; 0 on success.
+    /// As in `watm_associate_v1`, the accepted connection is the caller side.
+    pub fn associate_v0(&mut self) -> i32 {
+        if self.connection.is_some() {
+            return Errno::BUSY.to_return();
+        }
+        if self.transport.is_none() {
+            return Errno::INVAL.to_return();
+        }
+        let caller = match ffi::host_accept() {
+            Ok(fd) => fd,
+            Err(errno) => return errno.to_return(),
+        };
+        // Lossless: the descriptor came from a non-negative `i32`.
+        match self.connect(Role::Relay, Some(caller as i32), |_| ffi::host_dial()) {
+            Ok(_) => 0,
+            Err(errno) => {
+                // The accepted connection is ours alone; do not leak it.
+                ffi::close(caller);
+                errno.to_return()
+            }
+        }
+    }
+
+    /// v0 `_water_worker`: [`Self::start`], then `host_defer`, as the
+    /// reference v0 modules do when their worker ends.
+    pub fn worker_v0(&mut self) -> i32 {
+        let result = self.start();
+        ffi::host_defer();
+        result
     }
 
     /// Shared part of the role functions. For [`Role::Relay`] (no caller fd

@@ -1,0 +1,48 @@
+//! `plain-v0`: the passthrough transport under the WATM v0 ABI.
+//!
+//! The same bytes-unchanged transport as `plain`, exported with
+//! [`watm_sdk::export_transport_v0!`], so runtimes can be tested with (and
+//! measured on) a v0 module that does nothing but move bytes. v0 has no
+//! fixed dialer, so there is nothing to configure; a config is accepted and
+//! ignored.
+
+#![forbid(unsafe_code)]
+
+use watm_sdk::{Errno, Role, Transport};
+
+/// The passthrough transport.
+#[derive(Debug)]
+pub struct PlainV0;
+
+impl Transport for PlainV0 {
+    fn init(_config: Option<Vec<u8>>) -> Result<Self, Errno> {
+        Ok(Self)
+    }
+
+    fn caller_to_network(&mut self, _: Role, input: &[u8], out: &mut Vec<u8>) -> Result<(), Errno> {
+        out.extend_from_slice(input);
+        Ok(())
+    }
+
+    fn network_to_caller(&mut self, _: Role, input: &[u8], out: &mut Vec<u8>) -> Result<(), Errno> {
+        out.extend_from_slice(input);
+        Ok(())
+    }
+}
+
+watm_sdk::export_transport_v0!(PlainV0);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_bytes_through() {
+        let mut plain = PlainV0::init(Some(b"anything".to_vec())).unwrap();
+        let mut out = Vec::new();
+        plain
+            .caller_to_network(Role::Dialer, b"hello", &mut out)
+            .unwrap();
+        assert_eq!(out, b"hello");
+    }
+}
