@@ -353,3 +353,57 @@ fn client_and_server_in_one_process() {
     pt.close_stdin();
     assert!(pt.wait_exit().success());
 }
+
+/// Whether process `pid` is gone (or a zombie waiting for a reaper).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn transport_exits_when_tor_dies() {
+    use std::io::BufRead;
+    let dir = TempDir::new("orphan");
+    // A stand-in tor: a shell that starts the transport, prints its pid, then waits. Killing
+    // the shell outright gives the transport no signal and no stdin EOF (the test keeps the
+    // pipe open); only the death signal can end it.
+    let mut tor = std::process::Command::new("sh")
+        .args(["-c", "\"$0\" & echo pid=$!; exec sleep 60"])
+        .arg(binary())
+        .env("TOR_PT_MANAGED_TRANSPORT_VER", "1")
+        .env("TOR_PT_STATE_LOCATION", dir.state())
+        .env("TOR_PT_EXIT_ON_STDIN_CLOSE", "0")
+        .env("TOR_PT_CLIENT_TRANSPORTS", "water")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(tor.stdout.take().unwrap()).lines();
+    let mut pid = None;
+    let mut ready = false;
+    while pid.is_none() || !ready {
+        let line = lines.next().expect("transport output").unwrap();
+        if let Some(p) = line.strip_prefix("pid=") {
+            pid = Some(p.parse::<u32>().unwrap());
+        }
+        ready |= line == "CMETHODS DONE";
+    }
+    let pid = pid.unwrap();
+    assert!(!gone(pid));
+    tor.kill().unwrap();
+    tor.wait().unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !gone(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the transport outlived tor"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
