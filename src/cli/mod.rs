@@ -112,7 +112,8 @@ pub struct LimitArgs {
     /// Wasm stack size per instance, in KiB.
     #[arg(long, global = true, value_name = "KIB", default_value_t = 512)]
     pub wasm_stack_kib: usize,
-    /// Stop a module that runs wasm code this long without calling the host.
+    /// Stop a module that runs wasm code this long without a host call that
+    /// waits or moves data (calls such as `clock_time_get` do not count).
     #[arg(long, global = true, value_name = "MS", default_value_t = 10_000)]
     pub max_compute_ms: u64,
     /// Most connections open at once; further ones are refused at once.

@@ -57,8 +57,8 @@ pub struct Limits {
     pub max_memory: usize,
     /// Wasm stack size of one instance.
     pub wasm_stack: usize,
-    /// How long a module may run wasm code without calling the host before
-    /// it is stopped.
+    /// How long a module may run wasm code without a host call that waits or
+    /// moves data before it is stopped.
     pub max_compute: Duration,
     /// Most connections (instances) open at once; more are refused.
     pub max_connections: usize,
@@ -339,7 +339,7 @@ impl RuntimeInner {
             .remove(&id);
     }
 
-    /// Epoch ticks a module may compute without calling the host.
+    /// Epoch ticks a module may compute without waiting or moving data.
     pub(crate) fn tick_budget(&self) -> u32 {
         let ticks = self.limits.max_compute.as_nanos() / self.ticker.period.as_nanos().max(1);
         u32::try_from(ticks).unwrap_or(u32::MAX).max(1)

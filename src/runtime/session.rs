@@ -354,7 +354,7 @@ fn new_store(rt: &RuntimeInner, job: &mut Job, shared: Arc<SessionShared>) -> St
         host.wasi.ticks_without_host_call += 1;
         if host.wasi.ticks_without_host_call > host.tick_budget {
             return Err(wasmtime::Error::msg(
-                "module ran wasm code too long without calling the host",
+                "module ran wasm code too long without waiting or moving data",
             ));
         }
         Ok(UpdateDeadline::Continue(1))

@@ -1,9 +1,10 @@
 //! Descriptor I/O: `fd_read`, `fd_write`, `fd_close`, fdstat, and the
 //! `sock_*` calls.
 //!
-//! Bytes move straight between guest memory and the socket (one `read` or
+//! Bytes move straight between guest memory and the socket (`read` and
 //! `writev` on the host descriptor, no intermediate buffer): this is what
-//! lets a passthrough module run at native loopback speed.
+//! lets a passthrough module run at native loopback speed. A read may be
+//! short; a write takes every byte (see [`super::send`]).
 
 use super::{
     with_ctx, Entry, Errno, Fail, GuestMemory, HostResult, LazySocket, Socket, WasiCtx, WasiView,
