@@ -176,6 +176,25 @@ async fn self_keyed_bridge_line_works_from_the_catalogue_and_survives_a_restart(
         periodic.contains("bridge shadowsocks: 1 accepted"),
         "{periodic}"
     );
+    // Once the connection is over, a report counts it completed, with the bytes the module
+    // moved each way on the network (the message and Shadowsocks' framing around it).
+    drop(s);
+    let done = loop {
+        let l = again
+            .pt
+            .expect_prefix("LOG SEVERITY=notice MESSAGE=\"water stats (last 1s)");
+        if l.contains("1 completed") {
+            break l;
+        }
+    };
+    let count = |unit: &str| -> u64 {
+        let head = &done[..done.find(unit).unwrap_or_else(|| panic!("{done}"))];
+        head.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(
+        count(" bytes in") > 15 && count(" bytes out") > 15,
+        "{done}"
+    );
 }
 
 /// Each bad input fails at start, naming what to fix.

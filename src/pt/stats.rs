@@ -2,7 +2,8 @@
 //!
 //! Per module (the built-in name, or the first 12 hex digits of an outside module's SHA-256)
 //! and side (bridge or client), the transport counts connections accepted, completed and
-//! failed by reason, and the most open at once. Every `--stats-interval` (24 h by default) and
+//! failed by reason, the bytes the modules read from and wrote to the network, and the most
+//! open at once. Every `--stats-interval` (24 h by default) and
 //! at exit, one `LOG` line per module reports them and the counters restart. No address is
 //! ever recorded, so the lines are safe to share.
 
@@ -17,6 +18,10 @@ pub struct Counters {
     pub completed: u64,
     /// Failures by the reason's short word (e.g. `module`, `extor-denied`, `refused`).
     pub failed: BTreeMap<&'static str, u64>,
+    /// Bytes the modules read from the network (from the peer).
+    pub bytes_in: u64,
+    /// Bytes the modules wrote to the network (to the peer).
+    pub bytes_out: u64,
     /// Open now.
     pub open: u64,
     /// Most open at once since the last report.
@@ -98,11 +103,23 @@ fn format_line(key: &str, c: &Counters, period: &str) -> String {
         }
         line.push(')');
     }
-    let _ = write!(line, ", {} open, peak {} at once", c.open, c.peak);
+    let _ = write!(
+        line,
+        ", {} bytes in, {} bytes out, {} open, peak {} at once",
+        c.bytes_in, c.bytes_out, c.open, c.peak
+    );
     line
 }
 
 impl Connection {
+    /// Adds what the connection's module moved on the network (read from it, written to it).
+    pub fn add_bytes(&self, read: u64, written: u64) {
+        let mut all = self.stats.lock();
+        let c = all.entry(self.key.clone()).or_default();
+        c.bytes_in += read;
+        c.bytes_out += written;
+    }
+
     /// The connection ended normally.
     pub fn completed(mut self) {
         self.settle(None);
@@ -143,6 +160,7 @@ mod tests {
         let a = stats.accepted("bridge", "shadowsocks");
         let b = stats.accepted("bridge", "shadowsocks");
         let c = stats.accepted("bridge", "shadowsocks");
+        a.add_bytes(10, 20);
         a.completed();
         b.failed("extor-denied");
         let lines = stats.report("24h");
@@ -150,7 +168,7 @@ mod tests {
             lines,
             [
                 "water stats (24h): bridge shadowsocks: 3 accepted, 1 completed, 1 failed \
-              (extor-denied 1), 1 open, peak 3 at once"
+              (extor-denied 1), 10 bytes in, 20 bytes out, 1 open, peak 3 at once"
             ]
         );
         drop(c);
