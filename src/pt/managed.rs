@@ -29,6 +29,11 @@ use crate::shutdown::{Phase, Shutdown};
 /// and at exit. Returns `Err` (non-zero exit) when tor's request cannot be served at all;
 /// `Ok` when asked to exit.
 pub async fn run(limits: Limits, stats_every: Duration) -> Result<(), String> {
+    // tor killed outright can neither signal us nor close our stdin: go with it. (The signal
+    // comes when the thread that started us ends; tor starts transports from its main thread.)
+    if let Err(e) = crate::sys::exit_with_parent() {
+        tracing::warn!("cannot ask to be stopped with tor: {e}");
+    }
     let out = output::stdout();
     let env = match env::from_process_env() {
         Ok(env) => env,
