@@ -172,6 +172,16 @@ CFG
   } >"$dir/haproxy.cfg"
   "$haproxy_bin" -c -q -f "$dir/haproxy.cfg" || fail "haproxy rejected $dir/haproxy.cfg"
   start "$dir" haproxy "$haproxy_bin" -db -f "$dir/haproxy.cfg"
+  # A tor's listeners open before it has finished starting (parsing its
+  # GeoIP files can take seconds on a loaded machine); it answers once its
+  # main loop runs, and HAProxy's first passed check shows that.
+  local deadline=$((SECONDS + timeout_s))
+  for i in $(seq 1 "$n"); do
+    until [ "$(haproxy_stat "$dir" "tor$i" check_status 2>/dev/null)" = L7OK ]; do
+      [ $SECONDS -lt $deadline ] || fail "HAProxy's check of tor instance $i never passed"
+      sleep 0.2
+    done
+  done
 
   start "$dir" water-pt "$WATER_PT" server --wasm "$module_path" --cache-dir "$dir/cache" \
     --listen "127.0.0.1:$pt" --ext-orport "127.0.0.1:$front" "${cookies[@]}"
@@ -286,10 +296,13 @@ check() {
   [ "$on1" -ge 1 ] || fail "no open connection on tor1 to break (tor1 scur=$on1)"
   say "killing tor1 with $on1 open connection(s) on it"
   kill -9 "$(pid_of "$dir" tor1)"
-  wait_for "$dir/haproxy.out" "tor/tor1 is DOWN" "HAProxy to mark tor1 down"
+  local deadline=$((SECONDS + timeout_s)) inbound outbound scur1
+  until [ "$(haproxy_stat "$dir" tor1 status)" = DOWN ]; do
+    [ $SECONDS -lt $deadline ] || fail "HAProxy did not mark tor1 down"
+    sleep 0.1
+  done
   # Every session water-pt still has must have both halves: none may be left
   # holding a client's connection after its tor side closed.
-  local deadline=$((SECONDS + timeout_s)) inbound outbound scur1
   while :; do
     inbound=$(established "sport = :$PT_PORT")
     outbound=$(established "dport = :$FRONT_PORT")

@@ -15,11 +15,11 @@ completed handshakes is the bridge's connection rate.
 Prints one line: `handshakes N rate R/s` or `bulk BYTES rate R MiB/s`.
 """
 
+import multiprocessing
 import socket
 import ssl
 import struct
 import sys
-import threading
 import time
 
 # Link protocol 4 and later: 4-byte circuit ids; 514-byte fixed cells.
@@ -74,63 +74,54 @@ def link_handshake(ctx, addr):
     return s
 
 
-def run_workers(n, work):
-    results = [0] * n
-    errors = []
-
-    def run(i):
+def run_workers(n, worker, args):
+    """Runs worker(args) in n processes (threads would share one interpreter
+    lock, and the load generator would measure itself) and returns the sum
+    of their results."""
+    with multiprocessing.Pool(n) as pool:
         try:
-            results[i] = work(i)
-        except Exception as e:  # reported, and the run fails
-            errors.append(repr(e))
+            return sum(pool.map(worker, [args] * n))
+        except Exception as e:
+            sys.exit(f"tor-link-load: a worker failed: {e!r}")
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        sys.exit(f"tor-link-load: {len(errors)} worker(s) failed: {errors[0]}")
-    return sum(results)
+
+def handshake_worker(args):
+    addr, deadline = args
+    ctx = tls_context()
+    done = 0
+    while time.time() < deadline:
+        link_handshake(ctx, addr).close()
+        done += 1
+    return done
 
 
 def handshakes(addr, seconds, workers):
-    ctx = tls_context()
-    deadline = time.monotonic() + seconds
-
-    def work(_):
-        done = 0
-        while time.monotonic() < deadline:
-            link_handshake(ctx, addr).close()
-            done += 1
-        return done
-
-    start = time.monotonic()
-    total = run_workers(workers, work)
-    elapsed = time.monotonic() - start
+    start = time.time()
+    deadline = start + seconds
+    total = run_workers(workers, handshake_worker, (addr, deadline))
+    elapsed = time.time() - start
     print(f"handshakes {total} rate {total / elapsed:.1f}/s")
 
 
-def bulk(addr, seconds, connections):
-    ctx = tls_context()
+def bulk_worker(args):
+    addr, start, seconds = args
+    s = link_handshake(tls_context(), addr)
     chunk = (struct.pack(">IB", 0, CMD_PADDING) + b"\0" * (CELL_LEN - 5)) * 128
-    links = [link_handshake(ctx, addr) for _ in range(connections)]
-    deadline = time.monotonic() + seconds
+    # Every link is open before the clock starts.
+    while time.time() < start:
+        time.sleep(0.01)
+    sent = 0
+    while time.time() < start + seconds:
+        s.sendall(chunk)
+        sent += len(chunk)
+    s.close()
+    return sent
 
-    def work(i):
-        s = links[i]
-        sent = 0
-        while time.monotonic() < deadline:
-            s.sendall(chunk)
-            sent += len(chunk)
-        return sent
 
-    start = time.monotonic()
-    total = run_workers(connections, work)
-    elapsed = time.monotonic() - start
-    for s in links:
-        s.close()
-    print(f"bulk {total} rate {total / elapsed / (1 << 20):.1f} MiB/s")
+def bulk(addr, seconds, connections):
+    start = time.time() + 2
+    total = run_workers(connections, bulk_worker, (addr, start, seconds))
+    print(f"bulk {total} rate {total / seconds / (1 << 20):.1f} MiB/s")
 
 
 def main():

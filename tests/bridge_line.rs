@@ -48,8 +48,8 @@ struct Bridge {
     logs: Vec<String>,
 }
 
-fn start_bridge(dir: &TempDir, orport: &str, options: &str) -> Bridge {
-    let mut pt = PtChild::spawn(&env_refs(&bridge_env(dir, orport, options)), &[]);
+fn start_bridge(dir: &TempDir, orport: &str, options: &str, args: &[&str]) -> Bridge {
+    let mut pt = PtChild::spawn(&env_refs(&bridge_env(dir, orport, options)), args);
     assert_eq!(pt.line(), "VERSION 1");
     let mut logs = Vec::new();
     let smethod = loop {
@@ -78,7 +78,7 @@ fn start_bridge(dir: &TempDir, orport: &str, options: &str) -> Bridge {
 async fn self_keyed_bridge_line_works_from_the_catalogue_and_survives_a_restart() {
     let orport = echo_server().await.to_string();
     let bridge_dir = TempDir::new("keyed-bridge");
-    let mut bridge = start_bridge(&bridge_dir, &orport, "water:water-wasm=shadowsocks");
+    let mut bridge = start_bridge(&bridge_dir, &orport, "water:water-wasm=shadowsocks", &[]);
     let (addr, published) = (bridge.addr, bridge.args.clone());
     assert!(
         bridge
@@ -137,7 +137,25 @@ async fn self_keyed_bridge_line_works_from_the_catalogue_and_survives_a_restart(
     // Restart: same secret, same line; the client's old line still works.
     bridge.pt.close_stdin();
     assert!(bridge.pt.wait_exit().success());
-    let again = start_bridge(&bridge_dir, &orport, "water:water-wasm=shadowsocks");
+    // At exit, the statistics: one line per module, no address.
+    let stats = bridge
+        .pt
+        .transcript
+        .iter()
+        .find(|l| l.contains("water stats (at exit)"))
+        .unwrap_or_else(|| panic!("{:?}", bridge.pt.transcript));
+    assert!(
+        stats.starts_with(
+            "LOG SEVERITY=notice MESSAGE=\"water stats (at exit): bridge shadowsocks: 1 accepted"
+        ),
+        "{stats}"
+    );
+    let mut again = start_bridge(
+        &bridge_dir,
+        &orport,
+        "water:water-wasm=shadowsocks",
+        &["--stats-interval-secs", "1"],
+    );
     let addr2 = again.addr;
     assert_eq!(
         again.args, published,
@@ -149,6 +167,33 @@ async fn self_keyed_bridge_line_works_from_the_catalogue_and_survives_a_restart(
     assert_eq!(
         roundtrip(&mut s, b"after a restart").await,
         b"after a restart"
+    );
+    // The periodic report, here every second.
+    let periodic = again
+        .pt
+        .expect_prefix("LOG SEVERITY=notice MESSAGE=\"water stats (last 1s)");
+    assert!(
+        periodic.contains("bridge shadowsocks: 1 accepted"),
+        "{periodic}"
+    );
+    // Once the connection is over, a report counts it completed, with the bytes the module
+    // moved each way on the network (the message and Shadowsocks' framing around it).
+    drop(s);
+    let done = loop {
+        let l = again
+            .pt
+            .expect_prefix("LOG SEVERITY=notice MESSAGE=\"water stats (last 1s)");
+        if l.contains("1 completed") {
+            break l;
+        }
+    };
+    let count = |unit: &str| -> u64 {
+        let head = &done[..done.find(unit).unwrap_or_else(|| panic!("{done}"))];
+        head.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(
+        count(" bytes in") > 15 && count(" bytes out") > 15,
+        "{done}"
     );
 }
 

@@ -181,7 +181,7 @@ async fn infinite_loop_is_stopped_by_the_compute_limit() {
         panic!("expected a failure, got {end:?}");
     };
     assert!(
-        cause.contains("too long without calling the host"),
+        cause.contains("too long without waiting or moving data"),
         "{cause}"
     );
 }

@@ -90,3 +90,46 @@ async fn a_client_and_server_pair_carries_256_mib_intact() {
         "the client module ends on the caller's end of stream"
     );
 }
+
+/// A caller that stops reading for a while (three times the test runtime's compute limit)
+/// leaves the module retrying a refused write the whole time. Those retries wait for room,
+/// so they neither burn a core nor count as computing: the connection survives the pause
+/// and delivers every byte once the caller reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_pauses_reading_loses_nothing() {
+    const LEN: usize = 8 << 20;
+    let rt = runtime();
+    let echo = echo_server().await;
+    let stream = Dialer::new(&rt, rt.load(&module("reference-loop")).unwrap())
+        .dial("tcp", &echo.to_string())
+        .await
+        .unwrap();
+    let session = stream.session().clone();
+    let (mut r, mut w) = tokio::io::split(stream);
+    let writer = tokio::spawn(async move {
+        let mut chunk = vec![0u8; CHUNK];
+        let mut sent = 0u64;
+        while sent < LEN as u64 {
+            stream_bytes(sent, &mut chunk);
+            w.write_all(&chunk).await.unwrap();
+            sent += CHUNK as u64;
+        }
+        w
+    });
+    // The pause under test: the echo path fills and the module spins on its write.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !session.is_finished(),
+        "ended during the pause: {:?}",
+        session.finished().await
+    );
+    let mut got = vec![0u8; LEN];
+    tokio::time::timeout(Duration::from_secs(30), r.read_exact(&mut got))
+        .await
+        .expect("the echo comes back")
+        .unwrap();
+    let mut want = vec![0u8; LEN];
+    stream_bytes(0, &mut want);
+    assert!(got == want, "the echo differs");
+    drop(writer.await.unwrap());
+}

@@ -63,3 +63,11 @@ fn tor_through_self_keyed_shadowsocks_and_a_restart() {
 fn tor_through_reverse() {
     run_e2e(&["reverse"]);
 }
+
+/// A WATM v0 module on both sides (the XOR transport, whose wire bytes
+/// differ from tor's): tor's TLS crosses the v0 dialer and listener.
+#[test]
+fn tor_through_a_v0_module() {
+    let out = run_e2e(&["xor-v0"]);
+    assert!(out.contains("OK (xor-v0.wasm)"), "{out}");
+}

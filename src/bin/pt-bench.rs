@@ -4,8 +4,9 @@
 //! For each subject the tool starts the server transport (plain ORPort pointing at a stand-in
 //! ORPort it runs itself), then the client transport, reads their stdout protocol lines, and
 //! talks SOCKS5 with bridge arguments to the client exactly as tor's client does. Then it runs,
-//! in this order: setup latency, idle connections (memory), short connections per second, and
-//! four bulk tests (1 and 8 streams, upload and download). See README "Benchmarks".
+//! in this order: setup latency, idle connections (memory), short connections per second, four
+//! bulk tests (1 and 8 streams, upload and download), and stalled readers (CPU while the far
+//! end does not read). See README "Benchmarks".
 
 // A binary's root file resolves `mod x;` next to itself (src/bin/x.rs), so the modules in
 // src/bin/pt-bench/ are named by path; a bare `src/bin/pt-bench/` directory with a main.rs
@@ -22,6 +23,8 @@ mod procfs;
 mod report;
 #[path = "pt-bench/route.rs"]
 mod route;
+#[path = "pt-bench/stalled.rs"]
+mod stalled;
 #[path = "pt-bench/subjects.rs"]
 mod subjects;
 #[path = "pt-bench/target.rs"]
@@ -69,6 +72,15 @@ struct Cli {
     /// Concurrent workers in the short-connection test.
     #[arg(long, default_value_t = 16)]
     cps_concurrency: usize,
+    /// Connections held stalled (far end not reading) in the stalled-reader test.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    stalled: usize,
+    /// Seconds the stalled-reader test measures CPU over (default 10; quick: 2).
+    #[arg(long, value_name = "SECS")]
+    stalled_secs: Option<f64>,
+    /// Only these tests (comma list; default all).
+    #[arg(long, value_delimiter = ',', value_enum, value_name = "TESTS")]
+    tests: Vec<Test>,
     /// The water-pt binary (default: next to this one).
     #[arg(long, value_name = "PATH")]
     water_pt: Option<PathBuf>,
@@ -90,6 +102,16 @@ struct Cli {
     out_dir: PathBuf,
 }
 
+/// The tests a subject goes through, in the order they run.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Test {
+    Latency,
+    Idle,
+    Cps,
+    Bulk,
+    Stalled,
+}
+
 /// The run's parameters with defaults applied.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -102,6 +124,9 @@ pub struct Settings {
     pub cps_concurrency: usize,
     pub cps_payload: usize,
     pub idle_settle: Duration,
+    pub stalled: usize,
+    pub stalled_secs: Duration,
+    pub tests: Vec<Test>,
     pub water_pt: PathBuf,
     pub obfs4proxy: String,
     pub modules: PathBuf,
@@ -153,6 +178,9 @@ impl Settings {
             cps_concurrency: cli.cps_concurrency.clamp(1, 1024),
             cps_payload: 1024,
             idle_settle: secs(cli.idle_settle, 2.0, 0.5)?,
+            stalled: cli.stalled.clamp(1, 1000),
+            stalled_secs: secs(cli.stalled_secs, 10.0, 2.0)?,
+            tests: cli.tests,
             water_pt,
             obfs4proxy: cli.obfs4proxy,
             modules: cli.modules,
@@ -160,6 +188,11 @@ impl Settings {
             only: cli.only,
             out_dir: cli.out_dir,
         })
+    }
+
+    /// Whether `test` is part of this run.
+    pub fn runs(&self, test: Test) -> bool {
+        self.tests.is_empty() || self.tests.contains(&test)
     }
 
     fn json(&self) -> serde_json::Value {
@@ -173,6 +206,8 @@ impl Settings {
             "cps_secs": self.cps.as_secs_f64(),
             "cps_concurrency": self.cps_concurrency,
             "cps_payload_bytes": self.cps_payload,
+            "stalled_connections": self.stalled,
+            "stalled_secs": self.stalled_secs.as_secs_f64(),
             "water_pt": self.water_pt,
             "modules": self.modules,
         })
@@ -375,6 +410,7 @@ async fn run_subject(
         cps: None,
         bulk: Vec::new(),
         idle: None,
+        stalled: None,
         client_args: Vec::new(),
     };
     match &subject.kind {
@@ -440,20 +476,22 @@ async fn steps(
     }
     target.drained(drain).await;
 
-    eprintln!(
-        "   setup latency over {} connections",
-        settings.latency_conns
-    );
-    let lat = measure::latency(&route, settings.latency_conns).await;
-    eprintln!(
-        "     p50 {:.3} ms, p99 {:.3} ms ({} errors)",
-        lat.p50_ms, lat.p99_ms, lat.errors
-    );
-    r.latency = Some(lat);
-    pair.check_alive()?;
-    target.drained(drain).await;
+    if settings.runs(Test::Latency) {
+        eprintln!(
+            "   setup latency over {} connections",
+            settings.latency_conns
+        );
+        let lat = measure::latency(&route, settings.latency_conns).await;
+        eprintln!(
+            "     p50 {:.3} ms, p99 {:.3} ms ({} errors)",
+            lat.p50_ms, lat.p99_ms, lat.errors
+        );
+        r.latency = Some(lat);
+        pair.check_alive()?;
+        target.drained(drain).await;
+    }
 
-    if !procs.is_empty() {
+    if settings.runs(Test::Idle) && !procs.is_empty() {
         eprintln!("   {} idle connections", settings.idle);
         let idle = idle::idle(&route, target, settings.idle, settings.idle_settle, procs).await;
         for s in &idle.sides {
@@ -467,7 +505,7 @@ async fn steps(
                 s.held.maps
             );
         }
-        r.notes.extend(idle_limits(&idle));
+        r.notes.extend(idle::limit_notes(&idle));
         r.idle = Some(idle);
         pair.check_alive()?;
         if !target.drained(drain).await {
@@ -476,35 +514,40 @@ async fn steps(
         }
     }
 
-    eprintln!(
-        "   short connections for {:?} at concurrency {}",
-        settings.cps, settings.cps_concurrency
-    );
-    let cps = measure::cps(
-        &route,
-        settings.cps_concurrency,
-        settings.cps_payload,
-        settings.cps,
-        procs,
-    )
-    .await;
-    eprintln!(
-        "     {:.0} conn/s ({} errors){}",
-        cps.per_sec,
-        cps.errors,
-        cps.cpu_ms_per_conn()
-            .map_or(String::new(), |c| format!(", {c:.3} PT CPU ms/conn"))
-    );
-    r.cps = Some(cps);
-    pair.check_alive()?;
-    target.drained(drain).await;
+    if settings.runs(Test::Cps) {
+        eprintln!(
+            "   short connections for {:?} at concurrency {}",
+            settings.cps, settings.cps_concurrency
+        );
+        let cps = measure::cps(
+            &route,
+            settings.cps_concurrency,
+            settings.cps_payload,
+            settings.cps,
+            procs,
+        )
+        .await;
+        eprintln!(
+            "     {:.0} conn/s ({} errors){}",
+            cps.per_sec,
+            cps.errors,
+            cps.cpu_ms_per_conn()
+                .map_or(String::new(), |c| format!(", {c:.3} PT CPU ms/conn"))
+        );
+        r.cps = Some(cps);
+        pair.check_alive()?;
+        target.drained(drain).await;
+    }
 
     for (direction, streams) in [
         (Direction::Up, 1),
         (Direction::Down, 1),
         (Direction::Up, STREAMS_N),
         (Direction::Down, STREAMS_N),
-    ] {
+    ]
+    .into_iter()
+    .filter(|_| settings.runs(Test::Bulk))
+    {
         let b = measure::bulk(
             &route,
             target,
@@ -529,71 +572,17 @@ async fn steps(
         pair.check_alive()?;
         target.drained(drain).await;
     }
-    Ok(())
-}
 
-/// Explains an idle test that could not open every connection, and for each side which
-/// per-process limit 10,000 connections would exceed at the measured per-connection rates, and
-/// by how much.
-fn idle_limits(idle: &idle::Idle) -> Vec<String> {
-    let mut notes = Vec::new();
-    if idle.opened < idle.requested {
-        notes.push(format!(
-            "idle: opened {} of {} ({} failures; first: {})",
-            idle.opened,
-            idle.requested,
-            idle.errors,
-            idle.first_error.as_deref().unwrap_or("none")
-        ));
+    if settings.runs(Test::Stalled) && !procs.is_empty() {
+        eprintln!(
+            "   {} stalled readers for {:?}",
+            settings.stalled, settings.stalled_secs
+        );
+        let s = stalled::stalled(&route, settings.stalled, settings.stalled_secs, procs).await;
+        eprintln!("     {}", s.summary());
+        r.stalled = Some(s);
+        pair.check_alive()?;
+        target.drained(drain).await;
     }
-    let nofile = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX) as f64;
-    let maps = procfs::sysctl("vm/max_map_count").map_or(f64::INFINITY, |v| v as f64);
-    let threads = [
-        procfs::sysctl("kernel/threads-max"),
-        procfs::sysctl("kernel/pid_max"),
-        getrlimit(Resource::Nproc).current,
-    ]
-    .into_iter()
-    .flatten()
-    .min()
-    .map_or(f64::INFINITY, |v| v as f64);
-    for side in &idle.sides {
-        let n = idle.opened;
-        let checks = [
-            (
-                "descriptors",
-                side.fds_at(n, 10_000),
-                side.fds_per_conn(n),
-                nofile,
-                "RLIMIT_NOFILE",
-            ),
-            (
-                "memory maps",
-                side.maps_at(n, 10_000),
-                side.maps_per_conn(n),
-                maps,
-                "vm.max_map_count",
-            ),
-            (
-                "threads",
-                side.threads_at(n, 10_000),
-                (side.held.threads as f64 - side.before.threads as f64) / n.max(1) as f64,
-                threads,
-                "min(kernel.threads-max, kernel.pid_max, RLIMIT_NPROC)",
-            ),
-        ];
-        for (what, at, per, limit, name) in checks {
-            if at > limit {
-                notes.push(format!(
-                    "idle: {} side at 10,000 connections needs ~{at:.0} {what} ({per:.1} per \
-                     connection) > {name} {limit:.0}: over by ~{:.0}; it would stop near {:.0} \
-                     connections",
-                    side.side,
-                    at - limit,
-                    (limit - (at - per * 10_000.0)) / per.max(1e-9),
-                ));
-            }
-        }
-    }
-    notes
+    Ok(())
 }

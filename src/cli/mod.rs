@@ -43,6 +43,11 @@ pub struct Cli {
     /// Where logs go and how much they say.
     #[command(flatten)]
     logging: logging::LogArgs,
+    /// Managed mode: log the connection statistics (one line per module: accepted,
+    /// completed, failed by reason, peak at once; no addresses) this often, and at exit.
+    /// 0: only at exit.
+    #[arg(long, value_name = "SECS", default_value_t = 86_400)]
+    stats_interval_secs: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -107,7 +112,8 @@ pub struct LimitArgs {
     /// Wasm stack size per instance, in KiB.
     #[arg(long, global = true, value_name = "KIB", default_value_t = 512)]
     pub wasm_stack_kib: usize,
-    /// Stop a module that runs wasm code this long without calling the host.
+    /// Stop a module that runs wasm code this long without a host call that
+    /// waits or moves data (calls such as `clock_time_get` do not count).
     #[arg(long, global = true, value_name = "MS", default_value_t = 10_000)]
     pub max_compute_ms: u64,
     /// Most connections open at once; further ones are refused at once.
@@ -259,6 +265,7 @@ pub fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let limits = cli.limits.limits();
+    log_fd_capacity(crate::sys::raise_fd_limit());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -280,7 +287,8 @@ pub fn main() -> ExitCode {
             Some(Command::EncodeConfig(args)) => modules::encode_config(args),
             None => {
                 if std::env::var_os("TOR_PT_MANAGED_TRANSPORT_VER").is_some() {
-                    crate::pt::managed::run(limits).await
+                    let every = std::time::Duration::from_secs(cli.stats_interval_secs);
+                    crate::pt::managed::run(limits, every).await
                 } else {
                     Err(
                         "no subcommand given and TOR_PT_MANAGED_TRANSPORT_VER is not set \
@@ -315,6 +323,14 @@ where
     let mut command = Cli::command();
     let matches = command.try_get_matches_from_mut(args)?;
     let cli = Cli::from_arg_matches(&matches)?;
+    if cli.command.is_some()
+        && matches.value_source("stats_interval_secs") == Some(ValueSource::CommandLine)
+    {
+        return Err(command.error(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--stats-interval-secs applies to managed mode (launched by tor) only",
+        ));
+    }
     if cli.command.as_ref().is_some_and(|c| !c.uses_limits()) {
         let limit_ids = LimitArgs::augment_args(clap::Command::new("limits"));
         for arg in limit_ids.get_arguments() {
@@ -332,6 +348,18 @@ where
         }
     }
     Ok(cli)
+}
+
+/// Says once, at start, how many connections the descriptor limit leaves room for.
+fn log_fd_capacity(limit: std::io::Result<Option<u64>>) {
+    match limit {
+        Ok(Some(n)) => tracing::info!(
+            "open-file limit {n}: room for about {} connections (3 descriptors each)",
+            n / 3
+        ),
+        Ok(None) => tracing::info!("open-file limit: unlimited"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
 }
 
 /// Serves `tcp` with `serve` (an accept loop that returns once the shutdown
@@ -440,6 +468,14 @@ mod tests {
             );
         }
         assert!(parse(["water-pt", "--log-level", "warn", "modules"]).is_ok());
+        let err = parse(["water-pt", "--stats-interval-secs", "5", "modules"]).unwrap_err();
+        assert!(err.to_string().contains("managed mode"), "{err}");
+        assert_eq!(
+            parse(["water-pt", "--stats-interval-secs", "5"])
+                .unwrap()
+                .stats_interval_secs,
+            5
+        );
         assert!(parse(["water-pt", "--max-connections", "1", "check"]).is_ok());
     }
 

@@ -91,6 +91,15 @@ pub fn by_sha256(digest: &[u8; 32]) -> Option<&'static Builtin> {
         .map(|i| &BUILTINS[i])
 }
 
+/// How logs and statistics name a module: its built-in name, or the first 12 hex digits of its
+/// SHA-256.
+pub fn label(digest: &[u8; 32]) -> String {
+    match by_sha256(digest) {
+        Some(b) => b.name.to_owned(),
+        None => hex::encode(&digest[..6]),
+    }
+}
+
 /// The names of all built-in modules, for error messages: `plain, shadowsocks`.
 pub fn names() -> String {
     BUILTINS

@@ -17,9 +17,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::args::parse_socks_args;
 use super::bridge::{BridgeArgs, BridgeArgsError};
+use super::catalogue;
 use super::modules::ModuleStore;
 use super::report::Reporter;
-use crate::runtime::{into_fd, Dialer, Error, NetPolicy, Replies};
+use crate::runtime::{into_fd, Dialer, Error, NetPolicy, Replies, SessionEnd};
 use crate::serve::accept_loop;
 use crate::shutdown::Shutdown;
 use crate::socks::{self, Reply};
@@ -122,15 +123,24 @@ impl SocksClient {
             Ok(w) => w,
             Err(e) => {
                 self.reporter
+                    .stats()
+                    .accepted("client", "(no module)")
+                    .failed(e.kind());
+                self.reporter
                     .bridge_failed(&address, e.kind(), &e.to_string());
                 let _ = request.reply_failure(Reply::GeneralFailure).await;
                 return;
             }
         };
+        let conn = self
+            .reporter
+            .stats()
+            .accepted("client", &catalogue::label(&watm.sha256()));
         let fd = match into_fd(request.stream) {
             Ok(fd) => fd,
             Err(e) => {
                 tracing::info!("SOCKS connection from {peer}: {e}");
+                conn.failed("io");
                 return;
             }
         };
@@ -149,13 +159,23 @@ impl SocksClient {
             .dial_with_caller(fd, "tcp", &address, Some(replies))
             .await
         {
-            Ok(_session) => self.reporter.bridge_connected(&address),
+            Ok(session) => {
+                self.reporter.bridge_connected(&address);
+                let end = session.finished().await;
+                let bytes = session.net_bytes();
+                conn.add_bytes(bytes.read, bytes.written);
+                match end {
+                    SessionEnd::Failed(_) => conn.failed("module"),
+                    SessionEnd::Closed | SessionEnd::Cancelled => conn.completed(),
+                }
+            }
             Err(e) => {
                 if answered_by_runtime(&e) {
                     drop(spare);
                 } else if let Some(spare) = spare {
                     reply_on(spare, failure_reply(&e));
                 }
+                conn.failed(failure_kind(&e));
                 self.reporter
                     .bridge_failed(&address, failure_kind(&e), &e.to_string());
             }

@@ -6,6 +6,7 @@
 //! behind), then `CMETHOD`s and `CMETHODS DONE`, `SMETHOD`s and `SMETHODS DONE`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -22,9 +23,15 @@ use crate::runtime::{Limits, NetPolicy, Runtime, RuntimeConfig};
 use crate::shutdown::{Phase, Shutdown};
 
 /// Runs as a managed proxy configured by tor's environment, with the runtime `limits` given
-/// on the command line. Returns `Err` (non-zero exit) when tor's request cannot be served at
-/// all; `Ok` when asked to exit.
-pub async fn run(limits: Limits) -> Result<(), String> {
+/// on the command line; connection statistics are logged every `stats_every` (if non-zero)
+/// and at exit. Returns `Err` (non-zero exit) when tor's request cannot be served at all;
+/// `Ok` when asked to exit.
+pub async fn run(limits: Limits, stats_every: Duration) -> Result<(), String> {
+    // tor killed outright can neither signal us nor close our stdin: go with it. (The signal
+    // comes when the thread that started us ends; tor starts transports from its main thread.)
+    if let Err(e) = crate::sys::exit_with_parent() {
+        tracing::warn!("cannot ask to be stopped with tor: {e}");
+    }
     let out = output::stdout();
     let env = match env::from_process_env() {
         Ok(env) => env,
@@ -131,7 +138,22 @@ pub async fn run(limits: Limits) -> Result<(), String> {
         // Like obfs4proxy: nothing to serve is a failed launch; tor notes the exit.
         return Err("no transport to serve".into());
     }
-    serve(socks, water_server, &runtime, &shutdown).await;
+    let periodic = async {
+        if stats_every.is_zero() {
+            return std::future::pending().await;
+        }
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + stats_every, stats_every);
+        loop {
+            tick.tick().await;
+            reporter.report_stats(&format!("last {}", human(stats_every)));
+        }
+    };
+    tokio::select! {
+        _ = serve(socks, water_server, &runtime, &shutdown) => {}
+        _ = periodic => {}
+    }
+    reporter.report_stats("at exit");
     Ok(())
 }
 
@@ -193,6 +215,16 @@ async fn serve(
     tokio::select! {
         _ = draining => {}
         _ = shutdown.reached(Phase::Exit) => {}
+    }
+}
+
+/// `24h`, `90m`, `30s`: a period as an operator reads it.
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        _ if s.is_multiple_of(3600) => format!("{}h", s / 3600),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
     }
 }
 

@@ -22,7 +22,7 @@
 //!   self-keyed bridge keeps them.
 //! * [`connector`]: outbound connections through tor's proxy and bind addresses.
 //! * [`report`]: `LOG`/`STATUS` lines for tor, de-duplicated; [`scrub`]: addresses kept out of
-//!   every log.
+//!   every log; [`stats`]: the operator's periodic connection counts.
 
 pub mod args;
 pub mod bridge;
@@ -49,6 +49,7 @@ pub mod scrub;
 pub mod secrets;
 #[cfg(feature = "runtime")]
 pub mod server;
+pub mod stats;
 
 /// The only transport name this pluggable transport implements. Names are C identifiers, which
 /// tor checks in its configuration, and tor compares them case-sensitively.

@@ -13,10 +13,11 @@
 //! reported once per kind for the life of the process.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::output::{self, Severity};
 use super::scrub;
+use super::stats::Stats;
 use super::TRANSPORT_NAME;
 
 /// The most addresses remembered; beyond it the oldest state is forgotten (so at worst a line
@@ -34,6 +35,7 @@ struct Seen {
 pub struct Reporter {
     managed: bool,
     seen: Mutex<Seen>,
+    stats: Arc<Stats>,
 }
 
 impl std::fmt::Debug for Reporter {
@@ -50,6 +52,19 @@ impl Reporter {
         Self {
             managed,
             seen: Mutex::new(Seen::default()),
+            stats: Arc::new(Stats::default()),
+        }
+    }
+
+    /// The connection counts of the process, for the operator's periodic report.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Reports the statistics since the last report, one `notice` per module ([`Stats`]).
+    pub fn report_stats(&self, period: &str) {
+        for line in self.stats.report(period) {
+            self.log(Severity::Notice, &line);
         }
     }
 

@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::bridge::bridge_line;
 use super::bridge_setup::{BridgeSetup, Keying};
+use super::catalogue;
 use super::env::ServerEnv;
 use super::modules::ModuleStore;
 use super::output::{self, Severity};
@@ -25,7 +26,7 @@ use super::report::Reporter;
 use super::secrets::SecretFile;
 use super::TRANSPORT_NAME;
 use crate::extor::{self, ExtOrError};
-use crate::runtime::{into_fd, run_cancellable, OpenSocket, Server};
+use crate::runtime::{into_fd, run_cancellable, OpenSocket, Server, SessionEnd};
 use crate::serve::accept_loop;
 use crate::shutdown::Shutdown;
 
@@ -87,6 +88,8 @@ fn extor_kind(e: &ExtOrError) -> &'static str {
 #[derive(Debug)]
 pub struct WaterServer {
     server: Server,
+    /// The module's name in the statistics.
+    label: String,
     upstream: Upstream,
     reporter: Arc<Reporter>,
 }
@@ -157,12 +160,14 @@ async fn try_launch(
             &format!("water: cannot write {BRIDGE_LINE_FILE}: {e}"),
         );
     }
+    let label = catalogue::label(&watm.sha256());
     let server = Server::new(modules.runtime(), watm)
         .map_err(|e| e.to_string())?
         .with_config(config);
     Ok((
         WaterServer {
             server,
+            label,
             upstream,
             reporter,
         },
@@ -203,16 +208,31 @@ impl WaterServer {
     }
 
     async fn handle(&self, inbound: TcpStream, peer: SocketAddr) {
+        let conn = self.reporter.stats().accepted("bridge", &self.label);
+        // Set when tor's side cannot be opened, so the statistics say why.
+        let upstream_failure = Arc::new(std::sync::OnceLock::new());
         let result = match into_fd(inbound) {
             Ok(inbound) => {
-                let open = self.open_upstream(peer);
-                self.server
-                    .serve_opening_caller(inbound, open)
-                    .await
-                    .map(drop)
+                let open = self.open_upstream(peer, upstream_failure.clone());
+                self.server.serve_opening_caller(inbound, open).await
             }
             Err(e) => Err(e.into()),
         };
+        let end = match &result {
+            Ok(session) => {
+                let end = session.finished().await;
+                let bytes = session.net_bytes();
+                conn.add_bytes(bytes.read, bytes.written);
+                Some(end)
+            }
+            Err(_) => None,
+        };
+        match (upstream_failure.get(), end) {
+            (Some(kind), _) => conn.failed(kind),
+            (None, Some(SessionEnd::Closed | SessionEnd::Cancelled)) => conn.completed(),
+            (None, Some(SessionEnd::Failed(_))) => conn.failed("module"),
+            (None, None) => conn.failed("module-setup"),
+        }
         if let Err(e) = result {
             // Client addresses stay out of tor's log (bridges do not log users).
             tracing::debug!("connection from {peer}: {e}");
@@ -224,7 +244,11 @@ impl WaterServer {
     /// Opens tor's side of the connection from `peer` when the module first writes toward
     /// it: a probe the module rejects without a word never becomes a connection into tor.
     /// Runs on the session's thread; a stop of the session cuts the handshake short.
-    fn open_upstream(&self, peer: SocketAddr) -> OpenSocket {
+    fn open_upstream(
+        &self,
+        peer: SocketAddr,
+        failure: Arc<std::sync::OnceLock<&'static str>>,
+    ) -> OpenSocket {
         let upstream = self.upstream.clone();
         let reporter = self.reporter.clone();
         let tokio = tokio::runtime::Handle::current();
@@ -236,6 +260,7 @@ impl WaterServer {
                         into_fd(tor)
                     }
                     Err((kind, msg)) => {
+                        let _ = failure.set(kind);
                         // The module sees its caller socket closed and ends the connection.
                         reporter.failed_once(
                             kind,

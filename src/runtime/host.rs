@@ -50,7 +50,8 @@ pub(crate) struct Host {
     pub shared: Arc<SessionShared>,
     /// The instance, once created (exports are looked up through it).
     pub instance: Option<wasmtime::Instance>,
-    /// Epoch ticks a module may run wasm code without calling the host.
+    /// Epoch ticks a module may run wasm code without a host call that waits or
+    /// moves data.
     pub tick_budget: u32,
     /// Applied to every network socket the module gets (see
     /// [`super::Limits::network_stall`]).

@@ -1,4 +1,4 @@
-//! The WATER v1 runtime on wasmtime.
+//! The WATER runtime on wasmtime (WATM v1 modules, and v0 ones).
 //!
 //! One [`Runtime`] per process holds the wasmtime `Engine` (with the pooling
 //! allocator and epoch interruption), compiles each distinct module once
@@ -6,6 +6,9 @@
 //! runs each connection in its own instance on its own thread
 //! ([`session`]). The role APIs — [`Dialer`], [`Listener`], [`Relay`] — are
 //! thin layers that decide which sockets a session starts with.
+//!
+//! Which exports a session calls, and which imports the module gets, depend
+//! on the module's [`Generation`]: each has a [`driver`].
 
 mod artifact_cache;
 mod binding;
@@ -57,8 +60,8 @@ pub struct Limits {
     pub max_memory: usize,
     /// Wasm stack size of one instance.
     pub wasm_stack: usize,
-    /// How long a module may run wasm code without calling the host before
-    /// it is stopped.
+    /// How long a module may run wasm code without a host call that waits or
+    /// moves data before it is stopped.
     pub max_compute: Duration,
     /// Most connections (instances) open at once; more are refused.
     pub max_connections: usize,
@@ -339,7 +342,7 @@ impl RuntimeInner {
             .remove(&id);
     }
 
-    /// Epoch ticks a module may compute without calling the host.
+    /// Epoch ticks a module may compute without waiting or moving data.
     pub(crate) fn tick_budget(&self) -> u32 {
         let ticks = self.limits.max_compute.as_nanos() / self.ticker.period.as_nanos().max(1);
         u32::try_from(ticks).unwrap_or(u32::MAX).max(1)

@@ -219,3 +219,16 @@ impl LifecycleSignals {
         }
     }
 }
+
+/// Windows has no per-process limit on sockets like Unix's `RLIMIT_NOFILE`:
+/// `None` (unlimited), nothing to raise.
+pub fn raise_fd_limit() -> io::Result<Option<u64>> {
+    Ok(None)
+}
+
+/// Tor on Windows closes the transport's stdin and then terminates it, so
+/// there is no parent-death signal to ask for. Returns `false` (not
+/// supported).
+pub fn exit_with_parent() -> io::Result<bool> {
+    Ok(false)
+}

@@ -1,9 +1,10 @@
 //! Descriptor I/O: `fd_read`, `fd_write`, `fd_close`, fdstat, and the
 //! `sock_*` calls.
 //!
-//! Bytes move straight between guest memory and the socket (one `read` or
+//! Bytes move straight between guest memory and the socket (`read` and
 //! `writev` on the host descriptor, no intermediate buffer): this is what
-//! lets a passthrough module run at native loopback speed.
+//! lets a passthrough module run at native loopback speed. A read may be
+//! short; a write takes every byte (see [`super::send`]).
 
 use super::{
     with_ctx, Entry, Errno, Fail, GuestMemory, HostResult, LazySocket, Socket, WasiCtx, WasiView,
@@ -227,9 +228,13 @@ fn read(m: &mut GuestMemory<'_>, ctx: &mut WasiCtx, fd: i32, iovs: u32, n: u32) 
             };
             let buf = m.slice_mut(target.ptr, target.len)?;
             let fd_ = s.fd();
+            let from_network = !s.is_caller;
             let (n, waited) = retry_blocking(s.nonblocking, ctx, fd_, PollFlags::IN, || {
                 sys::read(fd_, &mut *buf)
             })?;
+            if from_network {
+                ctx.net_bytes.read += n as u64;
+            }
             if n > 0 {
                 ctx.progressed();
             } else if waited {

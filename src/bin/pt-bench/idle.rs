@@ -8,6 +8,8 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use rustix::process::{getrlimit, Resource};
+
 use crate::measure::{bounded, echo_once, Failures, Proc};
 use crate::procfs::{self, Sample};
 use crate::route::Route;
@@ -174,4 +176,70 @@ pub async fn idle(
         open_secs,
         sides,
     }
+}
+
+/// Explains an idle test that could not open every connection, and for each side which
+/// per-process limit 10,000 connections would exceed at the measured per-connection rates, and
+/// by how much.
+pub fn limit_notes(idle: &Idle) -> Vec<String> {
+    let mut notes = Vec::new();
+    if idle.opened < idle.requested {
+        notes.push(format!(
+            "idle: opened {} of {} ({} failures; first: {})",
+            idle.opened,
+            idle.requested,
+            idle.errors,
+            idle.first_error.as_deref().unwrap_or("none")
+        ));
+    }
+    let nofile = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX) as f64;
+    let maps = procfs::sysctl("vm/max_map_count").map_or(f64::INFINITY, |v| v as f64);
+    let threads = [
+        procfs::sysctl("kernel/threads-max"),
+        procfs::sysctl("kernel/pid_max"),
+        getrlimit(Resource::Nproc).current,
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .map_or(f64::INFINITY, |v| v as f64);
+    for side in &idle.sides {
+        let n = idle.opened;
+        let checks = [
+            (
+                "descriptors",
+                side.fds_at(n, 10_000),
+                side.fds_per_conn(n),
+                nofile,
+                "RLIMIT_NOFILE",
+            ),
+            (
+                "memory maps",
+                side.maps_at(n, 10_000),
+                side.maps_per_conn(n),
+                maps,
+                "vm.max_map_count",
+            ),
+            (
+                "threads",
+                side.threads_at(n, 10_000),
+                (side.held.threads as f64 - side.before.threads as f64) / n.max(1) as f64,
+                threads,
+                "min(kernel.threads-max, kernel.pid_max, RLIMIT_NPROC)",
+            ),
+        ];
+        for (what, at, per, limit, name) in checks {
+            if at > limit {
+                notes.push(format!(
+                    "idle: {} side at 10,000 connections needs ~{at:.0} {what} ({per:.1} per \
+                     connection) > {name} {limit:.0}: over by ~{:.0}; it would stop near {:.0} \
+                     connections",
+                    side.side,
+                    at - limit,
+                    (limit - (at - per * 10_000.0)) / per.max(1e-9),
+                ));
+            }
+        }
+    }
+    notes
 }

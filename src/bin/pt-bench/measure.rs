@@ -318,7 +318,7 @@ impl Bulk {
 }
 
 /// Opens a bulk connection: the command byte alone, then its acknowledgement.
-async fn open_bulk(route: &Route, cmd: u8) -> io::Result<TcpStream> {
+pub(crate) async fn open_bulk(route: &Route, cmd: u8) -> io::Result<TcpStream> {
     let mut stream = route.open().await?.stream;
     stream.write_all(&[cmd]).await?;
     let mut ack = [0u8; 1];

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::idle::Idle;
 use crate::measure::{Bulk, Cps, Direction, Latency};
+use crate::stalled::{Stalled, MAX_CORE_PCT_PER_CONN};
 
 /// Everything measured for one subject. A test that could not run is `None`/empty; `error`
 /// says why the subject stopped early.
@@ -21,6 +22,7 @@ pub struct SubjectResult {
     pub cps: Option<Cps>,
     pub bulk: Vec<Bulk>,
     pub idle: Option<Idle>,
+    pub stalled: Option<Stalled>,
     pub client_args: Vec<(String, String)>,
 }
 
@@ -86,6 +88,7 @@ impl SubjectResult {
             self.idle_kib("client"),
             self.idle_kib("server"),
             self.cpu_s_per_gib(),
+            self.stalled.as_ref().and_then(Stalled::core_pct_per_conn),
         ]
     }
 
@@ -101,6 +104,7 @@ impl SubjectResult {
             "bulk": self.bulk.iter().map(Bulk::json).collect::<Vec<_>>(),
             "bulk_pt_cpu_secs_per_gib": self.cpu_s_per_gib(),
             "idle": self.idle.as_ref().map(Idle::json),
+            "stalled_readers": self.stalled.as_ref().map(Stalled::json),
         })
     }
 }
@@ -108,7 +112,7 @@ impl SubjectResult {
 /// The parallel stream count of the "many streams" bulk tests.
 pub const STREAMS_N: usize = 8;
 
-const HEADERS: [&str; 11] = [
+const HEADERS: [&str; 12] = [
     "up×1 MiB/s",
     "down×1 MiB/s",
     "up×8 MiB/s",
@@ -120,6 +124,7 @@ const HEADERS: [&str; 11] = [
     "idle KiB/conn client",
     "idle KiB/conn server",
     "PT CPU s/GiB",
+    "stalled %core/conn",
 ];
 
 fn fmt_abs(v: Option<f64>) -> String {
@@ -232,11 +237,25 @@ pub struct Verdict {
     pub pass: Option<bool>,
 }
 
-/// Judges the targets for water-pt with `plain`.
+/// Judges the targets: the stalled-reader cost of every subject measured, the rest
+/// for water-pt with `plain`.
 pub fn verdicts(results: &[SubjectResult], idle_requested: usize) -> Vec<Verdict> {
     let find = |n: &str| results.iter().find(|r| r.name == n);
     let (plain, direct, obfs4) = (find("plain"), find("direct"), find("obfs4"));
     let mut out = Vec::new();
+    for r in results {
+        if let Some(s) = &r.stalled {
+            let pct = s.core_pct_per_conn();
+            out.push(Verdict {
+                target: format!(
+                    "{}: a stalled connection (far end not reading) costs <= {MAX_CORE_PCT_PER_CONN} % of a core",
+                    r.name
+                ),
+                measured: format!("{} % per connection, {} stalled", fmt_abs(pct), s.opened),
+                pass: pct.map(|v| v <= MAX_CORE_PCT_PER_CONN),
+            });
+        }
+    }
     let Some(plain) = plain else {
         return out;
     };

@@ -15,7 +15,9 @@ use crate::Settings;
 
 /// Modules in the prebuilt directory that exist only to test the runtime (`xor` and `xor-v0`
 /// only show that a transforming module survives both ABIs; `plain-v0` is kept as the v0
-/// subject beside `plain`).
+/// subject beside `plain`). `reference-loop` is a fixture too, but benchmarked: it stands for
+/// modules built with the reference TinyGo SDK, whose I/O loop loads the host differently from
+/// the Rust SDK's.
 const FIXTURES: &[&str] = &["config-echo", "faulty", "xor", "xor-v0"];
 
 /// A water module to benchmark, with the configuration each side gets (`water-config`).
