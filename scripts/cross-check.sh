@@ -6,7 +6,7 @@
 #
 # No target is linked here (there is no macOS SDK or Android NDK on a Debian
 # machine): only wasmtime's build script compiles C, a 50-line helper, and
-# Debian's clang compiles it for the target against clang's own headers plus
+# Debian's clang compiles it for the target, freestanding, against its own headers plus
 # a one-line stand-in for <stdlib.h> (the helper only wants NULL). The object
 # is never linked by a check. Windows is built and tested for real by
 # scripts/windows-test.sh.
@@ -36,7 +36,7 @@ for t in "${targets[@]}"; do
   case "$t" in
     *-apple-darwin|*-linux-android)
       command -v clang >/dev/null || { echo "cross-check: clang not found (apt-get install clang)" >&2; exit 2; }
-      export "CC_$var=clang" "CFLAGS_$var=--target=$t -isystem $stub_include"
+      export "CC_$var=clang" "CFLAGS_$var=--target=$t -ffreestanding -isystem $stub_include"
       ;;
   esac
   target_args+=(--target "$t")

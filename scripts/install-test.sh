@@ -30,7 +30,7 @@ for f in /usr/share/man/man1/water-pt.1.gz /usr/share/man/man1/water-pt-client.1
   /etc/apparmor.d/abstractions/water-pt; do
   [ -s "$f" ] || { echo "install-test: $f missing" >&2; exit 1; }
 done
-zcat /usr/share/man/man1/water-pt.1.gz | grep -q -- '--network-stall-ms' ||
+zcat /usr/share/man/man1/water-pt.1.gz | grep -qF 'network\-stall\-ms' ||
   { echo "install-test: the man page does not document --network-stall-ms" >&2; exit 1; }
 
 # The AppArmor abstraction, enabled the way the README tells operators to,
