@@ -274,6 +274,7 @@ pub fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let limits = cli.limits.limits();
+    log_fd_capacity(crate::sys::raise_fd_limit());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -359,6 +360,18 @@ where
         }
     }
     Ok(cli)
+}
+
+/// Says once, at start, how many connections the descriptor limit leaves room for.
+fn log_fd_capacity(limit: std::io::Result<Option<u64>>) {
+    match limit {
+        Ok(Some(n)) => tracing::info!(
+            "open-file limit {n}: room for about {} connections (3 descriptors each)",
+            n / 3
+        ),
+        Ok(None) => tracing::info!("open-file limit: unlimited"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
 }
 
 /// Serves `tcp` with `serve` (an accept loop that returns once the shutdown

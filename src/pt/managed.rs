@@ -33,6 +33,11 @@ pub async fn run(
     stats_every: Duration,
     metrics: Option<std::net::SocketAddr>,
 ) -> Result<(), String> {
+    // tor killed outright can neither signal us nor close our stdin: go with it. (The signal
+    // comes when the thread that started us ends; tor starts transports from its main thread.)
+    if let Err(e) = crate::sys::exit_with_parent() {
+        tracing::warn!("cannot ask to be stopped with tor: {e}");
+    }
     let out = output::stdout();
     let env = match env::from_process_env() {
         Ok(env) => env,
