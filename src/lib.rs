@@ -1,5 +1,5 @@
-//! water-pt: a WATER v1 runtime on wasmtime, shipped as a Tor pluggable
-//! transport.
+//! water-pt: a WATER runtime (WATM v1 and v0) on wasmtime, shipped as a Tor
+//! pluggable transport.
 //!
 //! The crate is layered like the data path:
 //! - [`sys`]: the few OS calls the runtime needs (poll, wake-ups, socket I/O);

@@ -150,11 +150,15 @@ async fn self_keyed_bridge_line_works_from_the_catalogue_and_survives_a_restart(
         ),
         "{stats}"
     );
+    let metrics = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap().to_string()
+    };
     let mut again = start_bridge(
         &bridge_dir,
         &orport,
         "water:water-wasm=shadowsocks",
-        &["--stats-interval-secs", "1"],
+        &["--stats-interval-secs", "1", "--metrics-listen", &metrics],
     );
     let addr2 = again.addr;
     assert_eq!(
@@ -175,6 +179,25 @@ async fn self_keyed_bridge_line_works_from_the_catalogue_and_survives_a_restart(
     assert!(
         periodic.contains("bridge shadowsocks: 1 accepted"),
         "{periodic}"
+    );
+    // Once the connection is over, a report counts it completed, with the bytes the module
+    // moved each way on the network (the message and Shadowsocks' framing around it).
+    drop(s);
+    let done = loop {
+        let l = again
+            .pt
+            .expect_prefix("LOG SEVERITY=notice MESSAGE=\"water stats (last 1s)");
+        if l.contains("1 completed") {
+            break l;
+        }
+    };
+    let count = |unit: &str| -> u64 {
+        let head = &done[..done.find(unit).unwrap_or_else(|| panic!("{done}"))];
+        head.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(
+        count(" bytes in") > 15 && count(" bytes out") > 15,
+        "{done}"
     );
 }
 

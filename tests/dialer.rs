@@ -142,15 +142,16 @@ async fn stop_reaches_the_module_through_its_control_fd() {
 async fn control_fd_reads_one_zero_byte_then_end_of_stream() {
     // After a stop request, watm_start_v1 reads the control fd twice
     // (blocking) and returns byte * 100 + first_len * 10 + second_len, so the
-    // test sees exactly what it got: a 0x00 byte, then end-of-stream = 10.
+    // test sees exactly what it got: a 0x00 byte, then end-of-stream = 10
+    // (negated: only a negative result is reported as a failure).
     let start = "
         (i32.store (i32.const 0) (i32.const 64)) (i32.store (i32.const 4) (i32.const 1))
         (i32.store8 (i32.const 64) (i32.const 7))
         (drop (call $fd_read (global.get $ctrl) (i32.const 0) (i32.const 1) (i32.const 16)))
         (local.set $byte (i32.load8_u (i32.const 64)))
         (drop (call $fd_read (global.get $ctrl) (i32.const 0) (i32.const 1) (i32.const 20)))
-        (i32.add (i32.mul (local.get $byte) (i32.const 100))
-          (i32.add (i32.mul (i32.load (i32.const 16)) (i32.const 10)) (i32.load (i32.const 20))))";
+        (i32.sub (i32.const 0) (i32.add (i32.mul (local.get $byte) (i32.const 100))
+          (i32.add (i32.mul (i32.load (i32.const 16)) (i32.const 10)) (i32.load (i32.const 20)))))";
     let wasm = wat_module_with_locals("(local $byte i32)", start, "");
     let rt = runtime();
     let echo = echo_server().await;
@@ -162,7 +163,7 @@ async fn control_fd_reads_one_zero_byte_then_end_of_stream() {
     session.stop();
     assert_eq!(
         session.finished().await,
-        water_pt::runtime::SessionEnd::Failed("watm_start_v1 returned 10".into())
+        water_pt::runtime::SessionEnd::Failed("watm_start_v1 returned -EBUSY(10)".into())
     );
     drop(s);
 }
@@ -170,13 +171,15 @@ async fn control_fd_reads_one_zero_byte_then_end_of_stream() {
 #[tokio::test]
 async fn read_events_report_a_peer_that_closed_its_side_as_hang_up() {
     // watm_start_v1 waits for FD_READ on the network fd and returns the
-    // event's fd_readwrite.flags (1 = hang-up) plus 10 * its error field.
+    // event's fd_readwrite.flags (1 = hang-up) plus 10 * its error field,
+    // negated (only a negative result is reported as a failure).
     let start = "
         (i64.store (i32.const 0) (i64.const 7))
         (i32.store8 (i32.const 8) (i32.const 1))
         (i32.store (i32.const 16) (global.get $net))
         (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
-        (i32.add (i32.load16_u (i32.const 88)) (i32.mul (i32.load16_u (i32.const 72)) (i32.const 10)))";
+        (i32.sub (i32.const 0)
+          (i32.add (i32.load16_u (i32.const 88)) (i32.mul (i32.load16_u (i32.const 72)) (i32.const 10))))";
     let rt = runtime();
     let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = server.local_addr().unwrap();
@@ -189,7 +192,7 @@ async fn read_events_report_a_peer_that_closed_its_side_as_hang_up() {
     peer.shutdown().await.unwrap();
     assert_eq!(
         s.session().finished().await,
-        water_pt::runtime::SessionEnd::Failed("watm_start_v1 returned 1".into())
+        water_pt::runtime::SessionEnd::Failed("watm_start_v1 returned -ETOOBIG(1)".into())
     );
 }
 

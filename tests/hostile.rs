@@ -185,3 +185,23 @@ async fn unknown_imports_link_to_enosys_stubs() {
         SessionEnd::Failed("watm_start_v1 returned -ENOSYS(52)".into())
     );
 }
+
+#[tokio::test]
+async fn positive_results_are_success_as_in_the_reference_runtime() {
+    // init, ctrlpipe and start all return positive values; only negative ones are errors.
+    let text = r#"(module
+      (import "env" "water_dial_fixed" (func $dial_fixed (result i32)))
+      (memory (export "memory") 1)
+      (func (export "watm_init_v1") (result i32) (i32.const 7))
+      (func (export "watm_dial_v1") (param i32) (result i32) (call $dial_fixed))
+      (func (export "watm_ctrlpipe_v1") (param i32) (result i32) (i32.const 3))
+      (func (export "watm_start_v1") (result i32) (i32.const 5)))"#;
+    let rt = runtime();
+    let echo = echo_server().await;
+    let watm = rt.load(&wat::parse_str(text).unwrap()).unwrap();
+    let s = Dialer::new(&rt, watm)
+        .dial("tcp", &echo.to_string())
+        .await
+        .expect("positive init and ctrlpipe results are success");
+    assert_eq!(s.session().finished().await, SessionEnd::Closed);
+}

@@ -49,9 +49,12 @@ fn version_list_containing_one_is_accepted() {
 #[test]
 fn malformed_env_is_env_error() {
     let dir = TempDir::new("envbad");
-    let mut pt = spawn_client(&dir, &[("TOR_PT_EXIT_ON_STDIN_CLOSE", "yes".into())]);
+    let mut pt = spawn_client(
+        &dir,
+        &[("TOR_PT_OUTBOUND_BIND_ADDRESS_V4", "not-an-address".into())],
+    );
     let l = pt.env_error();
-    assert!(l.contains("TOR_PT_EXIT_ON_STDIN_CLOSE"), "{l}");
+    assert!(l.contains("TOR_PT_OUTBOUND_BIND_ADDRESS_V4"), "{l}");
 }
 
 #[test]
@@ -149,19 +152,22 @@ fn stdin_close_exits() {
 
 #[test]
 fn stdin_close_ignored_without_the_flag() {
-    let dir = TempDir::new("stdin0");
-    let mut pt = spawn_client(&dir, &[("TOR_PT_EXIT_ON_STDIN_CLOSE", "0".into())]);
-    let socks = pt.client_ready();
-    pt.close_stdin();
-    // Still serving after stdin EOF: a SOCKS handshake gets its method reply.
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(socks).unwrap();
-    s.write_all(&[5, 1, 0]).unwrap();
-    let mut reply = [0u8; 2];
-    s.read_exact(&mut reply).unwrap();
-    assert_eq!(reply, [5, 0]);
-    signal(&pt, rustix::process::Signal::TERM);
-    assert!(pt.wait_exit().success());
+    // Anything but `1` means "don't exit" (never an ENV-ERROR).
+    for value in ["0", "yes"] {
+        let dir = TempDir::new("stdin0");
+        let mut pt = spawn_client(&dir, &[("TOR_PT_EXIT_ON_STDIN_CLOSE", value.into())]);
+        let socks = pt.client_ready();
+        pt.close_stdin();
+        // Still serving after stdin EOF: a SOCKS handshake gets its method reply.
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(socks).unwrap();
+        s.write_all(&[5, 1, 0]).unwrap();
+        let mut reply = [0u8; 2];
+        s.read_exact(&mut reply).unwrap();
+        assert_eq!(reply, [5, 0], "{value}");
+        signal(&pt, rustix::process::Signal::TERM);
+        assert!(pt.wait_exit().success());
+    }
 }
 
 fn signal(pt: &PtChild, sig: rustix::process::Signal) {
@@ -346,4 +352,58 @@ fn client_and_server_in_one_process() {
     std::net::TcpStream::connect(addr).unwrap();
     pt.close_stdin();
     assert!(pt.wait_exit().success());
+}
+
+/// Whether process `pid` is gone (or a zombie waiting for a reaper).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn transport_exits_when_tor_dies() {
+    use std::io::BufRead;
+    let dir = TempDir::new("orphan");
+    // A stand-in tor: a shell that starts the transport, prints its pid, then waits. Killing
+    // the shell outright gives the transport no signal and no stdin EOF (the test keeps the
+    // pipe open); only the death signal can end it.
+    let mut tor = std::process::Command::new("sh")
+        .args(["-c", "\"$0\" & echo pid=$!; exec sleep 60"])
+        .arg(binary())
+        .env("TOR_PT_MANAGED_TRANSPORT_VER", "1")
+        .env("TOR_PT_STATE_LOCATION", dir.state())
+        .env("TOR_PT_EXIT_ON_STDIN_CLOSE", "0")
+        .env("TOR_PT_CLIENT_TRANSPORTS", "water")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(tor.stdout.take().unwrap()).lines();
+    let mut pid = None;
+    let mut ready = false;
+    while pid.is_none() || !ready {
+        let line = lines.next().expect("transport output").unwrap();
+        if let Some(p) = line.strip_prefix("pid=") {
+            pid = Some(p.parse::<u32>().unwrap());
+        }
+        ready |= line == "CMETHODS DONE";
+    }
+    let pid = pid.unwrap();
+    assert!(!gone(pid));
+    tor.kill().unwrap();
+    tor.wait().unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !gone(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the transport outlived tor"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

@@ -236,3 +236,26 @@ async fn client_pt_to_server_pt_to_orport_through_plain_and_reverse() {
     s.write_all(b"hello").await.unwrap();
     assert_eq!(at_orport.recv().await.unwrap(), b"olleh");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv4_client_on_a_dual_stack_listener_is_reported_as_ipv4() {
+    let cookie = CookieFile::new(&COOKIE_A);
+    let (ext, seen) = extor_server::spawn(okay_then_echo()).await;
+    let dir = TempDir::new("extor-dual");
+    let mut env = with_ext_orport(&dir, ext, &cookie);
+    for (k, v) in env.iter_mut() {
+        if *k == "TOR_PT_SERVER_BINDADDR" {
+            *v = "water-[::]:0".into();
+        }
+    }
+    let (_pt, addr, _) = start_server(env);
+    let mut s = TcpStream::connect(("127.0.0.1", addr.port()))
+        .await
+        .unwrap();
+    let me = s.local_addr().unwrap();
+    assert_eq!(roundtrip(&mut s, b"v4 user").await, b"v4 user");
+    drop(s);
+    let seen = seen.await.unwrap().unwrap();
+    assert_eq!(seen.commands[0], (1, me.to_string().into_bytes()));
+    assert!(me.is_ipv4());
+}

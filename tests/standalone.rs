@@ -296,3 +296,44 @@ fn help_documents_every_flag() {
         }
     }
 }
+
+#[test]
+fn open_file_limit_is_raised_to_the_hard_limit_and_logged() {
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .expect("a finite hard limit");
+    if hard <= 512 {
+        eprintln!("hard limit {hard} leaves nothing to raise; skipped");
+        return;
+    }
+    // Started with a low soft limit, as from a default login shell.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "ulimit -Sn 512 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_water-pt"));
+    let mut client = Child::spawn_with(
+        cmd,
+        &[
+            "client",
+            "--no-cache",
+            "--listen",
+            "127.0.0.1:0",
+            "--remote",
+            "127.0.0.1:9",
+        ],
+    );
+    let line = client.wait_for_line("open-file limit");
+    assert!(
+        line.contains(&format!(
+            "open-file limit {hard}: room for about {} connections",
+            hard / 3
+        )),
+        "{line}"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", client.child.id())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = open_files.split_whitespace().collect();
+    assert_eq!(fields[3], hard.to_string(), "soft limit: {open_files}");
+}

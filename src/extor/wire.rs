@@ -102,6 +102,9 @@ impl Command {
     /// USERADDR carries the client's address as text, `1.2.3.4:5678` or `[::1]:5678`. An IPv6
     /// scope id is left out: it means nothing to tor and its address parser rejects `%`.
     pub(crate) fn user_addr(addr: SocketAddr) -> Self {
+        // A dual-stack listener reports IPv4 clients as `::ffff:a.b.c.d`; tor would count
+        // those as IPv6 users with no country. Send the IPv4 address, as goptlib does.
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         let text = match addr {
             SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
             SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
@@ -172,6 +175,9 @@ mod tests {
         assert_eq!(encode(&v4), b"\x00\x01\x00\x0c1.2.3.4:5678");
         let v6 = Command::user_addr("[::1]:5678".parse().unwrap());
         assert_eq!(encode(&v6), b"\x00\x01\x00\x0a[::1]:5678");
+        // An IPv4 client seen through a dual-stack socket is sent as IPv4.
+        let mapped = Command::user_addr("[::ffff:1.2.3.4]:5678".parse().unwrap());
+        assert_eq!(encode(&mapped), b"\x00\x01\x00\x0c1.2.3.4:5678");
         let scoped = SocketAddrV6::new("fe80::1".parse::<Ipv6Addr>().unwrap(), 443, 0, 7);
         assert_eq!(
             encode(&Command::user_addr(scoped.into())),

@@ -161,7 +161,10 @@ impl SocksClient {
         {
             Ok(session) => {
                 self.reporter.bridge_connected(&address);
-                match session.finished().await {
+                let end = session.finished().await;
+                let bytes = session.net_bytes();
+                conn.add_bytes(bytes.read, bytes.written);
+                match end {
                     SessionEnd::Failed(_) => conn.failed("module"),
                     SessionEnd::Closed | SessionEnd::Cancelled => conn.completed(),
                 }

@@ -8,6 +8,7 @@
 //! `ENV-ERROR msg` (see [`crate::pt::output::ProtocolWriter::report_env_error`]).
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
@@ -113,21 +114,36 @@ impl ServerEnv {
     }
 }
 
+/// The variables that name files. Their values are used as given, in any encoding: a
+/// `DataDirectory` under a non-UTF-8 path is still a valid place for tor to run.
+const PATH_VARIABLES: [&str; 2] = ["TOR_PT_STATE_LOCATION", "TOR_PT_AUTH_COOKIE_FILE"];
+
 /// Reads [`VARIABLES`] from the process environment and parses them.
 ///
-/// A variable whose value is not valid Unicode is an `ENV-ERROR` naming it, rather than being
-/// silently treated as absent.
+/// A variable other than a path whose value is not valid Unicode is an `ENV-ERROR` naming it,
+/// rather than being silently treated as absent.
 pub fn from_process_env() -> Result<ManagedEnv, EnvError> {
-    for var in VARIABLES {
+    for var in VARIABLES.iter().filter(|v| !PATH_VARIABLES.contains(v)) {
         if let Err(std::env::VarError::NotUnicode(_)) = std::env::var(var) {
             return Err(invalid(var, "value is not valid UTF-8"));
         }
     }
-    parse(|name| std::env::var(name).ok())
+    parse_with_paths(
+        |name| std::env::var(name).ok(),
+        |name| std::env::var_os(name),
+    )
 }
 
 /// Parses the managed-proxy environment from `get` (variable name to value, `None` if unset).
 pub fn parse(get: impl Fn(&str) -> Option<String>) -> Result<ManagedEnv, EnvError> {
+    parse_with_paths(&get, |name| get(name).map(OsString::from))
+}
+
+/// [`parse`], with the path variables ([`PATH_VARIABLES`]) read by `get_path`.
+pub fn parse_with_paths(
+    get: impl Fn(&str) -> Option<String>,
+    get_path: impl Fn(&str) -> Option<OsString>,
+) -> Result<ManagedEnv, EnvError> {
     // Version first: a launcher that speaks another version must get VERSION-ERROR, whatever
     // else is wrong. An unset variable cannot list `1` either.
     let versions = get("TOR_PT_MANAGED_TRANSPORT_VER").unwrap_or_default();
@@ -135,22 +151,15 @@ pub fn parse(get: impl Fn(&str) -> Option<String>) -> Result<ManagedEnv, EnvErro
         return Err(EnvError::NoVersion);
     }
 
-    let state_location = match get("TOR_PT_STATE_LOCATION") {
+    let state_location = match get_path("TOR_PT_STATE_LOCATION") {
         Some(s) if !s.is_empty() => PathBuf::from(s),
         Some(_) => return Err(invalid("TOR_PT_STATE_LOCATION", "is empty")),
         None => return Err(invalid("TOR_PT_STATE_LOCATION", "is not set")),
     };
 
-    let exit_on_stdin_close = match get("TOR_PT_EXIT_ON_STDIN_CLOSE").as_deref() {
-        None | Some("") | Some("0") => false,
-        Some("1") => true,
-        Some(other) => {
-            return Err(invalid(
-                "TOR_PT_EXIT_ON_STDIN_CLOSE",
-                format_args!("expected 1 or 0, got {other:?}"),
-            ))
-        }
-    };
+    // Only `1` asks for it; any other value means "don't", as in goptlib, so a launcher that
+    // writes `true` or `yes` still gets a working transport.
+    let exit_on_stdin_close = get("TOR_PT_EXIT_ON_STDIN_CLOSE").as_deref() == Some("1");
 
     let outbound_bind_v4 = match non_empty(get("TOR_PT_OUTBOUND_BIND_ADDRESS_V4")) {
         None => None,
@@ -178,7 +187,7 @@ pub fn parse(get: impl Fn(&str) -> Option<String>) -> Result<ManagedEnv, EnvErro
 
     let server = match get("TOR_PT_SERVER_TRANSPORTS") {
         None => None,
-        Some(list) => Some(parse_server(split_list(&list), &get)?),
+        Some(list) => Some(parse_server(split_list(&list), &get, &get_path)?),
     };
 
     if client.is_none() && server.is_none() {
@@ -200,6 +209,7 @@ pub fn parse(get: impl Fn(&str) -> Option<String>) -> Result<ManagedEnv, EnvErro
 fn parse_server(
     transports: Vec<String>,
     get: &impl Fn(&str) -> Option<String>,
+    get_path: &impl Fn(&str) -> Option<OsString>,
 ) -> Result<ServerEnv, EnvError> {
     let bind_addrs = match non_empty(get("TOR_PT_SERVER_BINDADDR")) {
         None => Vec::new(),
@@ -213,7 +223,9 @@ fn parse_server(
     let orport = parse_socket_addr_var("TOR_PT_ORPORT", get)?;
     // tor always sets this one, to the empty string when no ExtORPort is configured.
     let ext_orport = parse_socket_addr_var("TOR_PT_EXTENDED_SERVER_PORT", get)?;
-    let auth_cookie_file = non_empty(get("TOR_PT_AUTH_COOKIE_FILE")).map(PathBuf::from);
+    let auth_cookie_file = get_path("TOR_PT_AUTH_COOKIE_FILE")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
 
     if ext_orport.is_some() && auth_cookie_file.is_none() {
         return Err(EnvError::Invalid(

@@ -140,9 +140,32 @@ fn exit_on_stdin_close_values() {
     assert_eq!(get(Some("0")), Ok(false));
     assert_eq!(get(Some("")), Ok(false));
     assert_eq!(get(None), Ok(false));
-    let m = invalid_msg(with(CLIENT, &[("TOR_PT_EXIT_ON_STDIN_CLOSE", Some("yes"))]));
-    assert!(m.starts_with("TOR_PT_EXIT_ON_STDIN_CLOSE: "), "{m}");
-    assert!(m.contains("\"yes\""), "{m}");
+    // Anything but `1` means "don't exit", as in goptlib; never an ENV-ERROR.
+    for other in ["yes", "true", "2", " 1", "1\n2"] {
+        assert_eq!(get(Some(other)), Ok(false), "{other:?}");
+    }
+}
+
+#[test]
+fn path_variables_may_be_non_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let state = std::ffi::OsStr::from_bytes(b"/var/lib/tor-\xff/pt_state/").to_os_string();
+    let cookie = std::ffi::OsStr::from_bytes(b"/var/lib/tor-\xff/cookie").to_os_string();
+    let map = env_of(SERVER);
+    let env = parse_with_paths(
+        |k| map.get(k).cloned(),
+        |k| match k {
+            "TOR_PT_STATE_LOCATION" => Some(state.clone()),
+            "TOR_PT_AUTH_COOKIE_FILE" => Some(cookie.clone()),
+            _ => map.get(k).map(Into::into),
+        },
+    )
+    .unwrap();
+    assert_eq!(env.state_location.as_os_str(), state);
+    assert_eq!(
+        env.server.unwrap().auth_cookie_file.unwrap().as_os_str(),
+        cookie
+    );
 }
 
 #[test]
@@ -429,7 +452,7 @@ fn supported_picks_water_only_once() {
 fn messages_are_single_line() {
     let m = invalid_msg(with(
         CLIENT,
-        &[("TOR_PT_EXIT_ON_STDIN_CLOSE", Some("1\n2"))],
+        &[("TOR_PT_OUTBOUND_BIND_ADDRESS_V4", Some("1\n2"))],
     ));
     assert!(!m.contains('\n'), "{m}");
     let e = parse_bindaddr("water-\n").unwrap_err();

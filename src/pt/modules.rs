@@ -60,7 +60,7 @@ pub enum ModuleError {
         pinned: String,
         actual: String,
     },
-    /// The runtime refused the bytes (not wasm, not a WATM v1 module, ...).
+    /// The runtime refused the bytes (not wasm, not a WATM v1 or v0 module, ...).
     #[error("module {}: {source}", path.display())]
     Invalid {
         path: PathBuf,

@@ -219,7 +219,12 @@ impl WaterServer {
             Err(e) => Err(e.into()),
         };
         let end = match &result {
-            Ok(session) => Some(session.finished().await),
+            Ok(session) => {
+                let end = session.finished().await;
+                let bytes = session.net_bytes();
+                conn.add_bytes(bytes.read, bytes.written);
+                Some(end)
+            }
             Err(_) => None,
         };
         match (upstream_failure.get(), end) {

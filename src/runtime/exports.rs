@@ -129,15 +129,20 @@ pub(crate) fn insert_control(store: &mut Store<Host>) -> Result<u32, Error> {
         })
 }
 
-pub(crate) fn expect_zero(ret: i32, call: &'static str) -> Result<(), Error> {
-    match Errno::from_negative(ret) {
-        None if ret == 0 => Ok(()),
-        Some(errno) => Err(Error::Guest { call, errno }),
-        None => Err(Error::Guest {
-            call,
-            errno: Errno::INVAL,
-        }),
+/// Reads the result of a `watm_*_v1` call that returns an errno (init,
+/// ctrlpipe, associate): only a negative value is a failure. The reference
+/// runtime checks the result the same way (`< 0` is `-errno`), and modules
+/// built for it may return a positive value on success (a Go function
+/// returning a count or a descriptor where an errno is expected); refusing
+/// those would fail connections the reference runtime serves.
+pub(crate) fn expect_success(ret: i32, call: &'static str) -> Result<(), Error> {
+    if ret >= 0 {
+        return Ok(());
     }
+    Err(Error::Guest {
+        call,
+        errno: Errno::from_negative(ret).unwrap_or(Errno::INVAL),
+    })
 }
 
 /// Calls a `() -> i32` or `(i32) -> i32` export by name.

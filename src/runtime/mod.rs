@@ -1,4 +1,4 @@
-//! The WATER v1 runtime on wasmtime.
+//! The WATER runtime on wasmtime (WATM v1 modules, and v0 ones).
 //!
 //! One [`Runtime`] per process holds the wasmtime `Engine` (with the pooling
 //! allocator and epoch interruption), compiles each distinct module once
@@ -6,6 +6,9 @@
 //! runs each connection in its own instance on its own thread
 //! ([`session`]). The role APIs — [`Dialer`], [`Listener`], [`Relay`] — are
 //! thin layers that decide which sockets a session starts with.
+//!
+//! Which exports a session calls, and which imports the module gets, depend
+//! on the module's [`Generation`]: each has a [`driver`].
 
 mod artifact_cache;
 mod binding;

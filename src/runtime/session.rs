@@ -28,7 +28,7 @@ use super::net::NetPolicy;
 use super::ticker::Deadline;
 use super::RuntimeInner;
 use crate::sys::{self, HostFd, PollFd, PollFlags};
-use crate::wasi::{Entry, HostTrap, OpenSocket, StopSignal, WasiCtx};
+use crate::wasi::{Entry, HostTrap, NetBytes, OpenSocket, StopSignal, WasiCtx};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -98,6 +98,8 @@ pub struct SessionShared {
     /// The setup deadline, for the error message.
     setup_timeout: Duration,
     done: watch::Sender<Option<SessionEnd>>,
+    /// What the module moved on its network sockets, set when the worker returns.
+    net_bytes: std::sync::Mutex<NetBytes>,
 }
 
 const SETUP: u8 = 0;
@@ -179,6 +181,16 @@ impl SessionHandle {
         request_stop(&self.shared, &self.runtime);
     }
 
+    /// Bytes the module read from and wrote to the network; known once the session has
+    /// finished (zero before).
+    pub fn net_bytes(&self) -> NetBytes {
+        *self
+            .shared
+            .net_bytes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub fn is_finished(&self) -> bool {
         self.shared.done.borrow().is_some()
     }
@@ -223,6 +235,7 @@ pub(crate) fn spawn(
         setup: AtomicU8::new(SETUP),
         setup_timeout: runtime.limits.setup_timeout,
         done: watch::Sender::new(None),
+        net_bytes: Default::default(),
     });
     let (tx, rx) = oneshot::channel();
     let handle = SessionHandle {
@@ -305,6 +318,10 @@ fn run(
     }
     let start = Instant::now();
     let end = watm.driver().work(&mut store);
+    *shared
+        .net_bytes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = store.data().wasi.net_bytes;
     match &end {
         SessionEnd::Failed(why) => tracing::info!(conn = id, "connection ended: {why}"),
         _ => tracing::debug!(
@@ -419,6 +436,7 @@ pub(crate) async fn check_init(
         setup: AtomicU8::new(SETUP),
         setup_timeout: rt.limits.setup_timeout,
         done: watch::Sender::new(None),
+        net_bytes: Default::default(),
     });
     let (tx, rx) = oneshot::channel();
     let thread_rt = rt.clone();

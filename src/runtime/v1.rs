@@ -13,7 +13,7 @@
 
 use super::driver::Driver;
 use super::error::Error;
-use super::exports::{call, check_func, expect_zero, insert_control, lend_caller, Sig};
+use super::exports::{call, check_func, expect_success, insert_control, lend_caller, Sig};
 use super::host::{self, Host};
 use super::module::Role;
 use super::session::{Caller, SessionEnd};
@@ -69,7 +69,7 @@ impl Driver for V1 {
     }
 
     fn init(&self, store: &mut Store<Host>) -> Result<(), Error> {
-        expect_zero(call(store, "watm_init_v1", None)?, "watm_init_v1")
+        expect_success(call(store, "watm_init_v1", None)?, "watm_init_v1")
     }
 
     fn setup(&self, store: &mut Store<Host>, role: Role, caller: &mut Caller) -> Result<(), Error> {
@@ -79,7 +79,7 @@ impl Driver for V1 {
         if role == Role::Relay {
             // `watm_associate_v1` returns an errno, not an fd: the module keeps
             // both of its sockets (from `water_accept` and `water_dial_fixed`).
-            expect_zero(call(store, role_export, None)?, role_export)?;
+            expect_success(call(store, role_export, None)?, role_export)?;
         } else {
             let fd = lend_caller(store, caller)?;
             let net_fd = call(store, role_export, Some(fd as i32))?;
@@ -97,7 +97,7 @@ impl Driver for V1 {
             }
         }
         let ctrl_fd = insert_control(store)?;
-        expect_zero(
+        expect_success(
             call(store, "watm_ctrlpipe_v1", Some(ctrl_fd as i32))?,
             "watm_ctrlpipe_v1",
         )
@@ -105,7 +105,9 @@ impl Driver for V1 {
 
     fn work(&self, store: &mut Store<Host>) -> SessionEnd {
         match call(store, "watm_start_v1", None) {
-            Ok(0) => SessionEnd::Closed,
+            // Any value >= 0 is a normal end, as in the reference runtime
+            // (see [`expect_success`]).
+            Ok(r) if r >= 0 => SessionEnd::Closed,
             Ok(r) if Errno::from_negative(r) == Some(Errno::CANCELED) => SessionEnd::Cancelled,
             Ok(r) => SessionEnd::Failed(match Errno::from_negative(r) {
                 Some(errno) => format!("watm_start_v1 returned -{errno}"),

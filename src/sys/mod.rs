@@ -173,3 +173,36 @@ pub fn process_counts() -> Option<(usize, usize)> {
     let threads = std::fs::read_dir("/proc/self/task").ok()?.count();
     Some((fds, threads))
 }
+
+/// Raises this process's soft limit on open descriptors to its hard limit
+/// and returns the new soft limit (`None`: unlimited). Every connection holds
+/// about three descriptors (caller, network, stop waker), so the usual soft
+/// limit (1024, or 20,000 on some servers) caps a bridge long before memory
+/// or CPU does.
+pub fn raise_fd_limit() -> io::Result<Option<u64>> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current != now.maximum {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: now.maximum,
+                maximum: now.maximum,
+            },
+        )?;
+    }
+    Ok(getrlimit(Resource::Nofile).current)
+}
+
+/// Has the kernel send this process SIGTERM when its parent exits, so a
+/// transport whose tor was killed (no chance to close our stdin or signal
+/// us) does not live on. Returns whether the platform supports it.
+pub fn exit_with_parent() -> io::Result<bool> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+        Ok(true)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    Ok(false)
+}

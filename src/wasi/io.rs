@@ -229,9 +229,13 @@ fn read(m: &mut GuestMemory<'_>, ctx: &mut WasiCtx, fd: i32, iovs: u32, n: u32) 
             };
             let buf = m.slice_mut(target.ptr, target.len)?;
             let fd_ = s.fd();
+            let from_network = !s.is_caller;
             let (n, waited) = retry_blocking(s.nonblocking, ctx, fd_, PollFlags::IN, || {
                 sys::read(fd_, &mut *buf)
             })?;
+            if from_network {
+                ctx.net_bytes.read += n as u64;
+            }
             if n > 0 {
                 ctx.progressed();
             } else if waited {

@@ -157,6 +157,18 @@ pub struct WasiCtx {
     /// When set, what the module writes to stderr is also collected here, so that a start-up
     /// check can report the module's own reason for refusing its config.
     pub captured_stderr: Option<String>,
+    /// Bytes the module read from and wrote to its network sockets (every socket but the
+    /// caller's), for the operator's statistics.
+    pub net_bytes: NetBytes,
+}
+
+/// Bytes moved on a module's network sockets.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NetBytes {
+    /// Read from the network (toward the caller).
+    pub read: u64,
+    /// Written to the network (from the caller).
+    pub written: u64,
 }
 
 impl WasiCtx {
@@ -173,6 +185,7 @@ impl WasiCtx {
             clock_base: Instant::now(),
             tag,
             captured_stderr: None,
+            net_bytes: NetBytes::default(),
         }
     }
 

@@ -82,9 +82,13 @@ pub(super) fn write_socket(ctx: &mut WasiCtx, fd: i32, bufs: &[IoSlice<'_>]) -> 
         (true, false) => WhenFull::Refuse,
         (true, true) => WhenFull::WaitThenRefuse(SPIN_WAIT.min(stall)),
     };
+    let to_network = !socket.is_caller;
     match write_all(socket.fd(), bufs, when_full, stall, &ctx.stop)? {
         Outcome::Wrote(n, then) => {
             socket.failed = then;
+            if to_network {
+                ctx.net_bytes.written += n as u64;
+            }
             ctx.progressed();
             Ok(n)
         }
