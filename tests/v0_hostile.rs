@@ -164,7 +164,7 @@ async fn setup_errors_name_their_cause() {
         let err = dial_error(&rt, &m, &echo).await;
         assert!(
             err.contains("_water_dial")
-                && err.contains("not a socket")
+                && err.contains("not a network socket")
                 && fd.is_none_or(|f| err.contains(f)),
             "{err}"
         );

@@ -43,7 +43,7 @@ pub enum Error {
     #[error("{call} trapped: {reason}")]
     Trap { call: &'static str, reason: String },
     /// A role function returned a number that is not one of its sockets.
-    #[error("{call} returned fd {fd}, which is not a socket of this instance")]
+    #[error("{call} returned fd {fd}, which is not a network socket of this instance")]
     BogusFd { call: &'static str, fd: i32 },
     /// The host failed to dial on the module's behalf.
     #[error("dial {address} failed: {source}")]
