@@ -150,11 +150,15 @@ async fn self_keyed_bridge_line_works_from_the_catalogue_and_survives_a_restart(
         ),
         "{stats}"
     );
+    let metrics = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap().to_string()
+    };
     let mut again = start_bridge(
         &bridge_dir,
         &orport,
         "water:water-wasm=shadowsocks",
-        &["--stats-interval-secs", "1"],
+        &["--stats-interval-secs", "1", "--metrics-listen", &metrics],
     );
     let addr2 = again.addr;
     assert_eq!(

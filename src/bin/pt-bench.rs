@@ -232,8 +232,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The transports are started from blocking-pool threads, and water-pt exits when the
+    // thread that started it ends (PR_SET_PDEATHSIG): keep those threads for the whole run.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_keep_alive(Duration::from_secs(24 * 3600))
         .enable_all()
         .build()
     {

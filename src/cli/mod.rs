@@ -48,6 +48,11 @@ pub struct Cli {
     /// 0: only at exit.
     #[arg(long, value_name = "SECS", default_value_t = 86_400)]
     stats_interval_secs: u64,
+    /// Managed mode: serve the same counters (totals since the start) in the
+    /// Prometheus text format on this address; keep it on loopback
+    /// (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -288,7 +293,7 @@ pub fn main() -> ExitCode {
             None => {
                 if std::env::var_os("TOR_PT_MANAGED_TRANSPORT_VER").is_some() {
                     let every = std::time::Duration::from_secs(cli.stats_interval_secs);
-                    crate::pt::managed::run(limits, every).await
+                    crate::pt::managed::run(limits, every, cli.metrics_listen).await
                 } else {
                     Err(
                         "no subcommand given and TOR_PT_MANAGED_TRANSPORT_VER is not set \
@@ -323,13 +328,16 @@ where
     let mut command = Cli::command();
     let matches = command.try_get_matches_from_mut(args)?;
     let cli = Cli::from_arg_matches(&matches)?;
-    if cli.command.is_some()
-        && matches.value_source("stats_interval_secs") == Some(ValueSource::CommandLine)
-    {
-        return Err(command.error(
-            clap::error::ErrorKind::ArgumentConflict,
-            "--stats-interval-secs applies to managed mode (launched by tor) only",
-        ));
+    for (id, flag) in [
+        ("stats_interval_secs", "--stats-interval-secs"),
+        ("metrics_listen", "--metrics-listen"),
+    ] {
+        if cli.command.is_some() && matches.value_source(id) == Some(ValueSource::CommandLine) {
+            return Err(command.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("{flag} applies to managed mode (launched by tor) only"),
+            ));
+        }
     }
     if cli.command.as_ref().is_some_and(|c| !c.uses_limits()) {
         let limit_ids = LimitArgs::augment_args(clap::Command::new("limits"));
@@ -468,6 +476,8 @@ mod tests {
             );
         }
         assert!(parse(["water-pt", "--log-level", "warn", "modules"]).is_ok());
+        let err = parse(["water-pt", "--metrics-listen", "127.0.0.1:1", "check"]).unwrap_err();
+        assert!(err.to_string().contains("managed mode"), "{err}");
         let err = parse(["water-pt", "--stats-interval-secs", "5", "modules"]).unwrap_err();
         assert!(err.to_string().contains("managed mode"), "{err}");
         assert_eq!(

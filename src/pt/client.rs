@@ -160,6 +160,9 @@ impl SocksClient {
             .await
         {
             Ok(session) => {
+                // The session answered; the spare must not outlive setup, or the caller
+                // socket would stay open (and cost a descriptor) until the session ends.
+                drop(spare);
                 self.reporter.bridge_connected(&address);
                 let end = session.finished().await;
                 let bytes = session.net_bytes();

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::proxy::{self, DialOptions, ProxyUrl};
-use crate::runtime::{AllowList, Connector, DirectConnector, NetPolicy};
+use crate::runtime::{run_cancellable, AllowList, Connector, DirectConnector, NetPolicy};
 use crate::sys::Waker;
 
 /// How long one outbound connection (including a proxy handshake) may take.
@@ -62,9 +62,44 @@ impl PtConnector {
 
 impl Connector for PtConnector {
     /// Blocking, bounded by [`DialOptions::timeout`]. `proxy::dial` has no cancellation hook,
-    /// so a stop request during a proxied connect takes effect when the dial returns (at worst
-    /// after the timeout; the runtime's force-stop still bounds the session).
-    fn connect(&self, network: &str, address: &str, _cancel: &Waker) -> io::Result<TcpStream> {
-        proxy::dial(&self.opts, network, address)
+    /// so it runs on a helper thread and a stop of the session ends the wait at once (the
+    /// helper's dial ends on its own within the timeout).
+    fn connect(&self, network: &str, address: &str, cancel: &Waker) -> io::Result<TcpStream> {
+        let (opts, network, address) = (self.opts.clone(), network.to_owned(), address.to_owned());
+        run_cancellable(cancel, move || proxy::dial(&opts, &network, &address))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_stop_ends_a_dial_through_a_silent_proxy() {
+        // A SOCKS5 proxy that accepts and never answers the greeting.
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = ProxyUrl::parse(&format!("socks5://{}", proxy.local_addr().unwrap())).unwrap();
+        let connector = PtConnector::new(DialOptions {
+            timeout: Duration::from_secs(30),
+            bind_v4: None,
+            bind_v6: None,
+            proxy: Some(url),
+        });
+        let cancel = std::sync::Arc::new(Waker::new().unwrap());
+        let stopper = cancel.clone();
+        let accepted = std::thread::spawn(move || proxy.accept().map(|(s, _)| s));
+        let waker = std::thread::spawn(move || {
+            let held = accepted.join().unwrap();
+            stopper.wake();
+            held
+        });
+        let started = Instant::now();
+        let err = connector
+            .connect("tcp", "192.0.2.1:443", &cancel)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Interrupted, "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        drop(waker.join());
     }
 }

@@ -14,7 +14,7 @@ use super::client::{serve_socks, SocksClient};
 use super::connector::PtConnector;
 use super::env::{self, supported_transports, ManagedEnv};
 use super::modules::ModuleStore;
-use super::output;
+use super::output::{self, Severity};
 use super::report::Reporter;
 use super::server::{self, WaterServer};
 use super::TRANSPORT_NAME;
@@ -26,7 +26,11 @@ use crate::shutdown::{Phase, Shutdown};
 /// on the command line; connection statistics are logged every `stats_every` (if non-zero)
 /// and at exit. Returns `Err` (non-zero exit) when tor's request cannot be served at all;
 /// `Ok` when asked to exit.
-pub async fn run(limits: Limits, stats_every: Duration) -> Result<(), String> {
+pub async fn run(
+    limits: Limits,
+    stats_every: Duration,
+    metrics: Option<std::net::SocketAddr>,
+) -> Result<(), String> {
     // tor killed outright can neither signal us nor close our stdin: go with it. (The signal
     // comes when the thread that started us ends; tor starts transports from its main thread.)
     if let Err(e) = crate::sys::exit_with_parent() {
@@ -138,6 +142,31 @@ pub async fn run(limits: Limits, stats_every: Duration) -> Result<(), String> {
         // Like obfs4proxy: nothing to serve is a failed launch; tor notes the exit.
         return Err("no transport to serve".into());
     }
+    let metrics_server = match metrics {
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(tcp) => {
+                if !addr.ip().is_loopback() {
+                    tracing::warn!(
+                        "--metrics-listen {addr} is not a loopback address: anyone who can \
+                         reach it can read the bridge's counters"
+                    );
+                }
+                tracing::info!(target: super::scrub::CONFIGURED, "metrics on http://{addr}/metrics");
+                Some(tokio::spawn(super::metrics::serve(
+                    tcp,
+                    reporter.stats().clone(),
+                )))
+            }
+            Err(e) => {
+                reporter.log(
+                    Severity::Warning,
+                    &format!("water: --metrics-listen {addr}: cannot listen: {e}"),
+                );
+                None
+            }
+        },
+        None => None,
+    };
     let periodic = async {
         if stats_every.is_zero() {
             return std::future::pending().await;
@@ -152,6 +181,9 @@ pub async fn run(limits: Limits, stats_every: Duration) -> Result<(), String> {
     tokio::select! {
         _ = serve(socks, water_server, &runtime, &shutdown) => {}
         _ = periodic => {}
+    }
+    if let Some(task) = metrics_server {
+        task.abort();
     }
     reporter.report_stats("at exit");
     Ok(())

@@ -22,7 +22,8 @@
 //!   self-keyed bridge keeps them.
 //! * [`connector`]: outbound connections through tor's proxy and bind addresses.
 //! * [`report`]: `LOG`/`STATUS` lines for tor, de-duplicated; [`scrub`]: addresses kept out of
-//!   every log; [`stats`]: the operator's periodic connection counts.
+//!   every log; [`stats`]: the operator's periodic connection counts, also served by
+//!   [`metrics`] in the Prometheus text format.
 
 pub mod args;
 pub mod bridge;
@@ -39,6 +40,7 @@ pub mod connector;
 pub mod env;
 #[cfg(feature = "runtime")]
 pub mod managed;
+pub mod metrics;
 pub mod module_ref;
 #[cfg(feature = "runtime")]
 pub mod modules;

@@ -31,7 +31,24 @@ pub struct Counters {
 /// Statistics of every module of the process.
 #[derive(Debug, Default)]
 pub struct Stats {
-    modules: Mutex<BTreeMap<String, Counters>>,
+    tables: Mutex<Tables>,
+}
+
+/// The counters since the last report, and since the start (for `--metrics-listen`, whose
+/// counters must only grow).
+#[derive(Debug, Default)]
+struct Tables {
+    period: BTreeMap<String, Counters>,
+    total: BTreeMap<String, Counters>,
+}
+
+impl Tables {
+    /// Applies `f` to `key`'s counters in both tables.
+    fn update(&mut self, key: &str, f: impl Fn(&mut Counters)) {
+        for table in [&mut self.period, &mut self.total] {
+            f(table.entry(key.to_owned()).or_default());
+        }
+    }
 }
 
 /// One accepted connection. Dropped without [`Connection::completed`] or
@@ -47,13 +64,11 @@ impl Stats {
     /// Counts a connection accepted by `side` (`bridge`, `client`) with `module`.
     pub fn accepted(self: &Arc<Self>, side: &str, module: &str) -> Connection {
         let key = format!("{side} {module}");
-        {
-            let mut all = self.lock();
-            let c = all.entry(key.clone()).or_default();
+        self.lock().update(&key, |c| {
             c.accepted += 1;
             c.open += 1;
             c.peak = c.peak.max(c.open);
-        }
+        });
         Connection {
             stats: self.clone(),
             key,
@@ -61,19 +76,25 @@ impl Stats {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Counters>> {
-        self.modules.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The counters so far, by `side module`.
+    /// The counters since the last report, by `side module`.
     pub fn snapshot(&self) -> BTreeMap<String, Counters> {
-        self.lock().clone()
+        self.lock().period.clone()
+    }
+
+    /// The counters since the start, by `side module` (`peak` is the most ever open).
+    pub fn totals(&self) -> BTreeMap<String, Counters> {
+        self.lock().total.clone()
     }
 
     /// One line per module with the counters since the last report, then restarts them
     /// (open connections stay counted as open, and as the new peak).
     pub fn report(&self, period: &str) -> Vec<String> {
-        let mut all = self.lock();
+        let mut tables = self.lock();
+        let all = &mut tables.period;
         let lines = all
             .iter()
             .filter(|(_, c)| c.accepted + c.completed + c.open > 0 || !c.failed.is_empty())
@@ -114,10 +135,10 @@ fn format_line(key: &str, c: &Counters, period: &str) -> String {
 impl Connection {
     /// Adds what the connection's module moved on the network (read from it, written to it).
     pub fn add_bytes(&self, read: u64, written: u64) {
-        let mut all = self.stats.lock();
-        let c = all.entry(self.key.clone()).or_default();
-        c.bytes_in += read;
-        c.bytes_out += written;
+        self.stats.lock().update(&self.key, |c| {
+            c.bytes_in += read;
+            c.bytes_out += written;
+        });
     }
 
     /// The connection ended normally.
@@ -134,13 +155,13 @@ impl Connection {
         if std::mem::replace(&mut self.settled, true) {
             return;
         }
-        let mut all = self.stats.lock();
-        let c = all.entry(self.key.clone()).or_default();
-        c.open = c.open.saturating_sub(1);
-        match failure {
-            None => c.completed += 1,
-            Some(reason) => *c.failed.entry(reason).or_default() += 1,
-        }
+        self.stats.lock().update(&self.key, |c| {
+            c.open = c.open.saturating_sub(1);
+            match failure {
+                None => c.completed += 1,
+                Some(reason) => *c.failed.entry(reason).or_default() += 1,
+            }
+        });
     }
 }
 
@@ -178,5 +199,8 @@ mod tests {
         assert_eq!(s.failed.get("dropped"), Some(&1));
         assert_eq!(stats.report("exit").len(), 1);
         assert!(stats.report("exit").is_empty(), "nothing new, nothing said");
+        let total = &stats.totals()["bridge shadowsocks"];
+        assert_eq!((total.accepted, total.completed, total.peak), (3, 1, 3));
+        assert_eq!(total.failed.values().sum::<u64>(), 2);
     }
 }

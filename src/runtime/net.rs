@@ -69,7 +69,16 @@ impl Connector for DirectConnector {
     fn connect(&self, network: &str, address: &str, cancel: &Waker) -> io::Result<TcpStream> {
         let deadline = Instant::now() + self.timeout;
         let mut last = None;
-        for addr in resolve(network, address)? {
+        // A literal address needs no lookup; a name is resolved on a helper
+        // thread, since the system resolver cannot be interrupted by a stop.
+        let addrs = match address.parse::<SocketAddr>() {
+            Ok(_) => resolve(network, address)?,
+            Err(_) => {
+                let (network, address) = (network.to_owned(), address.to_owned());
+                super::run_cancellable(cancel, move || resolve(&network, &address))?
+            }
+        };
+        for addr in addrs {
             match connect_one(addr, deadline, cancel) {
                 Ok(s) => return Ok(s),
                 Err(e) => last = Some(e),

@@ -152,6 +152,19 @@ fn poll_oneoff(
         }
     }
 
+    for sub in &subs {
+        if let Sub::Fd {
+            kind: EVENTTYPE_FD_WRITE,
+            fd,
+            ..
+        } = *sub
+        {
+            if let Ok(Entry::Socket(s)) = ctx.fds.get_mut(fd) {
+                s.polled_for_write = true;
+            }
+        }
+    }
+
     let start = Instant::now();
     let mut events = Vec::new();
     let mut waits: Vec<usize> = Vec::new();

@@ -12,6 +12,12 @@
 //! progress for that long returns what it wrote so far, or `ETIMEDOUT` when
 //! that is nothing.
 //!
+//! A non-blocking socket the module has polled for writability (FD_WRITE)
+//! is the exception: such a module handles backpressure itself, so it gets
+//! what the kernel took, at once. Waiting there would take away its chance
+//! to serve the other direction meanwhile, and two such modules writing
+//! toward each other would each wait for the other to read, for good.
+//!
 //! A module that retries a refused write with nothing in between (no
 //! `poll_oneoff`, no data moved) is spinning. From its second
 //! attempt on, a refused write first waits up to [`SPIN_WAIT`] for room, so
@@ -40,6 +46,9 @@ enum WhenFull {
     WaitThenRefuse(Duration),
     /// Wait for room (blocking mode).
     Wait,
+    /// Return `EAGAIN` at once, and a short count when the kernel took only
+    /// part (a module that polls for writability).
+    Short,
 }
 
 /// How a write ended, short of an error.
@@ -68,6 +77,7 @@ pub(super) fn write_socket(ctx: &mut WasiCtx, fd: i32, bufs: &[IoSlice<'_>]) -> 
     }
     let when_full = match (socket.nonblocking, spinning) {
         (false, _) => WhenFull::Wait,
+        (true, _) if socket.polled_for_write => WhenFull::Short,
         (true, false) => WhenFull::Refuse,
         (true, true) => WhenFull::WaitThenRefuse(SPIN_WAIT.min(stall)),
     };
@@ -115,9 +125,12 @@ fn write_all(
             }
             Err(rustix::io::Errno::AGAIN) => {
                 let limit = match (written, when_full) {
+                    (1.., WhenFull::Short) => return Ok(Outcome::Wrote(written, None)),
                     (1.., _) | (0, WhenFull::Wait) => stall,
                     (0, WhenFull::WaitThenRefuse(limit)) => limit,
-                    (0, WhenFull::Refuse) => return Ok(Outcome::Refused { waited }),
+                    (0, WhenFull::Refuse | WhenFull::Short) => {
+                        return Ok(Outcome::Refused { waited })
+                    }
                 };
                 waited = true;
                 if !wait_writable(fd, stop, limit)? {
@@ -353,5 +366,37 @@ mod tests {
             matches!(next, Err(Fail::Errno(Errno::TIMEDOUT))),
             "{next:?}"
         );
+    }
+
+    #[test]
+    fn a_socket_polled_for_writability_gets_short_writes() {
+        let (ours, _theirs) = pair();
+        let stop = StopSignal::new().unwrap();
+        let data = vec![1u8; 1 << 20];
+        let start = Instant::now();
+        let stall = Duration::from_secs(30);
+        let out = write_all(
+            ours.as_fd(),
+            &[IoSlice::new(&data)],
+            WhenFull::Short,
+            stall,
+            &stop,
+        );
+        match out.ok() {
+            Some(Outcome::Wrote(n, None)) => assert!(n > 0 && n < data.len(), "wrote {n}"),
+            other => panic!("expected a short write, got {other:?}"),
+        }
+        assert!(
+            start.elapsed() < stall,
+            "returned without waiting for the peer"
+        );
+        let out = write_all(
+            ours.as_fd(),
+            &[IoSlice::new(b"x")],
+            WhenFull::Short,
+            stall,
+            &stop,
+        );
+        assert_eq!(out.ok(), Some(Outcome::Refused { waited: false }));
     }
 }

@@ -196,6 +196,14 @@ pub(crate) fn run<T: Transport>(
     for fd in [ctrl, caller, network] {
         ffi::set_nonblocking(fd)?;
     }
+    // Waiting once for the network fd to be writable tells the host that
+    // this loop handles short writes itself, so the host returns what the
+    // kernel took instead of waiting for the rest (which would keep the loop
+    // from serving the other direction meanwhile). The connection is up, so
+    // this returns at once.
+    let mut first = [ffi::EMPTY_EVENT; 2];
+    let subscriptions = [ffi::readable(CTRL, ctrl), ffi::writable(UP, network)];
+    dispatch(ffi::poll(&subscriptions, &mut first)?)?;
 
     let size = T::READ_SIZE.max(1);
     let mut buf = buffer(size.min(INITIAL_READ))?;
