@@ -18,39 +18,15 @@ fn wasm(name: &str) -> String {
 
 /// `water-pt server` running `module`, forwarding to `forward`.
 fn spawn_server(module: &str, forward: SocketAddr, extra: &[&str]) -> Child {
-    let (w, f) = (wasm(module), forward.to_string());
-    let mut args = vec![
-        "server",
-        "--no-cache",
-        "--wasm",
-        &w,
-        "--listen",
-        "127.0.0.1:0",
-        "--forward",
-        &f,
-    ];
-    args.extend_from_slice(extra);
-    Child::spawn(&args)
+    Child::standalone("server", module, forward, extra)
 }
 
 /// A server forwarding to `forward` and a client in front of it, both
 /// running `module`.
 fn pair(module: &str, forward: SocketAddr, extra: &[&str]) -> (Child, Child, SocketAddr) {
     let mut server = spawn_server(module, forward, extra);
-    let server_addr = server.listening_addr().to_string();
-    let w = wasm(module);
-    let mut args = vec![
-        "client",
-        "--no-cache",
-        "--wasm",
-        &w,
-        "--listen",
-        "127.0.0.1:0",
-        "--remote",
-        &server_addr,
-    ];
-    args.extend_from_slice(extra);
-    let mut client = Child::spawn(&args);
+    let server_addr = server.listening_addr();
+    let mut client = Child::standalone("client", module, server_addr, extra);
     let client_addr = client.listening_addr();
     (client, server, client_addr)
 }

@@ -67,31 +67,11 @@ async fn one_mib_each_way(mut s: TcpStream, what: &str) {
 }
 
 fn spawn_server(module: &str, forward: SocketAddr) -> Child {
-    let (w, f) = (wasm(module), forward.to_string());
-    Child::spawn(&[
-        "server",
-        "--no-cache",
-        "--wasm",
-        &w,
-        "--listen",
-        "127.0.0.1:0",
-        "--forward",
-        &f,
-    ])
+    Child::standalone("server", module, forward, &[])
 }
 
 fn spawn_client(module: &str, remote: SocketAddr) -> Child {
-    let (w, r) = (wasm(module), remote.to_string());
-    Child::spawn(&[
-        "client",
-        "--no-cache",
-        "--wasm",
-        &w,
-        "--listen",
-        "127.0.0.1:0",
-        "--remote",
-        &r,
-    ])
+    Child::standalone("client", module, remote, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -214,6 +214,30 @@ pub struct Child {
 }
 
 impl Child {
+    /// A standalone `water-pt server` (when `side` is `"server"`, with `peer` as its
+    /// `--forward`) or `water-pt client` (`"client"`, with `peer` as its `--remote`) running
+    /// the test module `module` on an ephemeral loopback port, plus `extra` arguments.
+    pub fn standalone(side: &str, module: &str, peer: SocketAddr, extra: &[&str]) -> Child {
+        let peer_flag = match side {
+            "server" => "--forward",
+            "client" => "--remote",
+            other => panic!("no standalone side {other}"),
+        };
+        let (w, p) = (module_path(module).display().to_string(), peer.to_string());
+        let mut args = vec![
+            side,
+            "--no-cache",
+            "--wasm",
+            &w,
+            "--listen",
+            "127.0.0.1:0",
+            peer_flag,
+            &p,
+        ];
+        args.extend_from_slice(extra);
+        Child::spawn(&args)
+    }
+
     /// Starts the binary under test ([`pt::binary`]) with `args`.
     pub fn spawn(args: &[&str]) -> Child {
         Self::spawn_with(std::process::Command::new(pt::binary()), args)
