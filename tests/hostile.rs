@@ -9,38 +9,24 @@ use common::*;
 use water_pt::runtime::SessionEnd;
 use water_pt::Dialer;
 
-async fn check(hostile_wasm: Vec<u8>, expect_in_cause: &[&str]) {
-    let rt = runtime();
-    let end = beside_a_healthy_connection(&rt, echo_server().await, hostile_wasm).await;
-    let SessionEnd::Failed(cause) = end else {
-        panic!("hostile module should fail, ended {end:?}");
-    };
-    for word in expect_in_cause {
-        assert!(
-            cause.contains(word),
-            "cause {cause:?} should mention {word:?}"
-        );
-    }
-}
-
 #[tokio::test]
 async fn bad_pointer_to_fd_write_is_efault() {
     // fd_write on the caller fd with an iovec array outside memory; the
     // module returns the errno it got, negated.
     let m = wat_module(BAD_POINTER_START, "");
-    check(m, &["watm_start_v1", "EFAULT"]).await;
+    fails_beside_a_healthy_connection(m, &["watm_start_v1", "EFAULT"]).await;
 }
 
 #[tokio::test]
 async fn iovec_pointing_outside_memory_is_efault() {
     // A valid iovec array whose buffer runs past the end of memory.
     let m = wat_module(OUTSIDE_IOVEC_START, "");
-    check(m, &["EFAULT"]).await;
+    fails_beside_a_healthy_connection(m, &["EFAULT"]).await;
 }
 
 #[tokio::test]
 async fn trap_in_start_fails_only_its_connection() {
-    check(
+    fails_beside_a_healthy_connection(
         wat_module(TRAP_START, ""),
         &["watm_start_v1", "trapped", "unreachable"],
     )
@@ -49,14 +35,15 @@ async fn trap_in_start_fails_only_its_connection() {
 
 #[tokio::test]
 async fn module_spinning_forever_is_stopped() {
-    check(wat_module(SPIN_START, ""), &["watm_start_v1", "trapped"]).await;
+    fails_beside_a_healthy_connection(wat_module(SPIN_START, ""), &["watm_start_v1", "trapped"])
+        .await;
 }
 
 #[tokio::test]
 async fn module_sleeping_in_poll_and_ignoring_ctrl_is_stopped() {
     // One clock subscription of an hour, never looking at the control pipe.
     let m = wat_module(SLEEP_IGNORING_CTRL_START, "");
-    check(m, &["stopped by the runtime"]).await;
+    fails_beside_a_healthy_connection(m, &["stopped by the runtime"]).await;
 }
 
 /// A module with the three required exports, `watm_init_v1` being

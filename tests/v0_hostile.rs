@@ -11,28 +11,14 @@ use tokio::io::AsyncReadExt;
 use water_pt::runtime::{Generation, SessionEnd};
 use water_pt::{Dialer, Error, Listener};
 
-async fn check(hostile_wasm: Vec<u8>, expect_in_cause: &[&str]) {
-    let rt = runtime();
-    let end = beside_a_healthy_connection(&rt, echo_server().await, hostile_wasm).await;
-    let SessionEnd::Failed(cause) = end else {
-        panic!("hostile module should fail, ended {end:?}");
-    };
-    for word in expect_in_cause {
-        assert!(
-            cause.contains(word),
-            "cause {cause:?} should mention {word:?}"
-        );
-    }
-}
-
 #[tokio::test]
 async fn bad_pointers_are_efault() {
-    check(
+    fails_beside_a_healthy_connection(
         wat_module_v0(BAD_POINTER_START, ""),
         &["_water_worker", "EFAULT"],
     )
     .await;
-    check(
+    fails_beside_a_healthy_connection(
         wat_module_v0(OUTSIDE_IOVEC_START, ""),
         &["_water_worker", "EFAULT"],
     )
@@ -41,7 +27,7 @@ async fn bad_pointers_are_efault() {
 
 #[tokio::test]
 async fn trapping_worker_fails_only_its_connection() {
-    check(
+    fails_beside_a_healthy_connection(
         wat_module_v0(TRAP_START, ""),
         &["_water_worker", "trapped", "unreachable"],
     )
@@ -51,10 +37,11 @@ async fn trapping_worker_fails_only_its_connection() {
 #[tokio::test]
 async fn worker_that_never_returns_is_stopped() {
     // Spinning without calling the host: the compute limit.
-    check(wat_module_v0(SPIN_START, ""), &["_water_worker", "trapped"]).await;
+    fails_beside_a_healthy_connection(wat_module_v0(SPIN_START, ""), &["_water_worker", "trapped"])
+        .await;
     // Calling a host function that neither waits nor moves data does not
     // restart the compute budget.
-    check(
+    fails_beside_a_healthy_connection(
         wat_module_v0(
             "(loop $spin (call $host_defer) (drop (call $pull_config)) (br $spin)) (i32.const 0)",
             "",
@@ -64,7 +51,7 @@ async fn worker_that_never_returns_is_stopped() {
     .await;
     // Sleeping in poll_oneoff without watching the cancel fd: the forced
     // stop after the grace period.
-    check(
+    fails_beside_a_healthy_connection(
         wat_module_v0(SLEEP_IGNORING_CTRL_START, ""),
         &["_water_worker", "stopped by the runtime"],
     )
@@ -73,7 +60,7 @@ async fn worker_that_never_returns_is_stopped() {
 
 #[tokio::test]
 async fn memory_bomb_fails_only_its_connection() {
-    check(
+    fails_beside_a_healthy_connection(
         wat_module_v0(
             "(loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
              (unreachable)",

@@ -356,6 +356,23 @@ pub const SLEEP_IGNORING_CTRL_START: &str = "(i32.store8 (i32.const 8) (i32.cons
 pub const TRAP_START: &str = "(unreachable)";
 pub const SPIN_START: &str = "(loop $spin (br $spin)) (i32.const 0)";
 
+/// Runs `hostile_wasm` on a fresh runtime beside a healthy connection (see
+/// [`beside_a_healthy_connection`]) and asserts that its connection failed with a cause
+/// naming every word of `expect_in_cause`.
+pub async fn fails_beside_a_healthy_connection(hostile_wasm: Vec<u8>, expect_in_cause: &[&str]) {
+    let rt = runtime();
+    let end = beside_a_healthy_connection(&rt, echo_server().await, hostile_wasm).await;
+    let water_pt::runtime::SessionEnd::Failed(cause) = end else {
+        panic!("hostile module should fail, ended {end:?}");
+    };
+    for word in expect_in_cause {
+        assert!(
+            cause.contains(word),
+            "cause {cause:?} should mention {word:?}"
+        );
+    }
+}
+
 /// Starts a healthy `plain` connection, runs `hostile` (which returns how its
 /// connection ended), then checks the healthy one still carries bytes.
 pub async fn beside_a_healthy_connection(
