@@ -27,7 +27,7 @@ WORKSPACE="$ROOT/watm"
 PREBUILT="$WORKSPACE/prebuilt"
 TARGET=wasm32-wasip1
 # Cargo's library name -> committed file name.
-MODULES=("plain:plain" "reverse:reverse" "config_echo:config-echo" "shadowsocks:shadowsocks" "faulty:faulty" "reference_loop:reference-loop" "plain_v0:plain-v0" "xor:xor" "xor_v0:xor-v0")
+MODULES=("plain:plain" "reverse:reverse" "config_echo:config-echo" "shadowsocks:shadowsocks" "faulty:faulty" "reference_loop:reference-loop" "plain_v0:plain-v0" "xor:xor" "xor_v0:xor-v0" "rot:rot")
 
 CHECK=0
 case "${1:-}" in

@@ -218,17 +218,23 @@ impl Child {
     /// `--forward`) or `water-pt client` (`"client"`, with `peer` as its `--remote`) running
     /// the test module `module` on an ephemeral loopback port, plus `extra` arguments.
     pub fn standalone(side: &str, module: &str, peer: SocketAddr, extra: &[&str]) -> Child {
+        let w = module_path(module).display().to_string();
+        Child::standalone_wasm(side, &w, peer, extra)
+    }
+
+    /// [`Child::standalone`] running the module file `w`.
+    pub fn standalone_wasm(side: &str, w: &str, peer: SocketAddr, extra: &[&str]) -> Child {
         let peer_flag = match side {
             "server" => "--forward",
             "client" => "--remote",
             other => panic!("no standalone side {other}"),
         };
-        let (w, p) = (module_path(module).display().to_string(), peer.to_string());
+        let p = peer.to_string();
         let mut args = vec![
             side,
             "--no-cache",
             "--wasm",
-            &w,
+            w,
             "--listen",
             "127.0.0.1:0",
             peer_flag,
