@@ -124,7 +124,11 @@ impl Health {
     }
 }
 
-pub async fn run(args: ServerArgs, limits: crate::runtime::Limits) -> Result<(), String> {
+pub async fn run(
+    args: ServerArgs,
+    limits: crate::runtime::Limits,
+    drain: std::time::Duration,
+) -> Result<(), String> {
     // A forward address that does not resolve would fail every connection: refuse it now.
     if let Some(forward) = &args.forward {
         match tokio::net::lookup_host(forward.as_str()).await {
@@ -150,7 +154,7 @@ pub async fn run(args: ServerArgs, limits: crate::runtime::Limits) -> Result<(),
         "server listening on {local}, forwarding to {}",
         upstream.0.describe()
     );
-    let shutdown = Shutdown::install(false).map_err(|e| e.to_string())?;
+    let shutdown = Shutdown::install(false, drain).map_err(|e| e.to_string())?;
     super::serve_until_stopped(&runtime, &shutdown, tcp, async |tcp| {
         accept_loop(tcp, &shutdown, |inbound, peer| {
             let server = server.clone();

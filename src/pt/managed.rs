@@ -21,7 +21,7 @@ use super::server::{self, WaterServer};
 use super::TRANSPORT_NAME;
 use crate::proxy::ProxyUrl;
 use crate::runtime::{Limits, NetPolicy, Runtime, RuntimeConfig};
-use crate::shutdown::{Phase, Shutdown};
+use crate::shutdown::Shutdown;
 
 /// The client's limits on module downloads from bridges (see [`super::delivery`]).
 #[derive(Debug, Clone, Copy)]
@@ -32,12 +32,13 @@ pub struct FetchLimits {
     pub timeout: Duration,
 }
 
-/// Runs as a managed proxy configured by tor's environment, with the runtime `limits` given
-/// on the command line; connection statistics are logged every `stats_every` (if non-zero)
+/// Runs as a managed proxy configured by tor's environment, with the runtime `limits` and
+/// the `drain` time for a graceful exit given on the command line; connection statistics are logged every `stats_every` (if non-zero)
 /// and at exit. Returns `Err` (non-zero exit) when tor's request cannot be served at all;
 /// `Ok` when asked to exit.
 pub async fn run(
     limits: Limits,
+    drain: Duration,
     stats_every: Duration,
     metrics: Option<std::net::SocketAddr>,
     fetch: FetchLimits,
@@ -123,7 +124,7 @@ pub async fn run(
         }),
     );
     let reporter = Arc::new(Reporter::new(true));
-    let shutdown = Shutdown::install(env.exit_on_stdin_close)
+    let shutdown = Shutdown::install(env.exit_on_stdin_close, drain)
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
     let socks = match &env.client {
@@ -236,7 +237,8 @@ async fn launch_client(
 }
 
 /// Serves both sides until told to stop: on `Draining` the accept loops end and open
-/// connections are awaited; on `Exit` this returns at once.
+/// connections are awaited, for the drain time at most (see [`Shutdown::drain`]); on `Exit`
+/// this returns at once.
 async fn serve(
     socks: Option<(Arc<SocksClient>, TcpListener)>,
     server: Option<(Arc<WaterServer>, TcpListener)>,
@@ -253,15 +255,10 @@ async fn serve(
             server.serve(tcp, shutdown).await;
         }
     };
-    let draining = async {
-        tokio::join!(client_side, server_side);
-        tracing::info!("no longer accepting; waiting for open connections");
-        runtime.wait_idle().await;
-    };
-    tokio::select! {
-        _ = draining => {}
-        _ = shutdown.reached(Phase::Exit) => {}
-    }
+    // The accept loops end on `Draining` and on `Exit` alike; the drain returns at once on
+    // `Exit`.
+    tokio::join!(client_side, server_side);
+    shutdown.drain(runtime).await;
 }
 
 /// `24h`, `90m`, `30s`: a period as an operator reads it.

@@ -12,7 +12,8 @@
 //! descriptor types are the socket types. What differs (the wake-up handle,
 //! the caller socket pair, vectored writes, lifecycle signals, directory
 //! permissions, socket options only some kernels have) lives in [`unix`]
-//! or [`windows`], which export the same names. Neither needs `unsafe`.
+//! or [`windows`], which export the same names. Only one call needs `unsafe`:
+//! Windows' `TCP_MAXRT` socket option, which no safe wrapper exposes.
 
 use std::io;
 use std::time::Duration;
