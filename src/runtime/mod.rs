@@ -41,6 +41,7 @@ pub use relay::Relay;
 pub use session::{Replies, SessionEnd, SessionHandle};
 pub use stream::WaterStream;
 
+pub(crate) use artifact_cache::check_private_dir;
 use artifact_cache::ArtifactCache;
 use driver::Linkers;
 use session::SessionShared;
