@@ -223,12 +223,16 @@ pub async fn run(o: &Opts, bin: &PathBuf, report: &mut Report) -> Result<FloodRe
         ));
     }
     // Every connection accepted and given its session: the server's descriptors grow by at
-    // least one per connection. Bounded: a server that cannot take them all stops short.
+    // least one per connection, then stop growing for a second. Bounded: a server that
+    // cannot take them all stops short.
     let deadline = Instant::now() + Duration::from_secs(o.settle_secs.max(60));
     let mut during = server.usage()?;
-    while during.fds < base.fds + flood.len() && Instant::now() < deadline {
+    let mut steady = 0;
+    while (during.fds < base.fds + flood.len() || steady < 5) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        during = server.usage()?;
+        let now = server.usage()?;
+        steady = if now.fds == during.fds { steady + 1 } else { 0 };
+        during = now;
     }
     result.opening = opening.elapsed();
     result.opened = flood.len();
