@@ -20,8 +20,13 @@ const OPENING_AT_ONCE: usize = 64;
 /// What the flood run measured, for the report.
 #[derive(Debug, Default, Clone)]
 pub struct FloodResult {
-    /// Flood connections open at once.
+    /// Flood connections the driver opened.
     pub opened: usize,
+    /// Sessions the server held for them at once (its threads above the baseline: one per
+    /// open session).
+    pub held: usize,
+    /// What the server said about its capacity and refusals (first lines of each kind).
+    pub server_said: Vec<String>,
     pub silent: usize,
     pub noisy: usize,
     /// How long opening the flood took.
@@ -236,6 +241,14 @@ pub async fn run(o: &Opts, bin: &PathBuf, report: &mut Report) -> Result<FloodRe
     }
     result.opening = opening.elapsed();
     result.opened = flood.len();
+    result.held = during.threads.saturating_sub(base.threads);
+    if result.held < flood.len() {
+        report.problems.push(format!(
+            "the server held {} sessions for {} open flood connections",
+            result.held,
+            flood.len()
+        ));
+    }
     if during.fds < base.fds + flood.len() {
         report.problems.push(format!(
             "the server holds {} descriptors above its baseline for {} open flood connections",
@@ -256,6 +269,24 @@ pub async fn run(o: &Opts, bin: &PathBuf, report: &mut Report) -> Result<FloodRe
         .push(("during flood".into(), during.0, during.1, 0));
 
     drop(flood);
+    // The server's own account of its capacity and of what it refused.
+    let mut refused = 0usize;
+    while let Ok(line) = server.lines.try_recv() {
+        if line.contains("connection limit reached") {
+            refused += 1;
+            if refused > 1 {
+                continue;
+            }
+        }
+        if line.contains("serving at most") || line.contains("connection limit reached") {
+            result.server_said.push(line);
+        }
+    }
+    if refused > 0 {
+        result.server_said.push(format!(
+            "({refused} connections refused at the connection limit)"
+        ));
+    }
     let after = settle(&mut client, &mut server, (warm.0, base), true, o).await?;
     let allow = (total as u64) * RESIDENT_PER_SLOT_KIB + o.rss_slack_mib * 1024;
     check(report, "after flood", "server", &base, &after.1, allow);
@@ -278,15 +309,20 @@ impl FloodResult {
             Some(d) => format!("{:.3} s", d.as_secs_f64()),
             None => "failed".into(),
         };
-        format!(
-            "flood: {} silent + {} noisy connections to the Shadowsocks server, {} open at \
-             once (opened and taken by the server in {:.1} s)\n\
+        let mut t = format!(
+            "flood: {} silent + {} noisy connections to the Shadowsocks server: {} opened, \
+             {} held by the server at once ({:.1} s to open and settle)\n\
              real client: {} KiB echoed intact in {echo} during the flood\n",
             self.silent,
             self.noisy,
             self.opened,
+            self.held,
             self.opening.as_secs_f64(),
             self.echo_bytes >> 10,
-        )
+        );
+        for line in &self.server_said {
+            t.push_str(&format!("server: {line}\n"));
+        }
+        t
     }
 }
