@@ -59,6 +59,17 @@ pub struct Cli {
           default_value_t = crate::shutdown::DEFAULT_DRAIN.as_secs(),
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
     shutdown_timeout_secs: u64,
+    /// Managed mode, client side: the largest module downloaded from a bridge (for a
+    /// `water-sha256` pin the client lacks; see `water-fetch` in pt-spec), in MiB. A bridge
+    /// announcing more is refused before any of it is read.
+    #[arg(long, value_name = "MIB", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=4095))]
+    max_fetch_mib: u32,
+    /// Managed mode, client side: how long a module download from a bridge may take, from
+    /// connecting to the last byte.
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    fetch_timeout_secs: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -309,7 +320,11 @@ pub fn main() -> ExitCode {
             None => {
                 if std::env::var_os("TOR_PT_MANAGED_TRANSPORT_VER").is_some() {
                     let every = std::time::Duration::from_secs(cli.stats_interval_secs);
-                    crate::pt::managed::run(limits, drain, every, cli.metrics_listen).await
+                    let fetch = crate::pt::managed::FetchLimits {
+                        max_bytes: cli.max_fetch_mib << 20,
+                        timeout: Duration::from_secs(cli.fetch_timeout_secs),
+                    };
+                    crate::pt::managed::run(limits, drain, every, cli.metrics_listen, fetch).await
                 } else {
                     Err(
                         "no subcommand given and TOR_PT_MANAGED_TRANSPORT_VER is not set \

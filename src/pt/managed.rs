@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 use super::client::{serve_socks, SocksClient};
 use super::connector::PtConnector;
+use super::delivery::fetch::FetchSettings;
 use super::env::{self, supported_transports, ManagedEnv};
 use super::modules::ModuleStore;
 use super::output::{self, Severity};
@@ -22,6 +23,15 @@ use crate::proxy::ProxyUrl;
 use crate::runtime::{Limits, NetPolicy, Runtime, RuntimeConfig};
 use crate::shutdown::Shutdown;
 
+/// The client's limits on module downloads from bridges (see [`super::delivery`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FetchLimits {
+    /// The largest module accepted, in bytes.
+    pub max_bytes: u32,
+    /// How long a whole download may take.
+    pub timeout: Duration,
+}
+
 /// Runs as a managed proxy configured by tor's environment, with the runtime `limits` and
 /// the `drain` time for a graceful exit given on the command line; connection statistics are logged every `stats_every` (if non-zero)
 /// and at exit. Returns `Err` (non-zero exit) when tor's request cannot be served at all;
@@ -31,6 +41,7 @@ pub async fn run(
     drain: Duration,
     stats_every: Duration,
     metrics: Option<std::net::SocketAddr>,
+    fetch: FetchLimits,
 ) -> Result<(), String> {
     // tor killed outright can neither signal us nor close our stdin: go with it. (The signal
     // comes when the thread that started us ends; tor starts transports from its main thread.)
@@ -103,7 +114,15 @@ pub async fn run(
             module_dir.display()
         );
     }
-    let modules = Arc::new(ModuleStore::new(runtime.clone(), Some(module_dir)));
+    // Module downloads go out like bridge connections: through tor's proxy and bind addresses.
+    let policy = PtConnector::from_env(&env, proxy).policy();
+    let modules = Arc::new(
+        ModuleStore::new(runtime.clone(), Some(module_dir)).with_fetch(FetchSettings {
+            policy: policy.clone(),
+            max_bytes: fetch.max_bytes,
+            timeout: fetch.timeout,
+        }),
+    );
     let reporter = Arc::new(Reporter::new(true));
     let shutdown = Shutdown::install(env.exit_on_stdin_close, drain)
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -112,12 +131,7 @@ pub async fn run(
         None => None,
         Some(_) => {
             let socks = if want_client {
-                launch_client(
-                    &modules,
-                    PtConnector::from_env(&env, proxy).policy(),
-                    &reporter,
-                )
-                .await
+                launch_client(&modules, policy, &reporter).await
             } else {
                 None
             };
