@@ -242,6 +242,46 @@ async fn drain_after_first_sigint_is_bounded() {
     }
 }
 
+/// By default the upstream is connected to only once the module writes toward it, so an
+/// upstream that speaks first (a banner) is not heard until the client speaks;
+/// `--upstream-speaks-first` connects at accept, and the banner arrives unasked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_that_speaks_first() {
+    const BANNER: &[u8] = b"SSH-2.0-test\r\n";
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                s.write_all(BANNER).await.unwrap();
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let mut banner = vec![0u8; BANNER.len()];
+
+    let mut lazy = spawn_server("plain", upstream, &[]);
+    let mut s = TcpStream::connect(lazy.listening_addr()).await.unwrap();
+    let unasked = tokio::time::timeout(Duration::from_millis(500), s.read(&mut banner)).await;
+    assert!(
+        unasked.is_err(),
+        "the upstream was connected before the module wrote to it"
+    );
+    s.write_all(b"hi").await.unwrap();
+    s.read_exact(&mut banner).await.unwrap();
+    assert_eq!(banner, BANNER);
+
+    let mut eager = spawn_server("plain", upstream, &["--upstream-speaks-first"]);
+    let mut s = TcpStream::connect(eager.listening_addr()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut banner))
+        .await
+        .expect("the banner arrives unasked")
+        .unwrap();
+    assert_eq!(banner, BANNER);
+    assert_eq!(roundtrip(&mut s, b"echo").await, b"echo");
+}
+
 #[tokio::test]
 async fn connection_limit_refuses_promptly_with_a_log_line() {
     let echo = echo_server().await;
@@ -352,6 +392,8 @@ fn help_documents_every_flag() {
                 "--config",
                 "--listen",
                 "--forward",
+                "--upstream-speaks-first",
+                "--shutdown-timeout-secs",
                 "--ext-orport",
                 "--ext-orport-cookie",
             ][..],

@@ -28,7 +28,7 @@ use super::report::Reporter;
 use super::secrets::SecretFile;
 use super::TRANSPORT_NAME;
 use crate::extor::{self, ExtOrError};
-use crate::runtime::{into_fd, run_cancellable, OpenSocket, Server, SessionEnd};
+use crate::runtime::{into_fd, open_with, OpenSocket, Server, SessionEnd};
 use crate::serve::accept_loop;
 use crate::shutdown::Shutdown;
 
@@ -328,24 +328,12 @@ impl WaterServer {
     ) -> OpenSocket {
         let upstream = self.upstream.clone();
         let reporter = self.reporter.clone();
-        let tokio = tokio::runtime::Handle::current();
-        Box::new(move |cancel| {
-            run_cancellable(cancel, move || {
-                match tokio.block_on(upstream.connect(peer)) {
-                    Ok(tor) => {
-                        let _guard = tokio.enter();
-                        into_fd(tor)
-                    }
-                    Err((kind, msg)) => {
-                        let _ = failure.set(kind);
-                        // The module sees its caller socket closed and ends the connection.
-                        reporter.failed_once(
-                            kind,
-                            &format!("water: inbound connection dropped: {msg}"),
-                        );
-                        Err(io::Error::new(io::ErrorKind::ConnectionRefused, msg))
-                    }
-                }
+        open_with(move || async move {
+            upstream.connect(peer).await.map_err(|(kind, msg)| {
+                let _ = failure.set(kind);
+                // The module sees its caller socket closed and ends the connection.
+                reporter.failed_once(kind, &format!("water: inbound connection dropped: {msg}"));
+                io::Error::new(io::ErrorKind::ConnectionRefused, msg)
             })
         })
     }

@@ -125,6 +125,28 @@ impl Listener {
     }
 }
 
+/// An [`OpenSocket`] for [`Server::serve_opening_caller`] that runs the async
+/// `connect` on the tokio runtime this is called in. The connection is made
+/// from the session's thread when the module first writes toward the
+/// caller; a stop of the session ends the wait for it at once (the attempt
+/// itself is left to finish on a helper thread, and what it opens is
+/// dropped).
+pub fn open_with<F, Fut>(connect: F) -> OpenSocket
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = io::Result<TcpStream>>,
+{
+    let tokio = tokio::runtime::Handle::current();
+    Box::new(move |cancel| {
+        super::run_cancellable(cancel, move || {
+            let tcp = tokio.block_on(connect())?;
+            // Deregistering the socket from tokio's reactor needs the runtime's context.
+            let _guard = tokio.enter();
+            into_fd(tcp)
+        })
+    })
+}
+
 /// Turns a tokio TCP stream into an owned descriptor for a module.
 pub fn into_fd(tcp: TcpStream) -> io::Result<HostFd> {
     let std = tcp.into_std()?;

@@ -34,7 +34,7 @@ pub use cancel::run_cancellable;
 pub use dialer::Dialer;
 pub use driver::Generation;
 pub use error::Error;
-pub use listener::{into_fd, Listener, Server};
+pub use listener::{into_fd, open_with, Listener, Server};
 pub use module::{sha256, Role, Watm};
 pub use net::{resolve, AllowList, Connector, DirectConnector, NetPolicy};
 pub use relay::Relay;
