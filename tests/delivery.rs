@@ -6,8 +6,8 @@
 //! SOCKS request with a non-zero reply and a log line naming the cause, while the client keeps
 //! serving other connections. Concurrent requests for one pin share one download.
 //! Bridge side: a real `water-pt` bridge keeps serving downloads and connections while a
-//! silent client, garbage, malformed and unknown requests hit its delivery port, and refuses
-//! an address past its rate.
+//! silent client, garbage, malformed and unknown requests hit its delivery port, serves the
+//! module it ran before (rotation), and refuses an address past its rate.
 
 mod common;
 
@@ -294,8 +294,9 @@ async fn a_bridge_serves_downloads_beside_bad_clients_and_limits_each_address() 
         (
             "TOR_PT_SERVER_TRANSPORT_OPTIONS",
             format!(
-                "water:water-wasm={};water:water-fetch-rate=6",
-                module_path("rot").display()
+                "water:water-wasm={};water:water-serve-also={};water:water-fetch-rate=7",
+                module_path("rot").display(),
+                module_path("xor").display()
             ),
         ),
     ];
@@ -345,7 +346,17 @@ async fn a_bridge_serves_downloads_beside_bad_clients_and_limits_each_address() 
         ask(&rt, fetch, &key, &small.encode()).await,
         Response::Refused(Status::TooLarge, module("rot").len() as u32)
     );
-    // 6: a real client with nothing but the line downloads the module and gets through.
+    // 6: rotation: the module named by water-serve-also (the one a bridge ran before) is
+    // served too, for lines that still pin it.
+    let previous = Request {
+        max_len: 1 << 20,
+        sha256: sha256(&module("xor")),
+    };
+    assert_eq!(
+        ask(&rt, fetch, &key, &previous.encode()).await,
+        Response::Module(module("xor"))
+    );
+    // 7: a real client with nothing but the line downloads the module and gets through.
     let client_dir = TempDir::new("delivery-bridge-client");
     let cenv = client_env(&client_dir.state());
     let mut client = PtChild::spawn(&env_refs(&cenv), &[]);
@@ -365,14 +376,17 @@ async fn a_bridge_serves_downloads_beside_bad_clients_and_limits_each_address() 
     assert_eq!(roundtrip(&mut s, b"via rot").await, b"via rot");
     let logged = loop {
         let line = bridge.line();
-        if line.contains("downloads since start") {
+        if line.contains("2 downloads since start") {
             break line;
         }
     };
     assert!(logged.starts_with("LOG SEVERITY=notice"), "{logged}");
-    assert!(logged.contains("1 downloads since start"), "{logged}");
+    assert!(
+        logged.contains(&format!("module {} sent", &rot_pin()[..12])),
+        "{logged}"
+    );
     assert!(!logged.contains("127.0.0.1"), "no client address: {logged}");
-    // 7: past the rate: refused, saying how long to wait.
+    // 8: past the rate: refused, saying how long to wait.
     let full = Request {
         max_len: 1 << 20,
         sha256: pin,
