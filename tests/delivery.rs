@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::pt::*;
+use common::test_proxies::{socks5_server, spawn_proxy, BND_V4};
 use common::{echo_server, module, module_path, roundtrip, runtime, sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -398,4 +399,30 @@ async fn a_bridge_serves_downloads_beside_bad_clients_and_limits_each_address() 
     // The transport itself is untouched by all of it.
     let mut s = socks_with_args(socks, &pairs, addr).await.stream();
     assert_eq!(roundtrip(&mut s, b"again").await, b"again");
+}
+
+/// The download is dialed like any bridge connection: through tor's `TOR_PT_PROXY`. (The test
+/// proxy puts a banner in front of the bridge's bytes, which no Shadowsocks session survives,
+/// so the download then fails; what matters is where it went.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_download_goes_through_tor_pt_proxy() {
+    let rt = runtime();
+    let (port, _) = delivery_port(&rt, Answer::Module(Arc::new(module("rot")), None)).await;
+    let (proxy, asked) = spawn_proxy(port, socks5_server(None, 0, BND_V4.to_vec()));
+    let dir = TempDir::new("delivery-proxy");
+    let mut env = client_env(&dir.state());
+    env.push(("TOR_PT_PROXY", format!("socks5://{proxy}")));
+    let mut client = PtChild::spawn(&env_refs(&env), &[]);
+    assert_eq!(client.line(), "VERSION 1");
+    assert_eq!(client.line(), "PROXY DONE");
+    let socks = client.cmethod();
+    let bridge: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let r = socks_line(socks, port, bridge).await;
+    let record = asked.recv_timeout(WAIT).unwrap().unwrap();
+    assert_eq!(
+        record,
+        format!("socks5 method=0 atyp=1 target=127.0.0.1:{}", port.port())
+    );
+    assert!(matches!(r, Socks::Refused(1)), "{r:?}");
+    client.wait_stderr("download from the bridge failed");
 }
