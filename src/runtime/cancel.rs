@@ -8,7 +8,7 @@
 //! finishes on its own (each kind of work is bounded by its own timeout) and
 //! its result is dropped.
 
-use crate::sys::{self, PollFd, PollFlags, Waker};
+use crate::sys::{self, Waker};
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -28,11 +28,7 @@ pub fn run_cancellable<T: Send + 'static>(
             *helper_slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
             helper_done.wake();
         })?;
-    let mut fds = [
-        PollFd::from_borrowed_fd(done.as_fd(), PollFlags::IN),
-        PollFd::from_borrowed_fd(cancel.as_fd(), PollFlags::IN),
-    ];
-    sys::poll(&mut fds, None)?;
+    sys::wait(&mut [], &[&done, cancel], None)?;
     // A result that is there wins over a stop that came at the same time.
     let result = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
     result.unwrap_or_else(|| Err(io::Error::new(io::ErrorKind::Interrupted, "stopped")))
