@@ -26,7 +26,9 @@ use super::report::Reporter;
 use super::secrets::SecretFile;
 use super::TRANSPORT_NAME;
 use crate::extor::{self, ExtOrError};
-use crate::runtime::{into_fd, run_cancellable, OpenSocket, Server, SessionEnd};
+use crate::runtime::{
+    connect_cancellable, into_fd, run_task_cancellable, OpenSocket, Server, SessionEnd,
+};
 use crate::serve::accept_loop;
 use crate::shutdown::Shutdown;
 
@@ -34,6 +36,10 @@ pub use super::bridge_setup::CLIENT_CONFIG_OPTION;
 
 /// The file in `TOR_PT_STATE_LOCATION` holding a ready-to-edit bridge line.
 pub const BRIDGE_LINE_FILE: &str = "water_bridgeline.txt";
+
+/// How long connecting to tor's plain ORPort may take. tor answers at once on loopback; the
+/// limit only keeps an unreachable ORPort from holding a client connection open.
+const ORPORT_CONNECT_TIMEOUT: std::time::Duration = extor::HANDSHAKE_TIMEOUT;
 
 /// Where decoded connections go.
 #[derive(Debug, Clone)]
@@ -243,7 +249,9 @@ impl WaterServer {
 
     /// Opens tor's side of the connection from `peer` when the module first writes toward
     /// it: a probe the module rejects without a word never becomes a connection into tor.
-    /// Runs on the session's thread; a stop of the session cuts the handshake short.
+    /// Runs on the session's thread, and a stop of the session cuts it short. Neither kind
+    /// of upstream costs a thread: the ORPort is a non-blocking connect waited on beside the
+    /// stop signal, the Extended ORPort handshake a task on the tokio runtime.
     fn open_upstream(
         &self,
         peer: SocketAddr,
@@ -253,22 +261,26 @@ impl WaterServer {
         let reporter = self.reporter.clone();
         let tokio = tokio::runtime::Handle::current();
         Box::new(move |cancel| {
-            run_cancellable(cancel, move || {
-                match tokio.block_on(upstream.connect(peer)) {
-                    Ok(tor) => {
-                        let _guard = tokio.enter();
-                        into_fd(tor)
-                    }
-                    Err((kind, msg)) => {
-                        let _ = failure.set(kind);
-                        // The module sees its caller socket closed and ends the connection.
-                        reporter.failed_once(
-                            kind,
-                            &format!("water: inbound connection dropped: {msg}"),
-                        );
-                        Err(io::Error::new(io::ErrorKind::ConnectionRefused, msg))
+            let opened = match upstream {
+                Upstream::OrPort(addr) => {
+                    match connect_cancellable(addr, ORPORT_CONNECT_TIMEOUT, cancel) {
+                        Ok(tor) => Ok(tor.into()),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
+                        Err(e) => Err(("orport", format!("cannot connect to ORPort {addr}: {e}"))),
                     }
                 }
+                Upstream::ExtOrPort { .. } => run_task_cancellable(cancel, &tokio, async move {
+                    Ok(match upstream.connect(peer).await {
+                        Ok(tor) => into_fd(tor).map_err(|e| ("extor-io", e.to_string())),
+                        Err(refused) => Err(refused),
+                    })
+                })?,
+            };
+            opened.map_err(|(kind, msg)| {
+                let _ = failure.set(kind);
+                // The module sees its caller socket closed and ends the connection.
+                reporter.failed_once(kind, &format!("water: inbound connection dropped: {msg}"));
+                io::Error::new(io::ErrorKind::ConnectionRefused, msg)
             })
         })
     }

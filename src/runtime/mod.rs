@@ -30,13 +30,13 @@ mod v0;
 mod v1;
 
 pub use crate::wasi::OpenSocket;
-pub use cancel::run_cancellable;
+pub use cancel::{run_cancellable, run_task_cancellable};
 pub use dialer::Dialer;
 pub use driver::Generation;
 pub use error::Error;
 pub use listener::{into_fd, Listener, Server};
 pub use module::{sha256, Role, Watm};
-pub use net::{resolve, AllowList, Connector, DirectConnector, NetPolicy};
+pub use net::{connect_cancellable, resolve, AllowList, Connector, DirectConnector, NetPolicy};
 pub use relay::Relay;
 pub use session::{Replies, SessionEnd, SessionHandle};
 pub use stream::WaterStream;
