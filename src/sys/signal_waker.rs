@@ -91,9 +91,10 @@ pub fn wait(
 ) -> io::Result<Waited> {
     let mask = wait_mask()?;
     let deadline = timeout.map(|t| Instant::now() + t);
+    // Bits `nix` has no name for (`POLLRDHUP`) are passed through as they are.
     let mut os: Vec<OsPollFd<'_>> = fds
         .iter()
-        .map(|p| OsPollFd::new(p.fd, OsPollFlags::from_bits_truncate(p.events.bits() as _)))
+        .map(|p| OsPollFd::new(p.fd, OsPollFlags::from_bits_retain(p.events.bits() as _)))
         .collect();
     // Registered before the flags are checked: a wake after the check finds
     // this thread and signals it.
@@ -108,8 +109,7 @@ pub fn wait(
             Ok(_) => {
                 let mut ready = 0;
                 for (ours, theirs) in fds.iter_mut().zip(&os) {
-                    let revents = theirs.revents().map_or(0, |r| r.bits());
-                    ours.revents = PollFlags::from_bits_retain(revents as _);
+                    ours.revents = revents(theirs);
                     ready += usize::from(!ours.revents.is_empty());
                 }
                 let woken = woken || wakers.iter().any(|w| w.is_woken());
@@ -119,6 +119,19 @@ pub fn wait(
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// What the kernel reported for one entry. `nix` reports nothing
+/// (`None`) when a bit it has no name for is set, and the only such bit a
+/// wait asks for is `POLLRDHUP` (the peer shut its side): the kernel sets
+/// it together with `POLLIN` (end-of-stream is readable), so that is what
+/// such an entry reports. An error or full hang-up there shows on the next
+/// read.
+fn revents(entry: &OsPollFd<'_>) -> PollFlags {
+    match entry.revents() {
+        Some(known) => PollFlags::from_bits_retain(known.bits() as _),
+        None => PollFlags::IN | PollFlags::RDHUP,
     }
 }
 
@@ -215,6 +228,26 @@ mod tests {
                 woken: false
             }
         );
+    }
+
+    #[test]
+    fn a_peer_that_shut_its_side_is_reported_as_a_hang_up() {
+        let waker = Waker::new().unwrap();
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        b.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut fds = [PollFd::from_borrowed_fd(
+            a.as_fd(),
+            PollFlags::IN | PollFlags::RDHUP,
+        )];
+        let waited = wait(&mut fds, &[&waker], None).unwrap();
+        assert_eq!(
+            waited,
+            Waited {
+                ready: 1,
+                woken: false
+            }
+        );
+        assert!(fds[0].revents().contains(PollFlags::IN | PollFlags::RDHUP));
     }
 
     #[test]
