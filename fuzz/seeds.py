@@ -160,3 +160,15 @@ put("wasi_guest_memory", "edges", wasi(bytes(img), [
     rec("fd_close", 0xFFFFFFFF),
     rec("proc_exit", 3),
 ]))
+
+# delivery_request: the 42 bytes a client sends the bridge's delivery port.
+PIN = hashlib.sha256(b"module").digest()
+put("delivery_request", "get", b"WATD\x01\x01" + struct.pack(">I", 16 << 20) + PIN)
+put("delivery_request", "bad-command", b"WATD\x01\x02" + struct.pack(">I", 1) + PIN)
+
+# delivery_response: [chunk size][limit: u16 LE][what the bridge sends]
+MODULE = b"\x00asm\x01\x00\x00\x00"
+put("delivery_response", "module", bytes([5]) + struct.pack("<H", 100) + b"WATD\x01\x00" + struct.pack(">I", len(MODULE)) + MODULE)
+put("delivery_response", "rate-limited", bytes([10]) + struct.pack("<H", 100) + b"WATD\x01\x02" + struct.pack(">I", 600))
+put("delivery_response", "oversized", bytes([1]) + struct.pack("<H", 4) + b"WATD\x01\x00" + struct.pack(">I", 1 << 30))
+put("delivery_response", "truncated", bytes([3]) + struct.pack("<H", 100) + b"WATD\x01\x00" + struct.pack(">I", 50) + MODULE)

@@ -21,6 +21,8 @@
 #   fingerprint filled in: it runs the module from its built-in catalogue.
 #   With E2E_RESTART=1 the bridge is then restarted: its line must not change,
 #   and a fresh client with the old line must get through again.
+#   With E2E_CLIENT_RESTART=1 the client is restarted with its DataDirectory
+#   kept, and must get through without a module download from the bridge.
 # Every run also checks every line the transports wrote to either tor's log
 # (their LOG and STATUS lines, and their stderr, which tor logs at info level)
 # for an IP address or port: none may show one unless --unsafe-logging.
@@ -137,10 +139,13 @@ start_bridge() {
   fingerprint=$(cut -d' ' -f2 "$tmp/bridge/fingerprint")
 }
 
-# start_client RUN BRIDGE_LINE: a client with a fresh DataDirectory; waits for the descriptor.
+# start_client RUN BRIDGE_LINE [keep]: a client with a fresh DataDirectory (or, with keep,
+# the one of the run before); waits for the descriptor.
 start_client() {
-  rm -rf "$tmp/client"
-  mkdir -m 700 "$tmp/client"
+  if [ "${3:-}" != keep ]; then
+    rm -rf "$tmp/client"
+    mkdir -m 700 "$tmp/client"
+  fi
   cat > "$tmp/client.torrc" <<TORRC
 DataDirectory $tmp/client
 UseBridges 1
@@ -155,8 +160,15 @@ TORRC
   "$tor_bin" -f "$tmp/client.torrc" --quiet &
   client_pid=$!
   pids+=($client_pid)
-  wait_for "$tmp/client-$1.log" "new bridge descriptor" "the client to fetch the bridge descriptor"
-  grep -m1 "new bridge descriptor" "$tmp/client-$1.log"
+  if [ "${3:-}" = keep ]; then
+    # The descriptor may come from the kept cache: wait for the transport's own word that
+    # it reached the bridge.
+    wait_for "$tmp/client-$1.info.log" "CONNECT=Success" "the client's transport to reach the bridge"
+    echo "tor-e2e: client $1 reached the bridge through the transport"
+  else
+    wait_for "$tmp/client-$1.log" "new bridge descriptor" "the client to fetch the bridge descriptor"
+    grep -m1 "new bridge descriptor" "$tmp/client-$1.log"
+  fi
 }
 
 # stop PID: ends a tor; its transport must exit by itself once tor is gone.
@@ -188,6 +200,28 @@ else
   line="Bridge water 127.0.0.1:$pt_port $fingerprint $bridge_args"
 fi
 start_client 1 "$line"
+
+# Downloads the bridge's transport reported (module delivery, for a module that is not
+# built in): one LOG line per module sent.
+downloads() {
+  local n=0 log
+  for log in "$tmp"/bridge-*.log; do
+    case "$log" in *.info.log) continue ;; esac
+    n=$((n + $(grep -c "downloads since start" "$log" || true)))
+  done
+  echo $n
+}
+
+if [ "${E2E_CLIENT_RESTART:-0}" = 1 ]; then
+  first=$(downloads)
+  cached=$(find "$tmp/client/pt_state/watm" -name '*.wasm' 2>/dev/null | wc -l)
+  echo "tor-e2e: client run 1: $first module download(s) from the bridge, $cached module(s) cached"
+  stop "$client_pid"
+  start_client 1b "$line" keep
+  again=$(downloads)
+  [ "$again" = "$first" ] || { echo "tor-e2e: the restarted client downloaded again ($first, then $again)" >&2; exit 1; }
+  echo "tor-e2e: client run 2: no download (still $again)"
+fi
 
 if [ "${E2E_RESTART:-0}" = 1 ]; then
   stop "$client_pid"

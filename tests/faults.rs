@@ -152,6 +152,8 @@ async fn bridge_pt_killed_mid_transfer() {
     let echo = echo_server().await;
     let mut s = socks_connect(socks, None, Target::Ip(echo)).await.stream();
     assert_eq!(roundtrip(&mut s, b"still serving").await, b"still serving");
+    // tor exiting: its SOCKS connections close, then our stdin.
+    drop(s);
     client.close_stdin();
     assert!(client.wait_exit().success());
 }
@@ -456,6 +458,59 @@ fn descendants(pid: u32) -> Vec<u32> {
     out
 }
 
+/// stdin closing (with `TOR_PT_EXIT_ON_STDIN_CLOSE=1`) asks for a graceful exit, like the
+/// first SIGINT: nothing new is accepted, an open connection keeps working for the drain
+/// time, then it is stopped and the process exits with status 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_close_drains_for_the_drain_time_then_stops() {
+    const DRAIN: Duration = Duration::from_secs(2);
+    let orport = echo_server().await;
+    let dir = TempDir::new("stdin-drain");
+    let mut env = orport_env(&dir, orport);
+    env.push(("TOR_PT_CLIENT_TRANSPORTS", "water".into()));
+    let drain = DRAIN.as_secs().to_string();
+    let mut pt = PtChild::spawn(&env_refs(&env), &["--shutdown-timeout-secs", &drain]);
+    assert_eq!(pt.line(), "VERSION 1");
+    let socks = pt.cmethod();
+    assert_eq!(pt.line(), "CMETHODS DONE");
+    let (bridge, _) = pt.smethod();
+    assert_eq!(pt.line(), "SMETHODS DONE");
+    let mut open = socks_connect(socks, None, Target::Ip(bridge))
+        .await
+        .stream();
+    assert_eq!(roundtrip(&mut open, b"before").await, b"before");
+
+    let closed = Instant::now();
+    pt.close_stdin();
+    pt.wait_stderr("stdin closed: no longer accepting");
+    // Draining: the open connection still carries data, a new one is not served.
+    assert_eq!(roundtrip(&mut open, b"during").await, b"during");
+    for listener in [socks, bridge] {
+        assert!(
+            TcpStream::connect(listener).await.is_err(),
+            "{listener} still accepting while draining"
+        );
+    }
+    let status = pt.wait_exit();
+    let took = closed.elapsed();
+    eprintln!("exited {took:?} after stdin closed, with a connection open");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took >= DRAIN,
+        "exited after {took:?}, before the drain time"
+    );
+    assert!(
+        took < DRAIN + Duration::from_secs(5),
+        "took {took:?} to exit"
+    );
+    let mut b = [0u8; 1];
+    let n = tokio::time::timeout(CLOSE_WITHIN, open.read(&mut b))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stdin_close_with_100_open_connections_exits_within_2s() {
     let orport = echo_server().await;
@@ -464,7 +519,8 @@ async fn stdin_close_with_100_open_connections_exits_within_2s() {
     // sessions (and 200 session threads) in this process.
     let mut env = orport_env(&dir, orport);
     env.push(("TOR_PT_CLIENT_TRANSPORTS", "water".into()));
-    let mut pt = PtChild::spawn(&env_refs(&env), &[]);
+    // No time to drain: every open session is asked to stop as soon as stdin closes.
+    let mut pt = PtChild::spawn(&env_refs(&env), &["--shutdown-timeout-secs", "0"]);
     assert_eq!(pt.line(), "VERSION 1");
     let socks = pt.cmethod();
     assert_eq!(pt.line(), "CMETHODS DONE");

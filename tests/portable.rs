@@ -151,7 +151,9 @@ async fn managed_client_transcript_socks_args_and_stdin_close() {
         "STATUS TRANSPORT=water ADDRESS=[scrubbed] CONNECT=Success"
     );
 
-    // tor exiting closes our stdin; with TOR_PT_EXIT_ON_STDIN_CLOSE=1 that ends the process.
+    // tor exiting closes its SOCKS connections and our stdin; with
+    // TOR_PT_EXIT_ON_STDIN_CLOSE=1 that ends the process.
+    drop(s);
     pt.close_stdin();
     assert!(pt.wait_exit().success(), "{}", pt.stderr());
 }

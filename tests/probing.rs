@@ -325,3 +325,96 @@ async fn probes_make_no_extended_orport_connection() {
     assert!(back == msg, "the echo differs");
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
+
+/// A stand-in upstream for `water-pt server --forward`: echoes, and counts the connections
+/// it accepted.
+async fn counting_echo() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// The standalone server opens its `--forward` connection when the module first writes
+/// toward it, as the managed bridge does with tor: probes cost the upstream nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_server_probes_make_no_forward_connection() {
+    let (upstream, accepted) = counting_echo().await;
+    let dir = TempDir::new("probe-forward");
+    let config = dir.path().join("server.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"method":"chacha20-ietf-poly1305","password":"probing test secret","reject_timeout_secs":{REJECT_SECS}}}"#
+        ),
+    )
+    .unwrap();
+    let (ss, config, fwd) = (
+        module_path("shadowsocks").display().to_string(),
+        config.display().to_string(),
+        upstream.to_string(),
+    );
+    let mut server = common::Child::spawn(&[
+        "server",
+        "--no-cache",
+        "--wasm",
+        &ss,
+        "--config",
+        &config,
+        "--listen",
+        "127.0.0.1:0",
+        "--forward",
+        &fwd,
+    ]);
+    let addr = server.listening_addr();
+
+    // Silent probes and probes sending garbage, all rejected at the deadline.
+    let limit = Duration::from_secs(REJECT_SECS) + MARGIN;
+    let mut probing = Vec::new();
+    for i in 0..6u64 {
+        probing.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            if i % 2 == 1 {
+                s.write_all(&random_bytes(100 + 50 * i as usize, i))
+                    .await
+                    .unwrap();
+            }
+            read_until_closed(&mut s, limit).await
+        }));
+    }
+    for p in probing {
+        let (got, took, closed) = p.await.unwrap();
+        assert!(
+            got.is_empty() && closed,
+            "{got:?} closed={closed} after {took:?}"
+        );
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "a probe reached the upstream"
+    );
+
+    // A real client gets through, on the one upstream connection made.
+    let rt = water_pt::Runtime::new(water_pt::RuntimeConfig::default()).unwrap();
+    let config = br#"{"method":"chacha20-ietf-poly1305","password":"probing test secret","target":"127.0.0.1:9"}"#;
+    let dialer = water_pt::Dialer::new(&rt, rt.load(&common::module("shadowsocks")).unwrap())
+        .with_config(Some(config.to_vec()));
+    let mut s = dialer.dial("tcp", &addr.to_string()).await.unwrap();
+    let msg = random_bytes(64 << 10, 9);
+    let back = tokio::time::timeout(Duration::from_secs(20), common::roundtrip(&mut s, &msg))
+        .await
+        .expect("echoed in time");
+    assert!(back == msg, "the echo differs");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}

@@ -243,11 +243,12 @@ fn server_publishes_the_client_config_never_its_own() {
     let mut env = server_env(&dir, "127.0.0.1:0");
     env.push((
         "TOR_PT_SERVER_TRANSPORT_OPTIONS",
-        format!("water:water-wasm={echo};water:water-config=c2VydmVyLXNlY3JldA;water:water-client-config=aGVsbG8"),
+        format!("water:water-wasm={echo};water:water-config=c2VydmVyLXNlY3JldA;water:water-client-config=aGVsbG8;water:water-fetch-port=off"),
     ));
     let mut pt = PtChild::spawn(&env_refs(&env), &[]);
     assert_eq!(pt.line(), "VERSION 1");
     let (_, args) = pt.smethod();
+    // Module delivery is off, so the line carries exactly the module's arguments.
     assert_eq!(
         args,
         format!("water-sha256={echo_sha},water-config=aGVsbG8")
@@ -263,7 +264,12 @@ fn server_publishes_the_client_config_never_its_own() {
     let mut pt = PtChild::spawn(&env_refs(&env), &[]);
     assert_eq!(pt.line(), "VERSION 1");
     let (_, args) = pt.smethod();
-    assert_eq!(args, format!("water-sha256={echo_sha}"));
+    // The module is not built in, so the bridge also offers it for download.
+    assert!(
+        args.starts_with(&format!("water-sha256={echo_sha},water-fetch=")),
+        "{args}"
+    );
+    assert!(!args.contains("water-config"), "{args}");
 }
 
 #[test]

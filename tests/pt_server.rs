@@ -216,9 +216,16 @@ async fn client_pt_to_server_pt_to_orport_through_plain_and_reverse() {
     ));
     let (_rev_pt, rev_addr, rev_args) = start_server(env);
     let hex = hex::encode(sha256(&module("reverse")));
-    assert_eq!(rev_args, format!("water-sha256={hex}"));
+    // Not built in: the bridge also offers it for download (module delivery).
+    assert!(
+        rev_args.starts_with(&format!("water-sha256={hex},water-fetch=")),
+        "{rev_args}"
+    );
+    assert!(rev_args.contains(",water-fetch-key="), "{rev_args}");
     let mut args = bridge_file_args(&rev_dir);
-    assert_eq!(args, vec![("water-sha256".to_owned(), hex.clone())]);
+    let keys: Vec<&str> = args.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["water-sha256", "water-fetch", "water-fetch-key"]);
+    assert_eq!(args[0].1, hex);
     args.push(("water-wasm".into(), reverse.display().to_string()));
     let args: Vec<(&str, &str)> = args.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut s = socks_with_args(socks, &args, rev_addr).await.stream();

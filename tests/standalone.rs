@@ -142,6 +142,146 @@ async fn first_sigint_drains_second_exits() {
     server.wait_exit(Duration::from_secs(5));
 }
 
+/// A listener module that greets its peer with one byte and then waits in
+/// `poll_oneoff` on an hour-long clock, again and again, never looking at its
+/// control pipe: it never ends on its own, nor when asked to stop.
+fn never_ends() -> Vec<u8> {
+    wat_module(
+        r#"(i32.store (i32.const 0) (i32.const 512))
+    (i32.store (i32.const 4) (i32.const 1))
+    (i32.store8 (i32.const 512) (i32.const 33))
+    (drop (call $fd_write (global.get $net) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (i32.store8 (i32.const 72) (i32.const 0))
+    (i32.store (i32.const 80) (i32.const 1))
+    (i64.store (i32.const 88) (i64.const 3600000000000))
+    (loop $forever
+      (drop (call $poll (i32.const 64) (i32.const 128) (i32.const 1) (i32.const 192)))
+      (br $forever))
+    (i32.const 0)"#,
+        "",
+    )
+}
+
+/// Reads until end of stream (or a reset), bounded; panics if the peer keeps it open.
+async fn closed_within(s: &mut TcpStream, limit: Duration) {
+    let mut buf = [0u8; 64];
+    tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .expect("the connection was closed");
+}
+
+/// The first SIGINT's drain is bounded: an idle connection keeps working while
+/// it lasts, and neither it nor a module that ignores every stop keeps the
+/// process alive past the drain time (plus the stop grace); the process then
+/// exits with status 0 and the connections closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_after_first_sigint_is_bounded() {
+    const DRAIN: Duration = Duration::from_secs(2);
+    const GRACE_MS: &str = "300";
+    let echo = echo_server().await;
+    let dir = common::pt::TempDir::new("drain");
+    let stuck = dir.path().join("never-ends.wasm");
+    std::fs::write(&stuck, never_ends()).unwrap();
+    let stuck = stuck.display().to_string();
+    let drain = DRAIN.as_secs().to_string();
+    let extra = [
+        "--shutdown-timeout-secs",
+        &drain,
+        "--stop-grace-ms",
+        GRACE_MS,
+    ];
+    for module in [wasm("plain"), stuck] {
+        let mut server = Child::standalone_wasm("server", &module, echo, &extra);
+        let addr = server.listening_addr();
+        let mut open = TcpStream::connect(addr).await.unwrap();
+        let plain = module.ends_with("plain.wasm");
+        if plain {
+            assert_eq!(roundtrip(&mut open, b"one").await, b"one");
+        } else {
+            let mut greeting = [0u8; 1];
+            open.read_exact(&mut greeting).await.unwrap();
+            assert_eq!(&greeting, b"!");
+        }
+
+        let signalled = std::time::Instant::now();
+        server.signal(Signal::INT);
+        server.wait_for_line("no longer accepting");
+        if plain {
+            // Draining: the open connection still carries data.
+            assert_eq!(roundtrip(&mut open, b"two").await, b"two");
+        }
+        server.wait_for_line_within("still open after", DRAIN + Duration::from_secs(10));
+        let status = server.wait_exit(Duration::from_secs(10));
+        let took = signalled.elapsed();
+        eprintln!("{module}: exited {took:?} after SIGINT");
+        assert!(status.success(), "{status:?}");
+        assert!(
+            took >= DRAIN,
+            "exited after {took:?}, before the drain time"
+        );
+        closed_within(&mut open, Duration::from_secs(5)).await;
+        if !plain {
+            // The module ignored the stop; the forced stop ended its session, so the
+            // process did not have to leave it behind.
+            assert!(
+                !server
+                    .seen
+                    .iter()
+                    .any(|l| l.contains("did not end when stopped")),
+                "the forced stop did not end the session: {:#?}",
+                server.seen
+            );
+        }
+    }
+}
+
+/// By default the upstream is connected to only once the module writes toward it, so an
+/// upstream that speaks first (a banner) is not heard until the client speaks;
+/// `--upstream-speaks-first` connects at accept, and the banner arrives unasked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_that_speaks_first() {
+    const BANNER: &[u8] = b"SSH-2.0-test\r\n";
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                s.write_all(BANNER).await.unwrap();
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let mut banner = vec![0u8; BANNER.len()];
+
+    let mut lazy = spawn_server("plain", upstream, &[]);
+    let mut s = TcpStream::connect(lazy.listening_addr()).await.unwrap();
+    let unasked = tokio::time::timeout(Duration::from_millis(500), s.read(&mut banner)).await;
+    assert!(
+        unasked.is_err(),
+        "the upstream was connected before the module wrote to it"
+    );
+    s.write_all(b"hi").await.unwrap();
+    s.read_exact(&mut banner).await.unwrap();
+    assert_eq!(banner, BANNER);
+
+    let mut eager = spawn_server("plain", upstream, &["--upstream-speaks-first"]);
+    let mut s = TcpStream::connect(eager.listening_addr()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut banner))
+        .await
+        .expect("the banner arrives unasked")
+        .unwrap();
+    assert_eq!(banner, BANNER);
+    assert_eq!(roundtrip(&mut s, b"echo").await, b"echo");
+}
+
 #[tokio::test]
 async fn connection_limit_refuses_promptly_with_a_log_line() {
     let echo = echo_server().await;
@@ -252,6 +392,8 @@ fn help_documents_every_flag() {
                 "--config",
                 "--listen",
                 "--forward",
+                "--upstream-speaks-first",
+                "--shutdown-timeout-secs",
                 "--ext-orport",
                 "--ext-orport-cookie",
             ][..],

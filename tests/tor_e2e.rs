@@ -71,3 +71,31 @@ fn tor_through_a_v0_module() {
     let out = run_e2e(&["xor-v0"]);
     assert!(out.contains("OK (xor-v0.wasm)"), "{out}");
 }
+
+/// A bridge running a module of its own (`rot`, not built in) and a client with an empty
+/// state directory and only the bridge's line: the client downloads the module from the
+/// bridge (module delivery), checks it against the pin and gets through; it is then cached,
+/// and the restarted client gets through again without a second download.
+#[test]
+fn tor_through_a_module_delivered_by_the_bridge() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let rot = format!("{root}/watm/prebuilt/rot.wasm");
+    let pin = water_pt::runtime::sha256(&std::fs::read(&rot).unwrap());
+    assert!(
+        water_pt::pt::catalogue::by_sha256(&pin).is_none(),
+        "the test module must not be built in"
+    );
+    let digest = hex::encode(pin);
+    let out = run_e2e_with(
+        &["--bridge-line", &format!("water-wasm={rot}")],
+        &[("E2E_CLIENT_RESTART", "1")],
+    );
+    assert!(out.contains(&format!("water-sha256={digest}")), "{out}");
+    assert!(out.contains(" water-fetch="), "{out}");
+    assert!(out.contains(" water-fetch-key="), "{out}");
+    assert!(
+        out.contains("client run 1: 1 module download(s) from the bridge, 1 module(s) cached"),
+        "{out}"
+    );
+    assert!(out.contains("client run 2: no download (still 1)"), "{out}");
+}

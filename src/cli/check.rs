@@ -122,11 +122,21 @@ pub async fn bridge_line(args: BridgeLineArgs, limits: Limits) -> Result<(), Str
                 .display()
         );
     }
+    let mut published = setup.published.clone();
+    if let Some(plan) = &setup.delivery {
+        match plan.port_to_bind(&args.state_dir) {
+            0 => eprintln!(
+                "water-pt: this module is not built in; the bridge also serves it for download \
+                 on a port chosen at its first start (see water_bridgeline.txt then)"
+            ),
+            port => published.extend(plan.published(port)),
+        }
+    }
     let placeholder_addr = SocketAddr::from(([0, 0, 0, 0], 0));
     let line = format_line(
         args.addr.unwrap_or(placeholder_addr),
         args.fingerprint.as_deref(),
-        &setup.published,
+        &published,
     )
     .map_err(|e| e.to_string())?;
     let line = if args.addr.is_none() {

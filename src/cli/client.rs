@@ -34,7 +34,11 @@ pub struct ClientArgs {
     pub module_dir: Option<std::path::PathBuf>,
 }
 
-pub async fn run(args: ClientArgs, limits: crate::runtime::Limits) -> Result<(), String> {
+pub async fn run(
+    args: ClientArgs,
+    limits: crate::runtime::Limits,
+    drain: std::time::Duration,
+) -> Result<(), String> {
     // With a fixed destination the module and config serve every connection, so one they
     // refuse stops the client at start. A SOCKS client's --wasm is only the default for
     // requests that name no module; a failing one fails those requests, answered in SOCKS.
@@ -60,7 +64,7 @@ pub async fn run(args: ClientArgs, limits: crate::runtime::Limits) -> Result<(),
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let local = tcp.local_addr().map_err(|e| e.to_string())?;
-    let shutdown = Shutdown::install(false).map_err(|e| e.to_string())?;
+    let shutdown = Shutdown::install(false, drain).map_err(|e| e.to_string())?;
     let dialer = Arc::new(dialer);
     let remote = match (args.remote, args.fixed) {
         (Some(remote), _) => Some(Arc::new(remote)),

@@ -53,6 +53,23 @@ pub struct Cli {
     /// (e.g. 127.0.0.1:9464).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// After the first SIGINT (or, in managed mode, stdin closing when tor asks for that),
+    /// let open connections finish for this long, then stop them and exit.
+    #[arg(long, global = true, value_name = "SECS",
+          default_value_t = crate::shutdown::DEFAULT_DRAIN.as_secs(),
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    shutdown_timeout_secs: u64,
+    /// Managed mode, client side: the largest module downloaded from a bridge (for a
+    /// `water-sha256` pin the client lacks; see `water-fetch` in pt-spec), in MiB. A bridge
+    /// announcing more is refused before any of it is read.
+    #[arg(long, value_name = "MIB", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=4095))]
+    max_fetch_mib: u32,
+    /// Managed mode, client side: how long a module download from a bridge may take, from
+    /// connecting to the last byte.
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    fetch_timeout_secs: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -84,6 +101,15 @@ impl Command {
     /// others refuse them rather than ignore them.
     fn uses_limits(&self) -> bool {
         !matches!(self, Command::Modules | Command::EncodeConfig(_))
+    }
+
+    /// Whether this command serves connections until told to stop (and so
+    /// has open connections to drain).
+    fn serves(&self) -> bool {
+        matches!(
+            self,
+            Command::Client(_) | Command::Server(_) | Command::Relay(_)
+        )
     }
 }
 
@@ -270,6 +296,7 @@ pub fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let limits = cli.limits.limits();
+    let drain = Duration::from_secs(cli.shutdown_timeout_secs);
     log_fd_capacity(crate::sys::raise_fd_limit());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -283,9 +310,9 @@ pub fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Some(Command::Client(args)) => client::run(args, limits).await,
-            Some(Command::Server(args)) => server::run(args, limits).await,
-            Some(Command::Relay(args)) => relay::run(args, limits).await,
+            Some(Command::Client(args)) => client::run(args, limits, drain).await,
+            Some(Command::Server(args)) => server::run(args, limits, drain).await,
+            Some(Command::Relay(args)) => relay::run(args, limits, drain).await,
             Some(Command::Modules) => modules::list(),
             Some(Command::Check(args)) => check::check(args, limits).await,
             Some(Command::BridgeLine(args)) => check::bridge_line(args, limits).await,
@@ -293,7 +320,11 @@ pub fn main() -> ExitCode {
             None => {
                 if std::env::var_os("TOR_PT_MANAGED_TRANSPORT_VER").is_some() {
                     let every = std::time::Duration::from_secs(cli.stats_interval_secs);
-                    crate::pt::managed::run(limits, every, cli.metrics_listen).await
+                    let fetch = crate::pt::managed::FetchLimits {
+                        max_bytes: cli.max_fetch_mib << 20,
+                        timeout: Duration::from_secs(cli.fetch_timeout_secs),
+                    };
+                    crate::pt::managed::run(limits, drain, every, cli.metrics_listen, fetch).await
                 } else {
                     Err(
                         "no subcommand given and TOR_PT_MANAGED_TRANSPORT_VER is not set \
@@ -339,6 +370,15 @@ where
             ));
         }
     }
+    if cli.command.as_ref().is_some_and(|c| !c.serves())
+        && matches.value_source("shutdown_timeout_secs") == Some(ValueSource::CommandLine)
+    {
+        let name = matches.subcommand_name().unwrap_or("this command");
+        return Err(command.error(
+            clap::error::ErrorKind::ArgumentConflict,
+            format!("--shutdown-timeout-secs does not apply to `water-pt {name}`, which serves no connections"),
+        ));
+    }
     if cli.command.as_ref().is_some_and(|c| !c.uses_limits()) {
         let limit_ids = LimitArgs::augment_args(clap::Command::new("limits"));
         for arg in limit_ids.get_arguments() {
@@ -373,8 +413,9 @@ fn log_fd_capacity(limit: std::io::Result<Option<u64>>) {
 /// Serves `tcp` with `serve` (an accept loop that returns once the shutdown
 /// phase leaves `Running`) and ends the way the transports' convention asks:
 /// after the first SIGINT the listening socket is closed and open
-/// connections are awaited; SIGTERM or a second SIGINT ends everything at
-/// once.
+/// connections are awaited for the drain time, then stopped (see
+/// [`crate::shutdown::Shutdown::drain`]); SIGTERM or a second SIGINT ends
+/// everything at once.
 pub(crate) async fn serve_until_stopped(
     runtime: &Runtime,
     shutdown: &crate::shutdown::Shutdown,
@@ -387,10 +428,7 @@ pub(crate) async fn serve_until_stopped(
         _ = shutdown.reached(Phase::Exit) => return,
     }
     drop(tcp);
-    tokio::select! {
-        _ = runtime.wait_idle() => {}
-        _ = shutdown.reached(Phase::Exit) => {}
-    }
+    shutdown.drain(runtime).await;
 }
 
 #[cfg(test)]
@@ -487,6 +525,38 @@ mod tests {
             5
         );
         assert!(parse(["water-pt", "--max-connections", "1", "check"]).is_ok());
+    }
+
+    /// The drain time after the first SIGINT: a default, the torrc line or a serving
+    /// command can change it, a command that serves nothing refuses it.
+    #[test]
+    fn shutdown_timeout_from_the_torrc_line_or_a_serving_command() {
+        let cli = parse(["water-pt"]).unwrap();
+        assert_eq!(
+            Duration::from_secs(cli.shutdown_timeout_secs),
+            crate::shutdown::DEFAULT_DRAIN
+        );
+        assert_eq!(
+            parse(["water-pt", "--shutdown-timeout-secs", "5"])
+                .unwrap()
+                .shutdown_timeout_secs,
+            5
+        );
+        let served = [
+            "water-pt",
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--forward",
+            "127.0.0.1:1",
+            "--shutdown-timeout-secs",
+            "0",
+        ];
+        assert_eq!(parse(served).unwrap().shutdown_timeout_secs, 0);
+        let err = parse(["water-pt", "check", "--shutdown-timeout-secs", "5"]).unwrap_err();
+        assert!(err.to_string().contains("serves no connections"), "{err}");
+        let err = Cli::try_parse_from(["water-pt", "--shutdown-timeout-secs", "soon"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
     }
 
     #[test]

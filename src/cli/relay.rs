@@ -25,7 +25,11 @@ pub struct RelayArgs {
     pub allow_dial: Vec<String>,
 }
 
-pub async fn run(args: RelayArgs, limits: crate::runtime::Limits) -> Result<(), String> {
+pub async fn run(
+    args: RelayArgs,
+    limits: crate::runtime::Limits,
+    drain: std::time::Duration,
+) -> Result<(), String> {
     let (runtime, watm, config) = args.module.load_checked(limits).await?;
     let relay = Relay::new(&runtime, watm, "tcp", &args.remote)
         .map_err(|e| e.to_string())?
@@ -44,7 +48,7 @@ pub async fn run(args: RelayArgs, limits: crate::runtime::Limits) -> Result<(), 
         tcp.local_addr().map_err(|e| e.to_string())?,
         args.remote
     );
-    let shutdown = Shutdown::install(false).map_err(|e| e.to_string())?;
+    let shutdown = Shutdown::install(false, drain).map_err(|e| e.to_string())?;
     super::serve_until_stopped(&runtime, &shutdown, tcp, async |tcp| {
         accept_loop(tcp, &shutdown, |inbound, peer| {
             let relay = relay.clone();

@@ -3,11 +3,14 @@
 //! Extended ORPort without tor launching us (a bridge's transport run as its
 //! own service, possibly in front of several tor instances behind a load
 //! balancer).
+//!
+//! The upstream is connected to when the module first writes toward it (see
+//! [`Server::serve_opening_caller`]), unless `--upstream-speaks-first`.
 
 use super::ModuleArgs;
 use crate::extor;
 use crate::pt::TRANSPORT_NAME;
-use crate::runtime::{into_fd, Error, Server};
+use crate::runtime::{into_fd, open_with, Error, Server};
 use crate::serve::accept_loop;
 use crate::shutdown::Shutdown;
 use clap::{ArgGroup, Args};
@@ -39,6 +42,13 @@ pub struct ServerArgs {
     /// proves it holds is used. Re-read for every connection.
     #[arg(long, value_name = "FILE", requires = "ext_orport")]
     pub ext_orport_cookie: Vec<PathBuf>,
+    /// Connect to the upstream as soon as a connection is accepted, for an
+    /// upstream that speaks first (an SSH or SMTP server, say). By default the
+    /// upstream is connected to when the module first writes toward it, so a
+    /// probe the module rejects (silence, garbage) costs the upstream nothing;
+    /// tor never speaks first.
+    #[arg(long)]
+    pub upstream_speaks_first: bool,
 }
 
 /// Where decoded connections go.
@@ -124,7 +134,11 @@ impl Health {
     }
 }
 
-pub async fn run(args: ServerArgs, limits: crate::runtime::Limits) -> Result<(), String> {
+pub async fn run(
+    args: ServerArgs,
+    limits: crate::runtime::Limits,
+    drain: std::time::Duration,
+) -> Result<(), String> {
     // A forward address that does not resolve would fail every connection: refuse it now.
     if let Some(forward) = &args.forward {
         match tokio::net::lookup_host(forward.as_str()).await {
@@ -150,21 +164,21 @@ pub async fn run(args: ServerArgs, limits: crate::runtime::Limits) -> Result<(),
         "server listening on {local}, forwarding to {}",
         upstream.0.describe()
     );
-    let shutdown = Shutdown::install(false).map_err(|e| e.to_string())?;
+    let shutdown = Shutdown::install(false, drain).map_err(|e| e.to_string())?;
+    let eager = args.upstream_speaks_first;
     super::serve_until_stopped(&runtime, &shutdown, tcp, async |tcp| {
         accept_loop(tcp, &shutdown, |inbound, peer| {
             let server = server.clone();
             let upstream = upstream.clone();
             async move {
-                let (upstream, health) = &*upstream;
-                let outbound = upstream.connect(peer).await;
-                health.record(upstream, outbound.as_ref().err().map(String::as_str));
-                // Dropping `inbound` on failure closes the client's connection.
-                if let Ok(outbound) = outbound {
-                    if let Err(e) = serve_one(&server, inbound, outbound).await {
-                        // No client address: bridges do not log their users.
-                        tracing::info!("inbound connection failed: {e}");
-                    }
+                let served = if eager {
+                    serve_connected(&server, inbound, peer, &upstream).await
+                } else {
+                    serve_one(&server, inbound, peer, upstream).await
+                };
+                if let Err(e) = served {
+                    // No client address: bridges do not log their users.
+                    tracing::info!("inbound connection failed: {e}");
                 }
             }
         })
@@ -174,8 +188,38 @@ pub async fn run(args: ServerArgs, limits: crate::runtime::Limits) -> Result<(),
     Ok(())
 }
 
-async fn serve_one(server: &Server, inbound: TcpStream, upstream: TcpStream) -> Result<(), Error> {
-    let _ = upstream.set_nodelay(true);
-    server.serve(into_fd(inbound)?, into_fd(upstream)?).await?;
+/// Serves one inbound connection. The upstream is connected to only when the module first
+/// writes toward it, so a probe the module rejects without a word (silence, garbage) costs
+/// the upstream nothing; if that connection fails, the module sees its caller socket closed.
+async fn serve_one(
+    server: &Server,
+    inbound: TcpStream,
+    peer: SocketAddr,
+    upstream: Arc<(Upstream, Health)>,
+) -> Result<(), Error> {
+    let open = open_with(move || async move {
+        let (upstream, health) = &*upstream;
+        let outbound = upstream.connect(peer).await;
+        health.record(upstream, outbound.as_ref().err().map(String::as_str));
+        outbound.map_err(std::io::Error::other)
+    });
+    server.serve_opening_caller(into_fd(inbound)?, open).await?;
+    Ok(())
+}
+
+/// Serves one inbound connection with the upstream connected first (`--upstream-speaks-first`);
+/// if the upstream cannot be reached, the inbound connection is closed without running the
+/// module.
+async fn serve_connected(
+    server: &Server,
+    inbound: TcpStream,
+    peer: SocketAddr,
+    upstream: &(Upstream, Health),
+) -> Result<(), Error> {
+    let (upstream, health) = upstream;
+    let outbound = upstream.connect(peer).await;
+    health.record(upstream, outbound.as_ref().err().map(String::as_str));
+    let outbound = outbound.map_err(std::io::Error::other)?;
+    server.serve(into_fd(inbound)?, into_fd(outbound)?).await?;
     Ok(())
 }

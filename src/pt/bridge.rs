@@ -25,8 +25,12 @@ pub const KEY_WASM: &str = "water-wasm";
 pub const KEY_SHA256: &str = "water-sha256";
 /// `water-config=BASE64URL`: configuration bytes handed to the module.
 pub const KEY_CONFIG: &str = "water-config";
+/// `water-fetch=PORT`: the bridge's module-delivery port (see [`super::delivery`]).
+pub const KEY_FETCH: &str = "water-fetch";
+/// `water-fetch-key=BASE64URL`: the key of the bridge's module-delivery port.
+pub const KEY_FETCH_KEY: &str = "water-fetch-key";
 /// Every key we own; any other key starting with `water-` is a mistake worth reporting.
-pub const KNOWN_KEYS: &[&str] = &[KEY_WASM, KEY_SHA256, KEY_CONFIG];
+pub const KNOWN_KEYS: &[&str] = &[KEY_WASM, KEY_SHA256, KEY_CONFIG, KEY_FETCH, KEY_FETCH_KEY];
 
 /// Base64 with the URL-safe alphabet, `=` padding accepted but not required.
 const B64URL_LENIENT: GeneralPurpose = GeneralPurpose::new(
@@ -38,7 +42,10 @@ const B64URL_LENIENT: GeneralPurpose = GeneralPurpose::new(
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BridgeArgsError {
     /// A `water-*` key we do not know (keys are case-sensitive; `Water-Wasm` is caught here too).
-    #[error("unknown bridge argument {0:?} (known: water-wasm, water-sha256, water-config)")]
+    #[error(
+        "unknown bridge argument {0:?} (known: water-wasm, water-sha256, water-config, \
+         water-fetch, water-fetch-key)"
+    )]
     UnknownKey(String),
     /// The same `water-*` key twice.
     #[error("bridge argument {0:?} is given more than once")]
@@ -52,6 +59,18 @@ pub enum BridgeArgsError {
     /// `water-config` is not URL-safe base64.
     #[error("bridge argument water-config: {0}")]
     Config(String),
+    /// `water-fetch` or `water-fetch-key` is malformed, or one is given without the other.
+    #[error("bridge argument {key}: {why}")]
+    Fetch { key: &'static str, why: String },
+}
+
+/// Where a client can download the bridge's module: `water-fetch` and `water-fetch-key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchArgs {
+    /// The delivery port on the bridge's host.
+    pub port: u16,
+    /// The delivery key, as written in the line (unpadded base64url).
+    pub key: String,
 }
 
 /// The `water-*` arguments of one bridge.
@@ -63,6 +82,8 @@ pub struct BridgeArgs {
     pub sha256: Option<[u8; 32]>,
     /// `water-config`: bytes for the module's configuration.
     pub config: Option<Vec<u8>>,
+    /// `water-fetch` and `water-fetch-key`: where to download a module the client lacks.
+    pub fetch: Option<FetchArgs>,
 }
 
 impl BridgeArgs {
@@ -76,6 +97,7 @@ impl BridgeArgs {
     {
         let mut out = BridgeArgs::default();
         let mut seen: Vec<&str> = Vec::new();
+        let (mut fetch_port, mut fetch_key) = (None, None);
         for (key, value) in pairs {
             let (key, value) = (key.as_ref(), value.as_ref());
             let owned = key
@@ -94,9 +116,17 @@ impl BridgeArgs {
             match key {
                 KEY_WASM => out.wasm = Some(ModuleRef::parse(value)?),
                 KEY_SHA256 => out.sha256 = Some(parse_sha256(value)?),
+                KEY_FETCH => fetch_port = Some(parse_fetch_port(value)?),
+                KEY_FETCH_KEY => fetch_key = Some(parse_fetch_key(value)?),
                 _ => out.config = Some(parse_config(value)?),
             }
         }
+        out.fetch = match (fetch_port, fetch_key) {
+            (Some(port), Some(key)) => Some(FetchArgs { port, key }),
+            (None, None) => None,
+            (Some(_), None) => return Err(fetch_error(KEY_FETCH, "needs water-fetch-key too")),
+            (None, Some(_)) => return Err(fetch_error(KEY_FETCH_KEY, "needs water-fetch too")),
+        };
         Ok(out)
     }
 
@@ -127,8 +157,43 @@ impl BridgeArgs {
         if let Some(cfg) = &self.config {
             out.push((KEY_CONFIG.to_owned(), URL_SAFE_NO_PAD.encode(cfg)));
         }
+        if let Some(fetch) = &self.fetch {
+            out.push((KEY_FETCH.to_owned(), fetch.port.to_string()));
+            out.push((KEY_FETCH_KEY.to_owned(), fetch.key.clone()));
+        }
         out
     }
+}
+
+fn fetch_error(key: &'static str, why: impl Into<String>) -> BridgeArgsError {
+    BridgeArgsError::Fetch {
+        key,
+        why: why.into(),
+    }
+}
+
+fn parse_fetch_port(value: &str) -> Result<u16, BridgeArgsError> {
+    value
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0 && !value.starts_with('+'))
+        .ok_or_else(|| fetch_error(KEY_FETCH, format!("{value:?} is not a port (1-65535)")))
+}
+
+/// A delivery key: unpadded URL-safe base64 of 16 to 64 bytes, kept as written (it is the
+/// delivery session's password).
+fn parse_fetch_key(value: &str) -> Result<String, BridgeArgsError> {
+    let len = URL_SAFE_NO_PAD
+        .decode(value)
+        .map_err(|_| fetch_error(KEY_FETCH_KEY, "not unpadded URL-safe base64"))?
+        .len();
+    if !(16..=64).contains(&len) {
+        return Err(fetch_error(
+            KEY_FETCH_KEY,
+            format!("{len} bytes; a delivery key has 16 to 64"),
+        ));
+    }
+    Ok(value.to_owned())
 }
 
 fn parse_sha256(value: &str) -> Result<[u8; 32], BridgeArgsError> {

@@ -9,12 +9,16 @@
 //! 3. a start-up check: the module runs up to `watm_init_v1` with the server config, so a
 //!    module or config the module refuses fails the launch (`SMETHOD-ERROR` with the module's
 //!    reason) rather than every connection;
-//! 4. the arguments clients need: `water-sha256` of the module and the client config.
+//! 4. the arguments clients need: `water-sha256` of the module and the client config;
+//! 5. for a module that is not built in, what its [delivery](super::delivery) port serves
+//!    (the listener and the `water-fetch` arguments are added when it is bound).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use super::bridge::{parse_config, BridgeArgs};
+use super::catalogue;
+use super::delivery::plan::{DeliveryOptions, DeliveryPlan};
 use super::modules::ModuleStore;
 use super::secrets::SecretFile;
 use crate::runtime::{Role, Watm};
@@ -34,6 +38,8 @@ pub struct BridgeSetup {
     pub published: Vec<(String, String)>,
     /// How the configs were chosen, for one log line.
     pub keying: Keying,
+    /// What the delivery port serves; `None` for a built-in module or `water-fetch-port=off`.
+    pub delivery: Option<DeliveryPlan>,
 }
 
 /// Where a bridge's configs came from.
@@ -68,8 +74,18 @@ impl BridgeSetup {
                 module_options.push((key.as_str(), value.as_str()));
             }
         }
+        let delivery_options = DeliveryOptions::take(&mut module_options)
+            .map_err(|e| format!("ServerTransportOptions: {e}"))?;
         let args = BridgeArgs::from_pairs(&module_options)
             .map_err(|e| format!("ServerTransportOptions: {e}"))?;
+        if args.fetch.is_some() {
+            return Err(
+                "water-fetch and water-fetch-key are what the bridge publishes, not \
+                        options (use water-fetch-port)"
+                    .into(),
+            );
+        }
+        let module_path = args.module_path(modules.module_dir().unwrap_or(Path::new("")));
         let mut server_config = args.config.clone();
         let watm = modules
             .select_blocking_off(args)
@@ -105,10 +121,17 @@ impl BridgeSetup {
                     watm.sha256_hex()
                 )
             })?;
+        let delivery = match (catalogue::by_sha256(&watm.sha256()), module_path) {
+            (None, Some(path)) => {
+                DeliveryPlan::prepare(delivery_options, &watm.sha256(), &path, state_dir)?
+            }
+            _ => None,
+        };
         let published = BridgeArgs {
             wasm: None,
             sha256: Some(watm.sha256()),
             config: client_config,
+            fetch: None,
         }
         .to_pairs();
         Ok(Self {
@@ -116,6 +139,7 @@ impl BridgeSetup {
             server_config,
             published,
             keying,
+            delivery,
         })
     }
 }

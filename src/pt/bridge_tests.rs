@@ -126,7 +126,12 @@ fn unknown_water_key_is_named() {
 #[test]
 fn duplicate_key_is_named() {
     for key in KNOWN_KEYS {
-        let v = if *key == KEY_SHA256 { HEX } else { "YQ" };
+        let v = match *key {
+            KEY_SHA256 => HEX,
+            KEY_FETCH => "443",
+            KEY_FETCH_KEY => KEY,
+            _ => "YQ",
+        };
         let e = from(&[(key, v), ("other", "x"), (key, v)]).unwrap_err();
         assert_eq!(e, BridgeArgsError::DuplicateKey(key.to_string()));
         assert!(e.to_string().contains(key), "{e}");
@@ -177,6 +182,10 @@ fn to_pairs_is_canonical_and_round_trips() {
         wasm: Some(ModuleRef::Path("/opt/m.wasm".into())),
         sha256: Some(pin()),
         config: Some(vec![0xfb, 0xff, 0x00]),
+        fetch: Some(FetchArgs {
+            port: 8443,
+            key: KEY.into(),
+        }),
     };
     let pairs = args.to_pairs();
     assert_eq!(
@@ -185,10 +194,38 @@ fn to_pairs_is_canonical_and_round_trips() {
             ("water-wasm".to_string(), "/opt/m.wasm".to_string()),
             ("water-sha256".to_string(), HEX.to_string()),
             ("water-config".to_string(), "-_8A".to_string()),
+            ("water-fetch".to_string(), "8443".to_string()),
+            ("water-fetch-key".to_string(), KEY.to_string()),
         ]
     );
     assert_eq!(BridgeArgs::from_pairs(&pairs), Ok(args));
     assert!(BridgeArgs::default().to_pairs().is_empty());
+}
+
+/// 32 bytes as unpadded base64url, as a bridge generates its delivery key.
+const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+
+#[test]
+fn fetch_keys_come_in_pairs_and_are_checked() {
+    let args = from(&[("water-fetch", "8443"), ("water-fetch-key", KEY)]).unwrap();
+    assert_eq!(
+        args.fetch,
+        Some(FetchArgs {
+            port: 8443,
+            key: KEY.into()
+        })
+    );
+    let err = |pairs: &[(&str, &str)]| from(pairs).unwrap_err().to_string();
+    assert!(err(&[("water-fetch", "8443")]).contains("needs water-fetch-key"));
+    assert!(err(&[("water-fetch-key", KEY)]).contains("needs water-fetch too"));
+    for port in ["0", "65536", "+80", "-1", "", "80a"] {
+        let e = err(&[("water-fetch", port), ("water-fetch-key", KEY)]);
+        assert!(e.contains("is not a port"), "{port}: {e}");
+    }
+    let e = err(&[("water-fetch", "1"), ("water-fetch-key", "AAEC")]);
+    assert!(e.contains("3 bytes"), "{e}");
+    let e = err(&[("water-fetch", "1"), ("water-fetch-key", "a+b/")]);
+    assert!(e.contains("base64"), "{e}");
 }
 
 #[test]
@@ -221,6 +258,7 @@ fn bridge_line_vectors() {
         wasm: Some(ModuleRef::Name("m.wasm".into())),
         sha256: None,
         config: Some(b"{}".to_vec()),
+        fetch: None,
     };
     assert_eq!(
         bridge_line(addr, Some(FP), &args.to_pairs()).unwrap(),

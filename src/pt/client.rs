@@ -3,7 +3,8 @@
 //! tor connects once per bridge connection, with the bridge line's arguments in the SOCKS5
 //! username/password and the bridge address in the CONNECT request. For each connection:
 //! 1. the handshake runs; arguments that do not even parse get `01 01` (tor's rule);
-//! 2. the arguments pick the module ([`ModuleStore`]); a module that cannot be used gets a
+//! 2. the arguments pick the module ([`ModuleStore`], which downloads a pinned module it lacks
+//!    from the bridge when the line says where); a module that cannot be used gets a
 //!    non-zero CONNECT reply;
 //! 3. the accepted socket itself becomes the module's caller fd, and the runtime writes the
 //!    CONNECT reply on it once the module's dial succeeded or failed, so tor never sends
@@ -119,7 +120,7 @@ impl SocksClient {
             (None, true) => self.default_config.clone(),
             (c, _) => c.clone(),
         };
-        let watm = match self.modules.select_blocking_off(args).await {
+        let watm = match self.modules.obtain(args, &address).await {
             Ok(w) => w,
             Err(e) => {
                 self.reporter

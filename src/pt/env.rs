@@ -53,7 +53,8 @@ pub struct ManagedEnv {
     /// `TOR_PT_STATE_LOCATION`: where we may keep state. tor sends `<DataDirectory>/pt_state/`,
     /// which may not exist yet; creating it (mode 0700) is the caller's job.
     pub state_location: PathBuf,
-    /// `TOR_PT_EXIT_ON_STDIN_CLOSE=1`: exit when stdin reaches EOF (tor's exit closes our stdin).
+    /// `TOR_PT_EXIT_ON_STDIN_CLOSE=1`: exit gracefully (as on the first SIGINT) when stdin
+    /// reaches EOF (tor's exit closes our stdin).
     pub exit_on_stdin_close: bool,
     /// `TOR_PT_OUTBOUND_BIND_ADDRESS_V4`, only sent with `OutboundBindAddressPT`.
     pub outbound_bind_v4: Option<Ipv4Addr>,

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 use super::client::{serve_socks, SocksClient};
 use super::connector::PtConnector;
+use super::delivery::fetch::FetchSettings;
 use super::env::{self, supported_transports, ManagedEnv};
 use super::modules::ModuleStore;
 use super::output::{self, Severity};
@@ -20,16 +21,27 @@ use super::server::{self, WaterServer};
 use super::TRANSPORT_NAME;
 use crate::proxy::ProxyUrl;
 use crate::runtime::{Limits, NetPolicy, Runtime, RuntimeConfig};
-use crate::shutdown::{Phase, Shutdown};
+use crate::shutdown::Shutdown;
 
-/// Runs as a managed proxy configured by tor's environment, with the runtime `limits` given
-/// on the command line; connection statistics are logged every `stats_every` (if non-zero)
+/// The client's limits on module downloads from bridges (see [`super::delivery`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FetchLimits {
+    /// The largest module accepted, in bytes.
+    pub max_bytes: u32,
+    /// How long a whole download may take.
+    pub timeout: Duration,
+}
+
+/// Runs as a managed proxy configured by tor's environment, with the runtime `limits` and
+/// the `drain` time for a graceful exit given on the command line; connection statistics are logged every `stats_every` (if non-zero)
 /// and at exit. Returns `Err` (non-zero exit) when tor's request cannot be served at all;
 /// `Ok` when asked to exit.
 pub async fn run(
     limits: Limits,
+    drain: Duration,
     stats_every: Duration,
     metrics: Option<std::net::SocketAddr>,
+    fetch: FetchLimits,
 ) -> Result<(), String> {
     // tor killed outright can neither signal us nor close our stdin: go with it. (The signal
     // comes when the thread that started us ends; tor starts transports from its main thread.)
@@ -102,21 +114,24 @@ pub async fn run(
             module_dir.display()
         );
     }
-    let modules = Arc::new(ModuleStore::new(runtime.clone(), Some(module_dir)));
+    // Module downloads go out like bridge connections: through tor's proxy and bind addresses.
+    let policy = PtConnector::from_env(&env, proxy).policy();
+    let modules = Arc::new(
+        ModuleStore::new(runtime.clone(), Some(module_dir)).with_fetch(FetchSettings {
+            policy: policy.clone(),
+            max_bytes: fetch.max_bytes,
+            timeout: fetch.timeout,
+        }),
+    );
     let reporter = Arc::new(Reporter::new(true));
-    let shutdown = Shutdown::install(env.exit_on_stdin_close)
+    let shutdown = Shutdown::install(env.exit_on_stdin_close, drain)
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
     let socks = match &env.client {
         None => None,
         Some(_) => {
             let socks = if want_client {
-                launch_client(
-                    &modules,
-                    PtConnector::from_env(&env, proxy).policy(),
-                    &reporter,
-                )
-                .await
+                launch_client(&modules, policy, &reporter).await
             } else {
                 None
             };
@@ -222,7 +237,8 @@ async fn launch_client(
 }
 
 /// Serves both sides until told to stop: on `Draining` the accept loops end and open
-/// connections are awaited; on `Exit` this returns at once.
+/// connections are awaited, for the drain time at most (see [`Shutdown::drain`]); on `Exit`
+/// this returns at once.
 async fn serve(
     socks: Option<(Arc<SocksClient>, TcpListener)>,
     server: Option<(Arc<WaterServer>, TcpListener)>,
@@ -239,15 +255,10 @@ async fn serve(
             server.serve(tcp, shutdown).await;
         }
     };
-    let draining = async {
-        tokio::join!(client_side, server_side);
-        tracing::info!("no longer accepting; waiting for open connections");
-        runtime.wait_idle().await;
-    };
-    tokio::select! {
-        _ = draining => {}
-        _ = shutdown.reached(Phase::Exit) => {}
-    }
+    // The accept loops end on `Draining` and on `Exit` alike; the drain returns at once on
+    // `Exit`.
+    tokio::join!(client_side, server_side);
+    shutdown.drain(runtime).await;
 }
 
 /// `24h`, `90m`, `30s`: a period as an operator reads it.

@@ -37,6 +37,7 @@ pub mod catalogue;
 pub mod client;
 #[cfg(feature = "runtime")]
 pub mod connector;
+pub mod delivery;
 pub mod env;
 #[cfg(feature = "runtime")]
 pub mod managed;

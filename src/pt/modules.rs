@@ -23,6 +23,7 @@ use std::time::SystemTime;
 use super::bridge::BridgeArgs;
 use super::bridge_config::BridgeConfigDecl;
 use super::catalogue::{self, Builtin};
+use super::delivery::fetch::{FetchError, FetchSettings, Fetcher};
 use super::module_ref::ModuleRef;
 use crate::runtime::{sha256, Error, Runtime, Watm};
 
@@ -67,6 +68,13 @@ pub enum ModuleError {
         #[source]
         source: Error,
     },
+    /// The module is neither built in nor on disk, and downloading it from the bridge failed.
+    #[error("module with water-sha256={pin}: download from the bridge failed: {source}")]
+    Fetch {
+        pin: String,
+        #[source]
+        source: FetchError,
+    },
 }
 
 impl ModuleError {
@@ -79,6 +87,7 @@ impl ModuleError {
             ModuleError::TooLarge { .. } => "module-too-large",
             ModuleError::PinMismatch { .. } => "pin-mismatch",
             ModuleError::Invalid { .. } => "module-refused",
+            ModuleError::Fetch { source, .. } => source.kind(),
         }
     }
 }
@@ -103,6 +112,8 @@ pub struct ModuleStore {
     default: OnceLock<Arc<Watm>>,
     /// Bridge-config declarations by module digest, read when the bytes are at hand.
     decls: Mutex<HashMap<[u8; 32], Declared>>,
+    /// Downloads of pinned modules from bridges, when enabled.
+    fetcher: OnceLock<Fetcher>,
 }
 
 impl ModuleStore {
@@ -114,6 +125,52 @@ impl ModuleStore {
             files: Mutex::new(HashMap::new()),
             default: OnceLock::new(),
             decls: Mutex::new(HashMap::new()),
+            fetcher: OnceLock::new(),
+        }
+    }
+
+    /// Lets [`ModuleStore::obtain`] download pinned modules from bridges (see
+    /// [`super::delivery`]), keeping them in the module directory. Needs a module directory.
+    pub fn with_fetch(self, settings: FetchSettings) -> Self {
+        if let Some(dir) = &self.module_dir {
+            let _ = self
+                .fetcher
+                .set(Fetcher::new(self.runtime.clone(), settings, dir.clone()));
+        }
+        self
+    }
+
+    /// The downloader, if downloads are enabled.
+    pub fn fetcher(&self) -> Option<&Fetcher> {
+        self.fetcher.get()
+    }
+
+    /// The module for a connection to the bridge at `bridge` (`host:port`): what
+    /// [`ModuleStore::select`] finds, or, for a pin alone whose file is missing and a line
+    /// that says where the bridge serves it (`water-fetch`), the module downloaded from the
+    /// bridge within this call.
+    pub async fn obtain(
+        self: &Arc<Self>,
+        args: BridgeArgs,
+        bridge: &str,
+    ) -> Result<Arc<Watm>, ModuleError> {
+        let download = match (&args.wasm, &args.sha256, &args.fetch) {
+            (None, Some(pin), Some(fetch)) => Some((*pin, fetch.clone())),
+            _ => None,
+        };
+        match (
+            self.select_blocking_off(args).await,
+            download,
+            self.fetcher(),
+        ) {
+            (Err(ModuleError::Missing { .. }), Some((pin, fetch)), Some(fetcher)) => fetcher
+                .obtain(pin, bridge, &fetch)
+                .await
+                .map_err(|source| ModuleError::Fetch {
+                    pin: hex::encode(pin),
+                    source,
+                }),
+            (result, _, _) => result,
         }
     }
 

@@ -19,6 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 use super::bridge::bridge_line;
 use super::bridge_setup::{BridgeSetup, Keying};
 use super::catalogue;
+use super::delivery::plan::{remember_port, DeliveryPlan, PortChoice, PORT_FILE};
+use super::delivery::server::DeliveryServer;
 use super::env::ServerEnv;
 use super::modules::ModuleStore;
 use super::output::{self, Severity};
@@ -26,9 +28,7 @@ use super::report::Reporter;
 use super::secrets::SecretFile;
 use super::TRANSPORT_NAME;
 use crate::extor::{self, ExtOrError};
-use crate::runtime::{
-    connect_cancellable, into_fd, run_task_cancellable, OpenSocket, Server, SessionEnd,
-};
+use crate::runtime::{into_fd, open_with, OpenSocket, Server, SessionEnd};
 use crate::serve::accept_loop;
 use crate::shutdown::Shutdown;
 
@@ -36,10 +36,6 @@ pub use super::bridge_setup::CLIENT_CONFIG_OPTION;
 
 /// The file in `TOR_PT_STATE_LOCATION` holding a ready-to-edit bridge line.
 pub const BRIDGE_LINE_FILE: &str = "water_bridgeline.txt";
-
-/// How long connecting to tor's plain ORPort may take. tor answers at once on loopback; the
-/// limit only keeps an unreachable ORPort from holding a client connection open.
-const ORPORT_CONNECT_TIMEOUT: std::time::Duration = extor::HANDSHAKE_TIMEOUT;
 
 /// Where decoded connections go.
 #[derive(Debug, Clone)]
@@ -98,6 +94,8 @@ pub struct WaterServer {
     label: String,
     upstream: Upstream,
     reporter: Arc<Reporter>,
+    /// The module-delivery port, taken out when serving starts.
+    delivery: std::sync::Mutex<Option<(Arc<DeliveryServer>, TcpListener)>>,
 }
 
 /// Sets up the server side for tor: module from `ServerTransportOptions`, listener on tor's
@@ -146,13 +144,22 @@ async fn try_launch(
             SecretFile::in_dir(state_dir).path().display()
         ),
     }
-    let (watm, config, published) = (setup.watm, setup.server_config, setup.published);
+    let (watm, config, mut published) = (setup.watm, setup.server_config, setup.published);
     let upstream = Upstream::from_env(env).ok_or("neither an ORPort nor an Extended ORPort")?;
     let bind = env.bind_addr(TRANSPORT_NAME);
     let tcp = TcpListener::bind(bind)
         .await
         .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
     let addr = tcp.local_addr().map_err(|e| e.to_string())?;
+    let delivery = match setup.delivery {
+        Some(plan) => {
+            let (server, listener, port) =
+                launch_delivery(plan, addr, modules, state_dir, &reporter).await?;
+            published.extend(server.1.published(port));
+            Some((server.0, listener))
+        }
+        None => None,
+    };
     output::stdout()
         .smethod(TRANSPORT_NAME, addr, &published)
         .map_err(|e| e.to_string())?;
@@ -176,9 +183,62 @@ async fn try_launch(
             label,
             upstream,
             reporter,
+            delivery: std::sync::Mutex::new(delivery),
         },
         tcp,
     ))
+}
+
+/// Binds the delivery port beside the transport's address `addr` and remembers it; the
+/// server, the plan (for the published arguments), the listener and its port.
+async fn launch_delivery(
+    plan: DeliveryPlan,
+    addr: SocketAddr,
+    modules: &Arc<ModuleStore>,
+    state_dir: &Path,
+    reporter: &Arc<Reporter>,
+) -> Result<((Arc<DeliveryServer>, DeliveryPlan), TcpListener, u16), String> {
+    let wanted = SocketAddr::new(addr.ip(), plan.port_to_bind(state_dir));
+    let tcp = match TcpListener::bind(wanted).await {
+        Ok(tcp) => tcp,
+        // A remembered port taken by something else: a new one, and a new line.
+        Err(e) if plan.port == PortChoice::Remembered && wanted.port() != 0 => {
+            reporter.log(
+                Severity::Warning,
+                &format!(
+                    "water: cannot listen on the module-delivery port {} again ({e}); using a \
+                     new one: give out the new line in {BRIDGE_LINE_FILE}",
+                    wanted.port()
+                ),
+            );
+            TcpListener::bind(SocketAddr::new(addr.ip(), 0))
+                .await
+                .map_err(|e| format!("module delivery: cannot listen: {e}"))?
+        }
+        Err(e) => return Err(format!("module delivery: cannot listen on {wanted}: {e}")),
+    };
+    let port = tcp.local_addr().map_err(|e| e.to_string())?.port();
+    if plan.port == PortChoice::Remembered {
+        if let Err(e) = remember_port(state_dir, port) {
+            reporter.log(
+                Severity::Warning,
+                &format!("water: cannot remember the module-delivery port in {PORT_FILE}: {e}"),
+            );
+        }
+    }
+    let server = DeliveryServer::new(
+        modules.runtime(),
+        &plan.key,
+        plan.served.clone(),
+        plan.rate,
+        reporter.clone(),
+    );
+    tracing::info!(
+        "water: module delivery on port {port} ({} module(s), {} downloads per address per hour)",
+        plan.served.len(),
+        plan.rate
+    );
+    Ok(((Arc::new(server), plan), tcp, port))
 }
 
 /// Writes `state_dir/water_bridgeline.txt`: a comment on what to fill in, then the line.
@@ -205,12 +265,23 @@ pub fn write_bridge_line(
 
 impl WaterServer {
     /// Accepts on `tcp` until the shutdown phase leaves `Running`, then closes it.
+    /// The module-delivery port is served beside it, until the same moment.
     pub async fn serve(self: Arc<Self>, tcp: TcpListener, shutdown: &Shutdown) {
-        accept_loop(&tcp, shutdown, |inbound, peer| {
+        let delivery = self
+            .delivery
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let delivery = async {
+            if let Some((server, tcp)) = delivery {
+                server.serve(tcp, shutdown).await;
+            }
+        };
+        let transport = accept_loop(&tcp, shutdown, |inbound, peer| {
             let server = self.clone();
             async move { server.handle(inbound, peer).await }
-        })
-        .await;
+        });
+        tokio::join!(transport, delivery);
     }
 
     async fn handle(&self, inbound: TcpStream, peer: SocketAddr) {
@@ -249,9 +320,7 @@ impl WaterServer {
 
     /// Opens tor's side of the connection from `peer` when the module first writes toward
     /// it: a probe the module rejects without a word never becomes a connection into tor.
-    /// Runs on the session's thread, and a stop of the session cuts it short. Neither kind
-    /// of upstream costs a thread: the ORPort is a non-blocking connect waited on beside the
-    /// stop signal, the Extended ORPort handshake a task on the tokio runtime.
+    /// Runs on the session's thread; a stop of the session cuts the handshake short.
     fn open_upstream(
         &self,
         peer: SocketAddr,
@@ -259,24 +328,8 @@ impl WaterServer {
     ) -> OpenSocket {
         let upstream = self.upstream.clone();
         let reporter = self.reporter.clone();
-        let tokio = tokio::runtime::Handle::current();
-        Box::new(move |cancel| {
-            let opened = match upstream {
-                Upstream::OrPort(addr) => {
-                    match connect_cancellable(addr, ORPORT_CONNECT_TIMEOUT, cancel) {
-                        Ok(tor) => Ok(tor.into()),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
-                        Err(e) => Err(("orport", format!("cannot connect to ORPort {addr}: {e}"))),
-                    }
-                }
-                Upstream::ExtOrPort { .. } => run_task_cancellable(cancel, &tokio, async move {
-                    Ok(match upstream.connect(peer).await {
-                        Ok(tor) => into_fd(tor).map_err(|e| ("extor-io", e.to_string())),
-                        Err(refused) => Err(refused),
-                    })
-                })?,
-            };
-            opened.map_err(|(kind, msg)| {
+        open_with(move || async move {
+            upstream.connect(peer).await.map_err(|(kind, msg)| {
                 let _ = failure.set(kind);
                 // The module sees its caller socket closed and ends the connection.
                 reporter.failed_once(kind, &format!("water: inbound connection dropped: {msg}"));

@@ -31,7 +31,7 @@ impl ArtifactCache {
     /// runtime run their machine code.
     pub fn open(dir: &Path, engine: &Engine) -> io::Result<Self> {
         crate::sys::create_private_dir(dir)?;
-        check_private_dir(dir)?;
+        check_private_dir(dir, "the compiled-module cache")?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         Ok(Self {
@@ -101,23 +101,23 @@ impl ArtifactCache {
 /// directory) takes its parent's access list; ownership and mode bits are
 /// Unix's, checked on Unix only.
 #[cfg(windows)]
-fn check_private_dir(dir: &Path) -> io::Result<()> {
-    let _ = dir;
+pub(crate) fn check_private_dir(dir: &Path, purpose: &str) -> io::Result<()> {
+    let _ = (dir, purpose);
     Ok(())
 }
 
+/// Whether `dir` may hold files that are trusted later (compiled modules, downloaded
+/// modules): a directory, not a symbolic link, owned by this user, that group and others
+/// cannot write. The error names `purpose` and says what is wrong.
 #[cfg(unix)]
-fn check_private_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn check_private_dir(dir: &Path, purpose: &str) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(dir)?;
     let me = rustix::process::geteuid().as_raw();
     let refuse = |why: String| {
         Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
-            format!(
-                "not using {} as the compiled-module cache: {why}",
-                dir.display()
-            ),
+            format!("not using {} as {purpose}: {why}", dir.display()),
         ))
     };
     if !meta.is_dir() {

@@ -8,11 +8,12 @@
 //! finishes on its own (each kind of work is bounded by its own timeout) and
 //! its result is dropped.
 //!
-//! Asynchronous work (the Extended ORPort handshake) needs no thread of its
-//! own: it runs as a task on the tokio runtime ([`run_task_cancellable`]),
-//! which a stop aborts. A plain TCP connect needs neither: it is a
-//! non-blocking connect waited on beside the stop signal
-//! ([`super::net::connect_cancellable`]).
+//! Asynchronous work (a server's connection to its upstream: tor's ORPort,
+//! the Extended ORPort handshake, a standalone server's forward target)
+//! needs no thread of its own: it runs as a task on the tokio runtime
+//! ([`run_task_cancellable`]), which a stop aborts. A module's own dial to an
+//! address literal needs neither: it is a non-blocking connect on the
+//! session thread, waited on beside the stop signal (`net::connect_one`).
 
 use crate::sys::{self, Waker};
 use std::future::Future;

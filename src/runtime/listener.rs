@@ -125,6 +125,26 @@ impl Listener {
     }
 }
 
+/// An [`OpenSocket`] for [`Server::serve_opening_caller`] that runs the async
+/// `connect` on the tokio runtime this is called in. The connection is made
+/// when the module first writes toward the caller: the session's thread
+/// starts `connect` as a task on that runtime (no thread of its own, so a
+/// busy server does not start one per connection) and waits for it beside
+/// its stop signal; a stop ends the wait at once and aborts the task.
+pub fn open_with<F, Fut>(connect: F) -> OpenSocket
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = io::Result<TcpStream>> + Send + 'static,
+{
+    let tokio = tokio::runtime::Handle::current();
+    Box::new(move |cancel| {
+        super::run_task_cancellable(cancel, &tokio, async move {
+            // Deregistering the socket from tokio's reactor happens inside the runtime.
+            into_fd(connect().await?)
+        })
+    })
+}
+
 /// Turns a tokio TCP stream into an owned descriptor for a module.
 pub fn into_fd(tcp: TcpStream) -> io::Result<HostFd> {
     let std = tcp.into_std()?;

@@ -34,13 +34,14 @@ pub use cancel::{run_cancellable, run_task_cancellable};
 pub use dialer::Dialer;
 pub use driver::Generation;
 pub use error::Error;
-pub use listener::{into_fd, Listener, Server};
+pub use listener::{into_fd, open_with, Listener, Server};
 pub use module::{sha256, Role, Watm};
-pub use net::{connect_cancellable, resolve, AllowList, Connector, DirectConnector, NetPolicy};
+pub use net::{resolve, AllowList, Connector, DirectConnector, NetPolicy};
 pub use relay::Relay;
 pub use session::{Replies, SessionEnd, SessionHandle};
 pub use stream::WaterStream;
 
+pub(crate) use artifact_cache::check_private_dir;
 use artifact_cache::ArtifactCache;
 use driver::Linkers;
 use session::SessionShared;

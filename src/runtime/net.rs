@@ -110,18 +110,6 @@ pub fn resolve(network: &str, address: &str) -> io::Result<Vec<SocketAddr>> {
     Ok(address.to_socket_addrs()?.filter(want).collect())
 }
 
-/// Connects to `addr` within `timeout` on the calling thread: a
-/// non-blocking connect waited on beside `cancel`, so a stop ends it at once
-/// (`Interrupted`) without a helper thread. The stream is non-blocking, with
-/// Nagle off.
-pub fn connect_cancellable(
-    addr: SocketAddr,
-    timeout: Duration,
-    cancel: &Waker,
-) -> io::Result<TcpStream> {
-    connect_one(addr, Instant::now() + timeout, cancel)
-}
-
 /// A non-blocking connect that a stop request can interrupt.
 fn connect_one(addr: SocketAddr, deadline: Instant, cancel: &Waker) -> io::Result<TcpStream> {
     let socket = socket2::Socket::new(

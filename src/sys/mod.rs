@@ -12,7 +12,8 @@
 //! descriptor types are the socket types. What differs (the wake-up, the
 //! caller socket pair, vectored writes, lifecycle signals, directory
 //! permissions, socket options only some kernels have) lives in [`unix`]
-//! or [`windows`], which export the same names. Neither needs `unsafe`.
+//! or [`windows`], which export the same names. Only one call needs `unsafe`:
+//! Windows' `TCP_MAXRT` socket option, which no safe wrapper exposes.
 //!
 //! A [`Waker`] costs no descriptor on Linux and Android, where waking one
 //! interrupts its thread's `ppoll` with a signal ([`signal_waker`]); a

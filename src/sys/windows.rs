@@ -98,12 +98,33 @@ pub const READ_INTEREST: PollFlags = PollFlags::IN;
 /// Poll results that mean the peer hung up.
 pub const HANGUP: PollFlags = PollFlags::HUP;
 
-/// Would bound how long written data may stay unacknowledged. Windows' only
-/// equivalent (`TCP_MAXRT`) is not exposed by `socket2` and would need a raw
-/// `setsockopt`, so this does nothing and a stalled peer is left to TCP's
-/// own retransmission limit (about 21 s of retries by default on Windows).
+/// Bounds how long written data may stay unacknowledged before the
+/// connection is dropped: `TCP_MAXRT`, Windows' counterpart of Linux's
+/// `TCP_USER_TIMEOUT`. It counts whole seconds, so the limit is rounded up.
 pub fn set_stall_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
-    let _ = (fd, timeout);
+    use std::os::windows::io::AsRawSocket;
+    use windows_sys::Win32::Networking::WinSock::{
+        setsockopt, IPPROTO_TCP, SOCKET, SOCKET_ERROR, TCP_MAXRT,
+    };
+    let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+    let secs = u32::try_from(secs.max(1)).unwrap_or(u32::MAX);
+    let len = std::mem::size_of::<u32>() as i32;
+    // SAFETY: `fd` is a live socket for the duration of the call (it is
+    // borrowed), and the option value points at a local `u32` whose size is
+    // passed as its length; `setsockopt` only reads that many bytes.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        setsockopt(
+            fd.as_raw_socket() as SOCKET,
+            IPPROTO_TCP,
+            TCP_MAXRT,
+            std::ptr::from_ref(&secs).cast(),
+            len,
+        )
+    };
+    if rc == SOCKET_ERROR {
+        return Err(io::Error::last_os_error());
+    }
     Ok(())
 }
 

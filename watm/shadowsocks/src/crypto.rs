@@ -12,13 +12,14 @@
 //!   seal or open. Both directions of a stream seal length and payload as two
 //!   separate AEAD messages, so a chunk uses two nonces.
 
-use aes_gcm::Aes256Gcm;
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Tag};
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Tag};
 use hkdf::Hkdf;
 use md5::{Digest, Md5};
 use sha1::Sha1;
 use watm_sdk::Errno;
+
+use crate::chacha::ChaCha20Poly1305;
 
 /// Length of the AEAD tag of both methods.
 pub const TAG_LEN: usize = 16;
@@ -108,9 +109,9 @@ impl Cipher {
             .expand(b"ss-subkey", subkey)
             .map_err(|_| Errno::INVAL)?;
         let aead = match method {
-            Method::ChaCha20Poly1305 => {
-                Aead::ChaCha(ChaCha20Poly1305::new_from_slice(subkey).map_err(|_| Errno::INVAL)?)
-            }
+            Method::ChaCha20Poly1305 => Aead::ChaCha(ChaCha20Poly1305::new(
+                &<[u8; 32]>::try_from(&*subkey).map_err(|_| Errno::INVAL)?,
+            )),
             Method::Aes256Gcm => Aead::Aes(Box::new(
                 Aes256Gcm::new_from_slice(subkey).map_err(|_| Errno::INVAL)?,
             )),
@@ -123,26 +124,27 @@ impl Cipher {
 
     /// Encrypts `buf` in place and returns the tag to send after it.
     pub fn seal(&mut self, buf: &mut [u8]) -> Result<[u8; TAG_LEN], Errno> {
-        let nonce = self.nonce.into();
         let tag = match &self.aead {
-            Aead::ChaCha(c) => c.encrypt_in_place_detached(&nonce, &[], buf),
-            Aead::Aes(c) => c.encrypt_in_place_detached(&nonce, &[], buf),
-        }
-        .map_err(|_| Errno::MSGSIZE)?;
+            Aead::ChaCha(c) => c.seal(&self.nonce, buf).map_err(|_| Errno::MSGSIZE)?,
+            Aead::Aes(c) => c
+                .encrypt_in_place_detached(&self.nonce.into(), &[], buf)
+                .map_err(|_| Errno::MSGSIZE)?
+                .into(),
+        };
         self.advance();
-        Ok(tag.into())
+        Ok(tag)
     }
 
     /// Decrypts `buf` in place if `tag` authenticates it. On failure `buf` is
     /// unspecified and the counter does not move (the stream is dead anyway).
     pub fn open(&mut self, buf: &mut [u8], tag: &[u8]) -> Result<(), Errno> {
-        let nonce = self.nonce.into();
-        let tag = Tag::from_exact_iter(tag.iter().copied()).ok_or(Errno::PROTO)?;
+        let tag = <[u8; TAG_LEN]>::try_from(tag).map_err(|_| Errno::PROTO)?;
         match &self.aead {
-            Aead::ChaCha(c) => c.decrypt_in_place_detached(&nonce, &[], buf, &tag),
-            Aead::Aes(c) => c.decrypt_in_place_detached(&nonce, &[], buf, &tag),
+            Aead::ChaCha(c) => c.open(&self.nonce, buf, &tag).map_err(|_| Errno::PROTO)?,
+            Aead::Aes(c) => c
+                .decrypt_in_place_detached(&self.nonce.into(), &[], buf, &Tag::from(tag))
+                .map_err(|_| Errno::PROTO)?,
         }
-        .map_err(|_| Errno::PROTO)?;
         self.advance();
         Ok(())
     }

@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod chacha;
 pub mod codec;
 pub mod config;
 pub mod crypto;
