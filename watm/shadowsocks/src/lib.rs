@@ -31,6 +31,7 @@ pub mod chacha;
 pub mod codec;
 pub mod config;
 pub mod crypto;
+pub mod poly1305;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
