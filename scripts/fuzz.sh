@@ -13,7 +13,8 @@
 # and only the stable toolchain is installed here, so RUSTC_BOOTSTRAP=1 lets stable rustc accept
 # them. Nothing else in the project uses it.
 #
-# Builds: the four parser targets (socks_args, socks_handshake, server_env, extor_client) link
+# Builds: the six parser targets (socks_args, socks_handshake, server_env, extor_client,
+# delivery_request, delivery_response) link
 # the water-pt library without its `runtime` feature, so they do not compile wasmtime and build
 # in a couple of minutes. wasi_guest_memory drives a real wasmtime instance (the fuzz crate's
 # `wasi` feature); an instrumented build of wasmtime and cranelift takes half an hour or more on

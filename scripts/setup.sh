@@ -2,8 +2,8 @@
 # Installs what building and testing water-pt needs on a fresh Debian machine
 # with a Rust toolchain: the wasm target (to check the committed modules),
 # the Debian packages the end-to-end tests run for real (tor, tinyproxy,
-# haproxy and iproute2 for the multi-instance bridge, obfs4proxy for the
-# benchmark), the cross toolchains of the port checks and the release (clang,
+# haproxy and iproute2 for the multi-instance bridge, obfs4proxy and socat
+# for the benchmark), the cross toolchains of the port checks and the release (clang,
 # musl-tools, mingw-w64, wine to run the Windows build, apparmor to check the
 # package's profile snippet), and shadowsocks-rust (the Shadowsocks module's
 # interop peer, built from crates.io once and cached).
@@ -11,7 +11,7 @@
 set -euo pipefail
 
 need_pkgs=()
-for pair in tor:tor tinyproxy:tinyproxy haproxy:haproxy ss:iproute2 prlimit:util-linux obfs4proxy:obfs4proxy python3:python3 \
+for pair in tor:tor tinyproxy:tinyproxy haproxy:haproxy ss:iproute2 prlimit:util-linux obfs4proxy:obfs4proxy socat:socat python3:python3 \
   clang:clang musl-gcc:musl-tools x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64 wine:wine apparmor_parser:apparmor; do
   bin=${pair%%:*}
   pkg=${pair#*:}

@@ -307,6 +307,19 @@ fn operator_commands() {
         "the same secret both times"
     );
 
+    // A module that is not built in: the line also says where to download it, once the
+    // delivery port is known (a bridge remembers the one it chose in water_fetch_port).
+    let rot = common::module_path("rot");
+    let rot = rot.to_str().unwrap();
+    let (ok, out, err) = water_pt(&["bridge-line", "--state-dir", state, "--wasm", rot]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("water-fetch"), "{out}");
+    assert!(err.contains("port chosen at its first start"), "{err}");
+    std::fs::write(dir.path().join("state/water_fetch_port"), "40123\n").unwrap();
+    let (ok, out, err) = water_pt(&["bridge-line", "--state-dir", state, "--wasm", rot]);
+    assert!(ok, "{err}");
+    assert!(out.contains(" water-fetch=40123 water-fetch-key="), "{out}");
+
     let (ok, _, err) = water_pt(&["server", "--listen", "127.0.0.1:0", "--forward", "nohost"]);
     assert!(!ok && err.contains("--forward nohost"), "{err}");
     let (ok, _, err) = water_pt(&["--max-connections", "1", "modules"]);

@@ -11,8 +11,13 @@ use water_pt::{Dialer, Listener};
 const LEN: usize = 32 << 20;
 
 /// Writes `LEN` bytes of seed `mine` while reading `LEN` bytes and checking them against seed
-/// `theirs`.
-async fn both_ways<S: AsyncRead + AsyncWrite + Send + 'static>(s: S, mine: u64, theirs: u64) {
+/// `theirs`. Returns the stream: dropping it stops its module, which must wait until the other
+/// side has read everything (bytes written here may still be on their way through the module).
+async fn both_ways<S: AsyncRead + AsyncWrite + Send + 'static>(
+    s: S,
+    mine: u64,
+    theirs: u64,
+) -> impl Send {
     let (mut r, mut w) = tokio::io::split(s);
     let out = random_bytes(LEN, mine);
     let writer = tokio::spawn(async move {
@@ -22,7 +27,7 @@ async fn both_ways<S: AsyncRead + AsyncWrite + Send + 'static>(s: S, mine: u64, 
     let mut got = vec![0u8; LEN];
     r.read_exact(&mut got).await.unwrap();
     assert!(got == random_bytes(LEN, theirs), "bytes differ");
-    drop(writer.await.unwrap());
+    (r, writer.await.unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,15 +41,16 @@ async fn plain_pair_carries_bulk_both_ways_at_once() {
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
         let (s, _) = listener.accept().await.unwrap();
-        both_ways(s, 2, 1).await;
+        both_ways(s, 2, 1).await
     });
     let client = Dialer::new(&rt, watm)
         .dial("tcp", &addr.to_string())
         .await
         .unwrap();
     let done = async {
-        both_ways(client, 1, 2).await;
-        server.await.unwrap();
+        let ours = both_ways(client, 1, 2).await;
+        let theirs = server.await.unwrap();
+        drop((ours, theirs));
     };
     tokio::time::timeout(Duration::from_secs(60), done)
         .await

@@ -11,6 +11,8 @@
 // A binary's root file resolves `mod x;` next to itself (src/bin/x.rs), so the modules in
 // src/bin/pt-bench/ are named by path; a bare `src/bin/pt-bench/` directory with a main.rs
 // would instead become a second binary.
+#[path = "pt-bench/chart.rs"]
+mod chart;
 #[path = "pt-bench/idle.rs"]
 mod idle;
 #[path = "pt-bench/launch.rs"]
@@ -94,9 +96,13 @@ struct Cli {
     /// NAME.json, or NAME.client.json / NAME.server.json, next to the module is used).
     #[arg(long = "config", value_name = "NAME=FILE")]
     configs: Vec<String>,
-    /// Only these subjects (comma list of: direct, obfs4, module names).
+    /// Only these subjects (comma list of: direct, socat, obfs4, module names).
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     only: Vec<String>,
+    /// `plain`'s PT CPU s/GiB to judge against (target: 0.8x this); the default was measured
+    /// on the 2-core benchmark machine before the work on issue #16.
+    #[arg(long, default_value_t = report::PLAIN_CPU_S_PER_GIB_BASELINE, value_name = "S")]
+    plain_cpu_baseline: f64,
     /// Where results.json, chart.svg and the transports' logs go.
     #[arg(long, default_value = "target/pt-bench", value_name = "DIR")]
     out_dir: PathBuf,
@@ -132,6 +138,7 @@ pub struct Settings {
     pub modules: PathBuf,
     pub configs: Vec<(String, PathBuf)>,
     pub only: Vec<String>,
+    pub plain_cpu_baseline: f64,
     pub out_dir: PathBuf,
 }
 
@@ -186,6 +193,16 @@ impl Settings {
             modules: cli.modules,
             configs,
             only: cli.only,
+            plain_cpu_baseline: if cli.plain_cpu_baseline.is_finite()
+                && cli.plain_cpu_baseline > 0.0
+            {
+                cli.plain_cpu_baseline
+            } else {
+                return Err(format!(
+                    "--plain-cpu-baseline {}: expected a positive number of seconds",
+                    cli.plain_cpu_baseline
+                ));
+            },
             out_dir: cli.out_dir,
         })
     }
@@ -210,6 +227,7 @@ impl Settings {
             "stalled_secs": self.stalled_secs.as_secs_f64(),
             "water_pt": self.water_pt,
             "modules": self.modules,
+            "plain_cpu_s_per_gib_baseline": self.plain_cpu_baseline,
         })
     }
 }
@@ -354,7 +372,7 @@ async fn run(settings: &Settings) -> Result<bool, String> {
         target.drained(Duration::from_secs(30)).await;
     }
 
-    let verdicts = report::verdicts(&results, settings.idle);
+    let verdicts = report::verdicts(&results, settings.idle, settings.plain_cpu_baseline);
     println!("{}", report::render_tables(&results));
     println!("{}", report::render_verdicts(&verdicts));
     for r in &results {
@@ -368,7 +386,7 @@ async fn run(settings: &Settings) -> Result<bool, String> {
     let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
     std::fs::write(&json_path, text).map_err(|e| format!("{}: {e}", json_path.display()))?;
     let chart_path = out.join("chart.svg");
-    report::write_chart(&chart_path, &results)
+    chart::write_chart(&chart_path, &results)
         .map_err(|e| format!("{}: {e}", chart_path.display()))?;
     println!("wrote {} and {}", json_path.display(), chart_path.display());
     Ok(results.iter().all(|r| r.error.is_none()))
@@ -451,7 +469,7 @@ async fn run_subject(
     };
     r.client_args = pair.client_args.clone();
     let procs = pair.procs();
-    if let Err(e) = steps(&mut r, &mut pair, settings, target, &procs).await {
+    if let Err(e) = steps(&mut r, &mut pair, subject, settings, target, &procs).await {
         r.error = Some(e);
     }
     // Stopping may wait for the processes; keep that off the async workers.
@@ -463,10 +481,12 @@ async fn run_subject(
 async fn steps(
     r: &mut SubjectResult,
     pair: &mut subjects::Pair,
+    subject: &Subject,
     settings: &Settings,
     target: &Target,
     procs: &[measure::Proc],
 ) -> Result<(), String> {
+    let runs = |test| settings.runs(test) && subject.runs(test);
     let route = pair.route.clone();
     let drain = Duration::from_secs(30);
     // Warm-up: water-pt's client loads and compiles the module on its first connection.
@@ -479,7 +499,7 @@ async fn steps(
     }
     target.drained(drain).await;
 
-    if settings.runs(Test::Latency) {
+    if runs(Test::Latency) {
         eprintln!(
             "   setup latency over {} connections",
             settings.latency_conns
@@ -494,7 +514,7 @@ async fn steps(
         target.drained(drain).await;
     }
 
-    if settings.runs(Test::Idle) && !procs.is_empty() {
+    if runs(Test::Idle) && !procs.is_empty() {
         eprintln!("   {} idle connections", settings.idle);
         let idle = idle::idle(&route, target, settings.idle, settings.idle_settle, procs).await;
         for s in &idle.sides {
@@ -517,7 +537,7 @@ async fn steps(
         }
     }
 
-    if settings.runs(Test::Cps) {
+    if runs(Test::Cps) {
         eprintln!(
             "   short connections for {:?} at concurrency {}",
             settings.cps, settings.cps_concurrency
@@ -549,7 +569,7 @@ async fn steps(
         (Direction::Down, STREAMS_N),
     ]
     .into_iter()
-    .filter(|_| settings.runs(Test::Bulk))
+    .filter(|_| runs(Test::Bulk))
     {
         let b = measure::bulk(
             &route,
@@ -576,7 +596,7 @@ async fn steps(
         target.drained(drain).await;
     }
 
-    if settings.runs(Test::Stalled) && !procs.is_empty() {
+    if runs(Test::Stalled) && !procs.is_empty() {
         eprintln!(
             "   {} stalled readers for {:?}",
             settings.stalled, settings.stalled_secs

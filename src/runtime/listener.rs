@@ -127,22 +127,20 @@ impl Listener {
 
 /// An [`OpenSocket`] for [`Server::serve_opening_caller`] that runs the async
 /// `connect` on the tokio runtime this is called in. The connection is made
-/// from the session's thread when the module first writes toward the
-/// caller; a stop of the session ends the wait for it at once (the attempt
-/// itself is left to finish on a helper thread, and what it opens is
-/// dropped).
+/// when the module first writes toward the caller: the session's thread
+/// starts `connect` as a task on that runtime (no thread of its own, so a
+/// busy server does not start one per connection) and waits for it beside
+/// its stop signal; a stop ends the wait at once and aborts the task.
 pub fn open_with<F, Fut>(connect: F) -> OpenSocket
 where
     F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = io::Result<TcpStream>>,
+    Fut: std::future::Future<Output = io::Result<TcpStream>> + Send + 'static,
 {
     let tokio = tokio::runtime::Handle::current();
     Box::new(move |cancel| {
-        super::run_cancellable(cancel, move || {
-            let tcp = tokio.block_on(connect())?;
-            // Deregistering the socket from tokio's reactor needs the runtime's context.
-            let _guard = tokio.enter();
-            into_fd(tcp)
+        super::run_task_cancellable(cancel, &tokio, async move {
+            // Deregistering the socket from tokio's reactor happens inside the runtime.
+            into_fd(connect().await?)
         })
     })
 }

@@ -30,7 +30,7 @@ mod v0;
 mod v1;
 
 pub use crate::wasi::OpenSocket;
-pub use cancel::run_cancellable;
+pub use cancel::{run_cancellable, run_task_cancellable};
 pub use dialer::Dialer;
 pub use driver::Generation;
 pub use error::Error;

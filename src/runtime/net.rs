@@ -124,19 +124,17 @@ fn connect_one(addr: SocketAddr, deadline: Instant, cancel: &Waker) -> io::Resul
         Err(e) if sys::connect_in_progress(&e) => {}
         Err(e) => return Err(e),
     }
-    let mut fds = [
-        PollFd::from_borrowed_fd(socket.as_fd(), PollFlags::OUT),
-        PollFd::from_borrowed_fd(cancel.as_fd(), PollFlags::IN),
-    ];
+    let mut fds = [PollFd::from_borrowed_fd(socket.as_fd(), PollFlags::OUT)];
     let left = deadline.saturating_duration_since(Instant::now());
-    if sys::poll(&mut fds, Some(left))? == 0 {
+    let outcome = sys::wait(&mut fds, &[cancel], Some(left))?;
+    if outcome.woken {
+        return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
+    }
+    if outcome.ready == 0 {
         return Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!("connect to {addr} timed out"),
         ));
-    }
-    if !fds[1].revents().is_empty() {
-        return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
     }
     if let Some(e) = socket.take_error()? {
         return Err(e);

@@ -510,15 +510,11 @@ fn write_reply(store: &Store<Host>, caller: &Caller, bytes: &[u8]) -> Result<(),
         match sys::write_vectored(fd, &[std::io::IoSlice::new(&bytes[off..])]) {
             Ok(n) => off += n,
             Err(rustix::io::Errno::AGAIN) => {
-                let mut fds = [
-                    PollFd::from_borrowed_fd(fd, PollFlags::OUT),
-                    PollFd::from_borrowed_fd(
-                        host.wasi.stop_signal().waker().as_fd(),
-                        PollFlags::IN,
-                    ),
-                ];
+                let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::OUT)];
                 let left = deadline.saturating_duration_since(Instant::now());
-                if sys::poll(&mut fds, Some(left))? == 0 || !fds[1].revents().is_empty() {
+                let stop = host.wasi.stop_signal().waker();
+                let outcome = sys::wait(&mut fds, &[stop], Some(left))?;
+                if outcome.ready == 0 || outcome.woken {
                     return Err(Error::Io(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         "caller socket not writable",

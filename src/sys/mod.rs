@@ -1,24 +1,30 @@
 //! The platform layer: every OS-specific call the runtime makes.
 //!
 //! The WASI host needs a handful of primitives that differ between operating
-//! systems: waiting on several sockets at once (`poll`), a wake-up handle
-//! another thread can trigger to interrupt such a wait, and raw reads and
-//! writes on socket descriptors. Keeping them here means a port to another
-//! OS touches this module only.
+//! systems: waiting on several sockets at once while staying interruptible by
+//! another thread ([`wait`] with a [`Waker`]), and raw reads and writes on
+//! socket descriptors. Keeping them here means a port to another OS touches
+//! this module only.
 //!
 //! What both platforms share lives in this file: `rustix` maps `poll`,
 //! `read`, `FIONREAD`, `FIONBIO` and `shutdown` onto POSIX calls on Unix and
 //! onto Winsock (`WSAPoll`, `recv`, `ioctlsocket`) on Windows, where its
-//! descriptor types are the socket types. What differs (the wake-up handle,
-//! the caller socket pair, vectored writes, lifecycle signals, directory
+//! descriptor types are the socket types. What differs (the wake-up, the
+//! caller socket pair, vectored writes, lifecycle signals, directory
 //! permissions, socket options only some kernels have) lives in [`unix`]
 //! or [`windows`], which export the same names. Only one call needs `unsafe`:
 //! Windows' `TCP_MAXRT` socket option, which no safe wrapper exposes.
+//!
+//! A [`Waker`] costs no descriptor on Linux and Android, where waking one
+//! interrupts its thread's `ppoll` with a signal ([`signal_waker`]); a
+//! bridge holding 10,000 connections then needs only their sockets. Other
+//! systems have no `ppoll` (macOS) or no signals (Windows) and include a
+//! wake-up descriptor in the wait instead ([`fd_waker`]).
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-pub use rustix::event::{PollFd, PollFlags};
+pub use rustix::event::PollFlags;
 /// Descriptor types: `std::os::fd` on Unix, the Winsock socket types (under
 /// the same names) on Windows.
 pub use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -32,30 +38,108 @@ mod windows;
 #[cfg(windows)]
 pub use windows::*;
 
-/// A socket descriptor owned by a guest's fd table.
-pub type HostFd = OwnedFd;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod signal_waker;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub use signal_waker::{wait, Waker};
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+mod fd_waker;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub use fd_waker::{wait, Waker};
 
-/// Waits until one of `fds` is ready or `timeout` passes (`None`: no limit).
+/// One descriptor in a [`wait`] or [`poll`]: what to wait for, and
+/// afterwards what happened. Kept here rather than taken from `rustix` so
+/// that each platform can hand the set to the call it waits with.
+#[derive(Debug, Clone, Copy)]
+pub struct PollFd<'a> {
+    fd: BorrowedFd<'a>,
+    events: PollFlags,
+    revents: PollFlags,
+}
+
+impl<'a> PollFd<'a> {
+    /// Waits on `fd` for `events`.
+    pub fn from_borrowed_fd(fd: BorrowedFd<'a>, events: PollFlags) -> Self {
+        Self {
+            fd,
+            events,
+            revents: PollFlags::empty(),
+        }
+    }
+
+    /// What the last wait found (empty: nothing).
+    pub fn revents(&self) -> PollFlags {
+        self.revents
+    }
+
+    /// Forgets what the last wait found.
+    pub fn clear_revents(&mut self) {
+        self.revents = PollFlags::empty();
+    }
+
+    fn os(&self) -> rustix::event::PollFd<'a> {
+        rustix::event::PollFd::from_borrowed_fd(self.fd, self.events)
+    }
+}
+
+impl AsFd for PollFd<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd
+    }
+}
+
+/// How a [`wait`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waited {
+    /// Entries of the set with something to report.
+    pub ready: usize,
+    /// Whether one of the wakers was woken (before or during the wait).
+    pub woken: bool,
+}
+
+/// Waits until one of `fds` is ready or `timeout` passes (`None`: no limit),
+/// with no way for another thread to interrupt it: for descriptors that are
+/// ready at once or soon (use [`wait`] for everything else).
 ///
 /// Retries on `EINTR`, so a signal delivered to the process does not look
-/// like a spurious wake-up to the guest.
+/// like a spurious wake-up to the caller.
 pub fn poll(fds: &mut [PollFd<'_>], timeout: Option<Duration>) -> io::Result<usize> {
-    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut os: Vec<_> = fds.iter().map(PollFd::os).collect();
     loop {
-        let remaining = deadline.map(|d| {
-            let left = d.saturating_duration_since(std::time::Instant::now());
-            rustix::event::Timespec {
-                tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
-                tv_nsec: left.subsec_nanos() as _,
-            }
-        });
-        match rustix::event::poll(fds, remaining.as_ref()) {
-            Ok(n) => return Ok(n),
+        match rustix::event::poll(&mut os, timespec(deadline).as_ref()) {
+            Ok(_) => break,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }
     }
+    Ok(copy_revents(fds, &os))
 }
+
+/// Copies what the kernel reported back into `fds`; returns how many
+/// entries have something to report.
+fn copy_revents(fds: &mut [PollFd<'_>], os: &[rustix::event::PollFd<'_>]) -> usize {
+    let mut ready = 0;
+    for (ours, theirs) in fds.iter_mut().zip(os) {
+        ours.revents = theirs.revents();
+        ready += usize::from(!ours.revents.is_empty());
+    }
+    ready
+}
+
+/// The time left until `deadline`, as the kernel takes it (`None`: no limit).
+fn timespec(deadline: Option<Instant>) -> Option<rustix::event::Timespec> {
+    deadline.map(|d| {
+        let left = d.saturating_duration_since(Instant::now());
+        rustix::event::Timespec {
+            tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: left.subsec_nanos() as _,
+        }
+    })
+}
+
+/// A socket descriptor owned by a guest's fd table.
+pub type HostFd = OwnedFd;
 
 /// Reads from a socket into `buf`.
 pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize, rustix::io::Errno> {

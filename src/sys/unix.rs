@@ -1,72 +1,9 @@
 //! The Unix half of the platform layer (Linux, Android, macOS, the BSDs).
 
-use super::{retry_intr, BorrowedFd, OwnedFd, PollFd, PollFlags};
+use super::{retry_intr, BorrowedFd, OwnedFd, PollFlags};
 use std::io;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// A wake-up signal that can be included in any `poll` set: readable from
-/// [`Waker::wake`] until [`Waker::drain`]. An eventfd where the kernel has
-/// one, a non-blocking pipe elsewhere.
-#[derive(Debug)]
-pub struct Waker {
-    read: OwnedFd,
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    write: OwnedFd,
-}
-
-impl Waker {
-    /// Creates a new, not yet signalled, waker.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    pub fn new() -> io::Result<Self> {
-        use rustix::event::{eventfd, EventfdFlags};
-        let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-        Ok(Self { read: fd })
-    }
-
-    /// Creates a new, not yet signalled, waker.
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    pub fn new() -> io::Result<Self> {
-        let (read, write) = rustix::pipe::pipe()?;
-        for fd in [&read, &write] {
-            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?;
-            rustix::io::ioctl_fionbio(fd, true)?;
-        }
-        Ok(Self { read, write })
-    }
-
-    /// Signals the waker; any current or future wait that includes it returns.
-    pub fn wake(&self) {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        let _ = rustix::io::write(&self.read, &1u64.to_ne_bytes());
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        let _ = rustix::io::write(&self.write, &[1u8]);
-    }
-
-    /// Resets the waker to not signalled, so that a wait including it blocks
-    /// again until the next [`Waker::wake`].
-    pub fn drain(&self) {
-        // An eventfd resets its counter with one read; a pipe may hold
-        // several wake-up bytes.
-        let mut buf = [0u8; 64];
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        let _ = rustix::io::read(&self.read, &mut buf);
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        while matches!(rustix::io::read(&self.read, &mut buf), Ok(n) if n > 0) {}
-    }
-
-    /// Whether [`Waker::wake`] has been called.
-    pub fn is_woken(&self) -> bool {
-        let mut fds = [PollFd::new(&self.read, PollFlags::IN)];
-        matches!(super::poll(&mut fds, Some(Duration::ZERO)), Ok(n) if n > 0)
-    }
-
-    /// The descriptor to include in a poll set (readable once woken).
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.read.as_fd()
-    }
-}
 
 /// Writes the given buffers to a socket with one `writev`.
 pub fn write_vectored(
@@ -229,9 +166,9 @@ impl LifecycleSignals {
 
 /// Raises this process's soft limit on open descriptors to its hard limit
 /// and returns the new soft limit (`None`: unlimited). Every connection holds
-/// about three descriptors (caller, network, stop waker), so the usual soft
-/// limit (1024, or 20,000 on some servers) caps a bridge long before memory
-/// or CPU does.
+/// two descriptors in each process (its caller and network sockets), so the
+/// usual soft limit (1024, or 20,000 on some servers) caps a bridge long
+/// before memory or CPU does.
 pub fn raise_fd_limit() -> io::Result<Option<u64>> {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let now = getrlimit(Resource::Nofile);

@@ -34,6 +34,11 @@ fn loopback_pair() -> io::Result<(TcpStream, TcpStream)> {
 /// A wake-up signal that can be included in any `poll` set: readable from
 /// [`Waker::wake`] until [`Waker::drain`]. The read end of a loopback pair;
 /// waking writes a byte to the other end.
+///
+/// Unlike on Linux, each waker (so each session) holds sockets of its own:
+/// `WSAPoll` has no signal mask and no alertable form, and returns early
+/// only when one of its own sockets becomes ready, so a socket in the set is
+/// the only way another thread can end the wait.
 #[derive(Debug)]
 pub struct Waker {
     read: TcpStream,
@@ -64,7 +69,10 @@ impl Waker {
 
     /// Whether [`Waker::wake`] has been called.
     pub fn is_woken(&self) -> bool {
-        let mut fds = [PollFd::new(&self.read, PollFlags::IN)];
+        let mut fds = [PollFd::from_borrowed_fd(
+            AsFd::as_fd(&self.read),
+            PollFlags::IN,
+        )];
         matches!(super::poll(&mut fds, Some(Duration::ZERO)), Ok(n) if n > 0)
     }
 

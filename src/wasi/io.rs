@@ -250,11 +250,7 @@ fn read(m: &mut GuestMemory<'_>, ctx: &mut WasiCtx, fd: i32, iovs: u32, n: u32) 
             }
             let stop = ctx.stop_signal();
             loop {
-                let mut fds = [PollFd::from_borrowed_fd(
-                    stop.waker().as_fd(),
-                    PollFlags::IN,
-                )];
-                sys::poll(&mut fds, None).map_err(|e| Errno::from(&e))?;
+                sys::wait(&mut [], &[stop.waker()], None).map_err(|e| Errno::from(&e))?;
                 stop.woken().map_err(Fail::Trap)?;
             }
         }
@@ -295,11 +291,7 @@ fn read_control(ctx: &mut WasiCtx, fd: i32) -> HostResult<&'static [u8]> {
         if *nonblocking {
             return Err(Errno::AGAIN.into());
         }
-        let mut fds = [PollFd::from_borrowed_fd(
-            stop.waker().as_fd(),
-            PollFlags::IN,
-        )];
-        sys::poll(&mut fds, None).map_err(|e| Errno::from(&e))?;
+        sys::wait(&mut [], &[stop.waker()], None).map_err(|e| Errno::from(&e))?;
         stop.woken().map_err(Fail::Trap)?;
     }
 }
@@ -321,12 +313,10 @@ fn retry_blocking(
             Err(rustix::io::Errno::AGAIN) if !nonblocking => {
                 waited = true;
                 let stop = ctx.stop_signal();
-                let mut fds = [
-                    PollFd::from_borrowed_fd(fd, interest),
-                    PollFd::from_borrowed_fd(stop.waker().as_fd(), PollFlags::IN),
-                ];
-                sys::poll(&mut fds, None).map_err(|e| Errno::from(&e))?;
-                if !fds[1].revents().is_empty() {
+                let mut fds = [PollFd::from_borrowed_fd(fd, interest)];
+                let outcome =
+                    sys::wait(&mut fds, &[stop.waker()], None).map_err(|e| Errno::from(&e))?;
+                if outcome.woken {
                     stop.woken().map_err(Fail::Trap)?;
                 }
             }

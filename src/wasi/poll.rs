@@ -2,9 +2,9 @@
 //!
 //! WATMs spend their whole life in this call: they subscribe FD_READ on the
 //! control pipe, the caller fd and the network fd and block until one is
-//! ready. Every wait also includes the instance's stop signal, so the runtime
-//! can end a module that ignores its control pipe; a clock subscription
-//! becomes the wait's timeout.
+//! ready. Every wait can also be ended by the instance's stop signal, so the
+//! runtime can end a module that ignores its control pipe; a clock
+//! subscription becomes the wait's timeout.
 
 use super::{with_ctx, Entry, Errno, Fail, GuestMemory, HostResult, WasiCtx, WasiView};
 use crate::sys::{self, AsFd, PollFd, PollFlags, HANGUP, READ_INTEREST};
@@ -234,10 +234,6 @@ fn poll_oneoff(
     }
 
     let stop = ctx.stop.clone();
-    fds.push(PollFd::from_borrowed_fd(
-        stop.waker().as_fd(),
-        PollFlags::IN,
-    ));
     // The first pass only looks: whether the call then has to block tells
     // a wait (which restarts the compute budget) from a module polling in a
     // busy loop.
@@ -249,15 +245,17 @@ fn poll_oneoff(
         } else {
             timeout.map(|t| t.saturating_sub(start.elapsed()))
         };
-        let ready = sys::poll(&mut fds, left).map_err(|e| Errno::from(&e))?;
-        if std::mem::take(&mut probing) && ready == 0 && timeout != Some(Duration::ZERO) {
+        let outcome = sys::wait(&mut fds, &[stop.waker()], left).map_err(|e| Errno::from(&e))?;
+        if std::mem::take(&mut probing)
+            && outcome.ready == 0
+            && !outcome.woken
+            && timeout != Some(Duration::ZERO)
+        {
             waited = true;
             continue;
         }
-        let (stop_fd, socket_fds) = fds.split_last_mut().ok_or(Errno::INVAL)?;
-        if !stop_fd.revents().is_empty() {
+        if outcome.woken {
             stop.woken().map_err(Fail::Trap)?;
-            stop_fd.clear_revents();
             if stop.is_requested() {
                 // Only reading: the control fd is never writable.
                 for &i in &controls {
@@ -278,9 +276,8 @@ fn poll_oneoff(
                 controls.clear();
             }
         }
-        let fd_ready = socket_fds.iter().any(|p| !p.revents().is_empty());
         let clock_due = timeout.is_some_and(|t| start.elapsed() >= t);
-        if fd_ready || clock_due || !events.is_empty() {
+        if outcome.ready > 0 || clock_due || !events.is_empty() {
             break;
         }
     }

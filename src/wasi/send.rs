@@ -157,15 +157,12 @@ fn wait_writable(fd: BorrowedFd<'_>, stop: &StopSignal, limit: Duration) -> Host
     let deadline = Instant::now().checked_add(limit);
     loop {
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let mut fds = [
-            PollFd::from_borrowed_fd(fd, PollFlags::OUT),
-            PollFd::from_borrowed_fd(stop.waker().as_fd(), PollFlags::IN),
-        ];
-        sys::poll(&mut fds, left).map_err(|e| Errno::from(&e))?;
-        if !fds[1].revents().is_empty() {
+        let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::OUT)];
+        let outcome = sys::wait(&mut fds, &[stop.waker()], left).map_err(|e| Errno::from(&e))?;
+        if outcome.woken {
             stop.woken().map_err(Fail::Trap)?;
         }
-        if !fds[0].revents().is_empty() {
+        if outcome.ready > 0 {
             return Ok(true);
         }
         if left.is_some_and(|l| l.is_zero()) {

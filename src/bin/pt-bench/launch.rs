@@ -198,6 +198,51 @@ pub fn helper(
     }
 }
 
+/// The socket buffer size of the socat chain (`socat -b`): as large as the reads water-pt's
+/// modules do, so the baseline is a copying proxy that is not held back by small buffers.
+pub const SOCAT_BUFFER: usize = 262_144;
+
+/// Starts one hop of the native socat chain: a listener on a free loopback port that forks
+/// per connection and copies to `upstream`. Returns once socat reports where it listens.
+pub fn socat(
+    program: &Path,
+    upstream: SocketAddr,
+    log: &Path,
+) -> io::Result<(ManagedPt, SocketAddr)> {
+    let mut cmd = Command::new(program);
+    cmd.args([
+        "-d".to_string(),
+        "-d".to_string(),
+        "-b".to_string(),
+        SOCAT_BUFFER.to_string(),
+        "TCP-LISTEN:0,bind=127.0.0.1,fork,reuseaddr".to_string(),
+        format!("TCP:{upstream},nodelay"),
+    ]);
+    let (mut process, _stdout) = spawn(cmd, log, format!("socat to {upstream}"))?;
+    // socat has no protocol on stdout; with `-d -d` it logs "listening on AF=2 ADDR:PORT".
+    let deadline = Instant::now() + LAUNCH_TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(addr) = text
+            .lines()
+            .find_map(|l| l.split_once("listening on AF=2 ").map(|(_, a)| a.trim()))
+        {
+            let addr = addr
+                .parse()
+                .map_err(|e| io::Error::other(format!("socat listens on {addr:?}: {e}")))?;
+            return Ok((process, addr));
+        }
+        if !process.is_running() || Instant::now() >= deadline {
+            return Err(io::Error::other(format!(
+                "{}: no \"listening on\" line\n{}",
+                process.label,
+                process.log_tail()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn spawn(
     mut cmd: Command,
     log: &Path,

@@ -1,9 +1,8 @@
-//! Turning measurements into the table on stdout, `results.json` and `chart.svg`.
+//! Turning measurements into the table and targets on stdout and `results.json` (`chart.svg`
+//! is drawn by `chart`).
 
 use std::fmt::Write as _;
-use std::path::Path;
 
-use plotters::prelude::*;
 use serde_json::{json, Value};
 
 use crate::idle::Idle;
@@ -33,7 +32,7 @@ impl SubjectResult {
             .find(|b| b.direction == dir && b.streams == streams && b.error.is_none())
     }
 
-    fn mib_per_s(&self, dir: Direction, streams: usize) -> Option<f64> {
+    pub fn mib_per_s(&self, dir: Direction, streams: usize) -> Option<f64> {
         self.bulk(dir, streams).map(|b| b.mib_per_s)
     }
 
@@ -52,14 +51,14 @@ impl SubjectResult {
         Some(idle.side(side)?.kib_per_conn(idle.opened))
     }
 
-    fn p50(&self) -> Option<f64> {
+    pub fn p50(&self) -> Option<f64> {
         self.latency
             .as_ref()
             .map(|l| l.p50_ms)
             .filter(|v| v.is_finite())
     }
 
-    fn p99(&self) -> Option<f64> {
+    pub fn p99(&self) -> Option<f64> {
         self.latency
             .as_ref()
             .map(|l| l.p99_ms)
@@ -194,7 +193,7 @@ fn table(rows: &[(String, Vec<String>)]) -> String {
     out
 }
 
-/// The summary: absolute figures, then ratios to direct TCP and to obfs4proxy.
+/// The summary: absolute figures, then ratios to direct TCP, the socat chain and obfs4proxy.
 pub fn render_tables(results: &[SubjectResult]) -> String {
     let mut out = String::new();
     let abs: Vec<_> = results
@@ -203,7 +202,7 @@ pub fn render_tables(results: &[SubjectResult]) -> String {
         .collect();
     out.push_str("Absolute figures\n");
     out.push_str(&table(&abs));
-    for base_name in ["direct", "obfs4"] {
+    for base_name in ["direct", "socat", "obfs4"] {
         let Some(base) = results.iter().find(|r| r.name == base_name) else {
             continue;
         };
@@ -237,11 +236,32 @@ pub struct Verdict {
     pub pass: Option<bool>,
 }
 
-/// Judges the issue's targets: the stalled-reader cost of every subject measured, the rest
-/// for water-pt with `plain`.
-pub fn verdicts(results: &[SubjectResult], idle_requested: usize) -> Vec<Verdict> {
+/// `plain`'s PT CPU seconds per GiB (all bulk tests together) before the work on issue #16:
+/// `pt-bench --quick --tests bulk` on the 2-core benchmark machine, main at f84abf7. The target
+/// is 0.8x this; `--plain-cpu-baseline` replaces it for another machine.
+pub const PLAIN_CPU_S_PER_GIB_BASELINE: f64 = 1.11;
+
+/// The ratio `v / base` as `0.00x`, or `n/a`.
+fn ratio_text(r: Option<f64>) -> String {
+    r.map_or("n/a".into(), |v| format!("{v:.2}x"))
+}
+
+/// `a / b` when both are known and `b` is positive.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b)
+}
+
+/// Judges the issues' targets: the stalled-reader cost of every subject measured; for
+/// water-pt with `plain` throughput against direct TCP, obfs4proxy and the socat chain, CPU per
+/// GiB against `plain_cpu_baseline`, setup latency, idle memory and short connections; for
+/// `shadowsocks` throughput and CPU per GiB against obfs4proxy.
+pub fn verdicts(
+    results: &[SubjectResult],
+    idle_requested: usize,
+    plain_cpu_baseline: f64,
+) -> Vec<Verdict> {
     let find = |n: &str| results.iter().find(|r| r.name == n);
-    let (plain, direct, obfs4) = (find("plain"), find("direct"), find("obfs4"));
+    let (direct, obfs4, socat) = (find("direct"), find("obfs4"), find("socat"));
     let mut out = Vec::new();
     for r in results {
         if let Some(s) = &r.stalled {
@@ -256,15 +276,31 @@ pub fn verdicts(results: &[SubjectResult], idle_requested: usize) -> Vec<Verdict
             });
         }
     }
-    let Some(plain) = plain else {
+    if let Some(ss) = find("shadowsocks") {
+        for dir in [Direction::Up, Direction::Down] {
+            let v = ss.mib_per_s(dir, 1);
+            let vs_o = ratio(v, obfs4.and_then(|o| o.mib_per_s(dir, 1)));
+            out.push(Verdict {
+                target: format!("shadowsocks single-stream {} >= 2x obfs4proxy", dir.name()),
+                measured: format!("{} MiB/s = {} of obfs4", fmt_abs(v), ratio_text(vs_o)),
+                pass: vs_o.map(|r| r >= 2.0),
+            });
+        }
+        let cpu = ss.cpu_s_per_gib();
+        let vs_o = ratio(cpu, obfs4.and_then(SubjectResult::cpu_s_per_gib));
+        out.push(Verdict {
+            target: "shadowsocks PT CPU s/GiB <= 0.6x obfs4proxy".into(),
+            measured: format!("{} s/GiB = {} of obfs4", fmt_abs(cpu), ratio_text(vs_o)),
+            pass: vs_o.map(|r| r <= 0.6),
+        });
+    }
+    let Some(plain) = find("plain") else {
         return out;
     };
     for dir in [Direction::Up, Direction::Down] {
         let p = plain.mib_per_s(dir, 1);
-        let d = direct.and_then(|d| d.mib_per_s(dir, 1));
-        let o = obfs4.and_then(|o| o.mib_per_s(dir, 1));
-        let vs_d = p.zip(d).map(|(p, d)| p / d);
-        let vs_o = p.zip(o).map(|(p, o)| p / o);
+        let vs_d = ratio(p, direct.and_then(|d| d.mib_per_s(dir, 1)));
+        let vs_o = ratio(p, obfs4.and_then(|o| o.mib_per_s(dir, 1)));
         out.push(Verdict {
             target: format!(
                 "plain single-stream {} >= 0.5x direct and >= 2x obfs4proxy",
@@ -273,15 +309,37 @@ pub fn verdicts(results: &[SubjectResult], idle_requested: usize) -> Vec<Verdict
             measured: format!(
                 "{} MiB/s = {} of direct, {} of obfs4",
                 fmt_abs(p),
-                vs_d.map_or("n/a".into(), |v| format!("{v:.2}x")),
-                vs_o.map_or("n/a".into(), |v| format!("{v:.2}x")),
+                ratio_text(vs_d),
+                ratio_text(vs_o),
             ),
             pass: match (vs_d, vs_o) {
                 (Some(a), Some(b)) => Some(a >= 0.5 && b >= 2.0),
                 _ => None,
             },
         });
+        let vs_s = ratio(p, socat.and_then(|s| s.mib_per_s(dir, 1)));
+        out.push(Verdict {
+            target: format!(
+                "plain single-stream {} >= 1.0x the native socat chain",
+                dir.name()
+            ),
+            measured: format!("{} MiB/s = {} of socat", fmt_abs(p), ratio_text(vs_s)),
+            pass: vs_s.map(|r| r >= 1.0),
+        });
     }
+    let cpu = plain.cpu_s_per_gib();
+    let vs_b = ratio(cpu, Some(plain_cpu_baseline));
+    out.push(Verdict {
+        target: format!(
+            "plain PT CPU s/GiB <= 0.8x the recorded baseline ({plain_cpu_baseline} s/GiB)"
+        ),
+        measured: format!(
+            "{} s/GiB = {} of the baseline",
+            fmt_abs(cpu),
+            ratio_text(vs_b)
+        ),
+        pass: vs_b.map(|r| r <= 0.8),
+    });
     out.push(Verdict {
         target: "setup latency p50 <= 1 ms through both PTs (plain)".into(),
         measured: format!(
@@ -326,15 +384,15 @@ pub fn verdicts(results: &[SubjectResult], idle_requested: usize) -> Vec<Verdict
         }),
     }
     out.push(Verdict {
-        target: ">= 2,000 short connections/s end to end (plain)".into(),
+        target: ">= 5,000 short connections/s end to end (plain)".into(),
         measured: format!("{} conn/s", fmt_abs(plain.cps())),
-        pass: plain.cps().map(|v| v >= 2000.0),
+        pass: plain.cps().map(|v| v >= 5000.0),
     });
     out
 }
 
 pub fn render_verdicts(v: &[Verdict]) -> String {
-    let mut out = String::from("Targets (water-pt with plain)\n");
+    let mut out = String::from("Targets\n");
     for v in v {
         let mark = match v.pass {
             Some(true) => "PASS",
@@ -354,108 +412,6 @@ pub fn verdicts_json(v: &[Verdict]) -> Value {
     )
 }
 
-/// The largest finite value, for the chart's axis range.
-fn max_of(values: impl Iterator<Item = Option<f64>>) -> f64 {
-    values
-        .flatten()
-        .filter(|v| v.is_finite())
-        .fold(0.0, f64::max)
-}
-
-type ChartResult = Result<(), Box<dyn std::error::Error>>;
-
-/// Grouped bars: per subject, throughput (4 bulk tests) on the left and setup latency
-/// (p50, p99) on the right.
-pub fn write_chart(path: &Path, results: &[SubjectResult]) -> ChartResult {
-    let root = SVGBackend::new(path, (1280, 560)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (left, right) = root.split_horizontally(760);
-    let throughput: Vec<(&str, Vec<Option<f64>>)> = [
-        ("upload, 1 stream", Direction::Up, 1),
-        ("download, 1 stream", Direction::Down, 1),
-        ("upload, 8 streams", Direction::Up, STREAMS_N),
-        ("download, 8 streams", Direction::Down, STREAMS_N),
-    ]
-    .iter()
-    .map(|&(label, dir, n)| (label, results.iter().map(|r| r.mib_per_s(dir, n)).collect()))
-    .collect();
-    grouped_bars(&left, "Bulk throughput (MiB/s)", results, &throughput)?;
-    let latency: Vec<(&str, Vec<Option<f64>>)> = vec![
-        ("p50", results.iter().map(SubjectResult::p50).collect()),
-        ("p99", results.iter().map(SubjectResult::p99).collect()),
-    ];
-    grouped_bars(
-        &right,
-        "Setup latency, CONNECT -> first echo (ms)",
-        results,
-        &latency,
-    )?;
-    root.present()?;
-    Ok(())
-}
-
-fn grouped_bars<DB: DrawingBackend>(
-    area: &DrawingArea<DB, plotters::coord::Shift>,
-    title: &str,
-    results: &[SubjectResult],
-    series: &[(&str, Vec<Option<f64>>)],
-) -> ChartResult
-where
-    DB::ErrorType: 'static,
-{
-    let k = series.len() as i32;
-    let group = k + 1;
-    let n = results.len() as i32;
-    let ymax = max_of(series.iter().flat_map(|(_, v)| v.iter().copied())).max(1e-3) * 1.15;
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0..n * group, 0f64..ymax)?;
-    let names: Vec<String> = results.iter().map(|r| r.name.clone()).collect();
-    // Every integer gets a tick; only the one in the middle of a group is labelled.
-    let label = |x: &i32| {
-        if x.rem_euclid(group) == k / 2 {
-            names.get((x / group) as usize).cloned().unwrap_or_default()
-        } else {
-            String::new()
-        }
-    };
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels((n * group) as usize + 1)
-        .x_label_formatter(&label)
-        .y_label_formatter(&|y| {
-            if ymax >= 100.0 {
-                format!("{y:.0}")
-            } else {
-                format!("{y:.2}")
-            }
-        })
-        .draw()?;
-    for (s, (name, values)) in series.iter().enumerate() {
-        let color = Palette99::pick(s).to_rgba();
-        let bars = values.iter().enumerate().filter_map(move |(i, v)| {
-            let x = i as i32 * group + s as i32;
-            v.filter(|v| v.is_finite())
-                .map(|v| Rectangle::new([(x, 0.0), (x + 1, v)], color.filled()))
-        });
-        chart
-            .draw_series(bars)?
-            .label(*name)
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
-}
-
 /// The JSON document: settings, environment, per-subject figures, verdicts.
 pub fn results_json(
     settings: Value,
@@ -472,4 +428,119 @@ pub fn results_json(
         "subjects": results.iter().map(SubjectResult::json).collect::<Vec<_>>(),
         "targets": verdicts_json(verdicts),
     })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    /// A subject whose single-stream bulk tests moved 1 GiB each way at `up` and `down` MiB/s,
+    /// costing `cpu` transport CPU seconds per GiB.
+    pub(crate) fn subject(name: &str, up: f64, down: f64, cpu: Option<f64>) -> SubjectResult {
+        let bulk = |direction, mib_per_s| Bulk {
+            direction,
+            streams: 1,
+            secs: 1.0,
+            bytes: GIB,
+            mib_per_s,
+            cpu_secs: cpu,
+            error: None,
+        };
+        SubjectResult {
+            name: name.into(),
+            label: String::new(),
+            notes: Vec::new(),
+            error: None,
+            latency: None,
+            cps: None,
+            bulk: vec![bulk(Direction::Up, up), bulk(Direction::Down, down)],
+            idle: None,
+            stalled: None,
+            client_args: Vec::new(),
+        }
+    }
+
+    fn verdict<'a>(verdicts: &'a [Verdict], target: &str) -> &'a Verdict {
+        verdicts
+            .iter()
+            .find(|v| v.target.starts_with(target))
+            .unwrap_or_else(|| panic!("no verdict {target:?} in {verdicts:#?}"))
+    }
+
+    #[test]
+    fn issue_16_targets_pass_and_miss() {
+        let results = [
+            subject("direct", 1500.0, 1000.0, None),
+            subject("socat", 600.0, 450.0, Some(1.5)),
+            subject("plain", 650.0, 400.0, Some(0.8)),
+            subject("shadowsocks", 250.0, 190.0, Some(6.0)),
+            subject("obfs4", 100.0, 100.0, Some(11.0)),
+        ];
+        let v = verdicts(&results, 200, 1.11);
+        let pass = |t| verdict(&v, t).pass;
+        assert_eq!(pass("shadowsocks single-stream upload >= 2x"), Some(true));
+        // 190 MiB/s is 1.9x obfs4proxy's 100.
+        assert_eq!(
+            pass("shadowsocks single-stream download >= 2x"),
+            Some(false)
+        );
+        assert!(verdict(&v, "shadowsocks single-stream download")
+            .measured
+            .contains("1.90x of obfs4"));
+        // 6.0 / 11.0 = 0.55x.
+        assert_eq!(pass("shadowsocks PT CPU s/GiB <= 0.6x"), Some(true));
+        assert_eq!(
+            pass("plain single-stream upload >= 1.0x the native socat chain"),
+            Some(true)
+        );
+        assert_eq!(
+            pass("plain single-stream download >= 1.0x the native socat chain"),
+            Some(false)
+        );
+        // 0.8 / 1.11 = 0.72x.
+        assert_eq!(pass("plain PT CPU s/GiB <= 0.8x"), Some(true));
+        assert_eq!(
+            verdict(&verdicts(&results, 200, 0.9), "plain PT CPU s/GiB").pass,
+            Some(false)
+        );
+        let text = render_verdicts(&v);
+        assert!(text.contains("  PASS  shadowsocks PT CPU s/GiB <= 0.6x obfs4proxy"));
+        assert!(text.contains("  MISS  shadowsocks single-stream download"));
+    }
+
+    #[test]
+    fn targets_without_their_baseline_are_not_judged() {
+        let results = [
+            subject("plain", 650.0, 400.0, None),
+            subject("shadowsocks", 250.0, 190.0, Some(6.0)),
+        ];
+        let v = verdicts(&results, 200, 1.11);
+        assert_eq!(verdict(&v, "shadowsocks single-stream upload").pass, None);
+        assert_eq!(verdict(&v, "shadowsocks PT CPU").pass, None);
+        assert_eq!(verdict(&v, "plain single-stream upload >= 1.0x").pass, None);
+        assert_eq!(verdict(&v, "plain PT CPU").pass, None);
+        assert!(render_verdicts(&v).contains("n/a   plain PT CPU"));
+        // Without shadowsocks there is no line about it at all.
+        let v = verdicts(&results[..1], 200, 1.11);
+        assert!(v.iter().all(|v| !v.target.starts_with("shadowsocks")));
+    }
+
+    #[test]
+    fn tables_show_ratios_to_socat() {
+        let results = [
+            subject("socat", 600.0, 400.0, Some(1.5)),
+            subject("plain", 300.0, 400.0, Some(0.75)),
+        ];
+        let text = render_tables(&results);
+        assert!(text.contains("Ratio to socat"));
+        let plain_ratio = text
+            .split("Ratio to socat")
+            .nth(1)
+            .and_then(|t| t.lines().find(|l| l.starts_with("| plain")))
+            .unwrap();
+        assert!(plain_ratio.contains("0.50x"), "{plain_ratio}");
+        assert!(plain_ratio.contains("1.00x"), "{plain_ratio}");
+    }
 }

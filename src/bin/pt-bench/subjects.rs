@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use water_pt::{Limits, Role, Runtime, RuntimeConfig};
 
-use crate::launch::{self, ClientPt, Launch, ServerPt};
+use crate::launch::{self, ClientPt, Launch, ManagedPt, ServerPt};
 use crate::measure::Proc;
 use crate::route::Route;
 use crate::Settings;
@@ -18,7 +18,7 @@ use crate::Settings;
 /// subject beside `plain`). `reference-loop` is a fixture too, but benchmarked: it stands for
 /// modules built with the reference TinyGo SDK, whose I/O loop loads the host differently from
 /// the Rust SDK's.
-const FIXTURES: &[&str] = &["config-echo", "faulty", "xor", "xor-v0"];
+const FIXTURES: &[&str] = &["config-echo", "faulty", "xor", "xor-v0", "rot"];
 
 /// A water module to benchmark, with the configuration each side gets (`water-config`).
 #[derive(Debug, Clone)]
@@ -34,7 +34,13 @@ pub struct WaterModule {
 pub enum Kind {
     Direct,
     Water(WaterModule),
-    Obfs4 { program: PathBuf },
+    Obfs4 {
+        program: PathBuf,
+    },
+    /// Two native `socat` hops in a row: the copying proxy any transport pair has to beat.
+    Socat {
+        program: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -49,18 +55,32 @@ impl Subject {
             Kind::Direct => "direct TCP, no transport",
             Kind::Water(_) => "water-pt client + server",
             Kind::Obfs4 { .. } => "obfs4proxy client + server (iat-mode=0)",
+            Kind::Socat { .. } => "two native socat -b 262144 hops, no transport",
         }
+    }
+
+    /// Whether the subject runs `test`. The socat chain forks a process per connection, so it
+    /// is a baseline for the bulk tests only.
+    pub fn runs(&self, test: crate::Test) -> bool {
+        !matches!(self.kind, Kind::Socat { .. }) || test == crate::Test::Bulk
     }
 }
 
-/// The subjects of this run in report order (direct, water-pt modules with `plain` and
-/// `reverse` first, obfs4proxy), plus notes on what was left out and why.
+/// The subjects of this run in report order (direct, the socat chain, water-pt modules with
+/// `plain` and `reverse` first, obfs4proxy), plus notes on what was left out and why.
 pub fn discover(settings: &Settings) -> (Vec<Subject>, Vec<String>) {
     let mut subjects = vec![Subject {
         name: "direct".into(),
         kind: Kind::Direct,
     }];
     let mut notes = Vec::new();
+    match find_program("socat") {
+        Some(program) => subjects.push(Subject {
+            name: "socat".into(),
+            kind: Kind::Socat { program },
+        }),
+        None => notes.push("socat: not found (apt-get install -y socat)".into()),
+    }
     match water_modules(settings, &mut notes) {
         Ok(mods) => subjects.extend(mods),
         Err(e) => notes.push(format!(
@@ -198,6 +218,8 @@ pub struct Pair {
     pub route: Route,
     pub client: Option<ClientPt>,
     pub server: Option<ServerPt>,
+    /// The socat chain's two hops (client side first), when that is the subject.
+    pub hops: Vec<ManagedPt>,
     /// Arguments the client sends per connection, for the report.
     pub client_args: Vec<(String, String)>,
 }
@@ -217,14 +239,26 @@ impl Pair {
                 pid: s.process.pid(),
             });
         }
+        for (side, hop) in ["client", "server"].into_iter().zip(&self.hops) {
+            v.push(Proc {
+                side,
+                pid: hop.pid(),
+            });
+        }
         v
     }
 
     /// Whether both transports are still running, with their log tails if not.
     pub fn check_alive(&mut self) -> Result<(), String> {
+        let (first, second) = match self.hops.as_mut_slice() {
+            [first, second] => (Some(first), Some(second)),
+            _ => (None, None),
+        };
         for (side, pt) in [
             ("client", self.client.as_mut().map(|c| &mut c.process)),
             ("server", self.server.as_mut().map(|s| &mut s.process)),
+            ("first socat", first),
+            ("second socat", second),
         ] {
             if let Some(pt) = pt {
                 if !pt.is_running() {
@@ -252,8 +286,21 @@ pub fn set_up(
                 route: Route::Direct(orport),
                 client: None,
                 server: None,
+                hops: Vec::new(),
                 client_args: Vec::new(),
             })
+        }
+        Kind::Socat { program } => {
+            // Started back to front: each hop needs the address of the next.
+            let (second, second_addr) = launch::socat(program, orport, &dir.join("second.log"))?;
+            let (first, first_addr) = launch::socat(program, second_addr, &dir.join("first.log"))?;
+            return Ok(Pair {
+                route: Route::Direct(first_addr),
+                client: None,
+                server: None,
+                hops: vec![first, second],
+                client_args: Vec::new(),
+            });
         }
         Kind::Water(m) => {
             let mut opts = vec![format!(
@@ -290,13 +337,14 @@ pub fn set_up(
     let args = match &subject.kind {
         Kind::Water(m) => water_client_args(m, &server.args),
         Kind::Obfs4 { .. } => obfs4_client_args(&server.args, &server_state)?,
-        Kind::Direct => Vec::new(),
+        Kind::Direct | Kind::Socat { .. } => Vec::new(),
     };
     let route = Route::socks(client.socks, &args, server.addr)?;
     Ok(Pair {
         route,
         client: Some(client),
         server: Some(server),
+        hops: Vec::new(),
         client_args: args,
     })
 }

@@ -122,8 +122,6 @@ pub struct Fetcher {
     /// Modules downloaded by this process (so a directory that cannot keep them does not
     /// mean a download per connection).
     done: Mutex<HashMap<[u8; 32], Arc<Watm>>>,
-    /// Downloads started, for tests and statistics.
-    started: AtomicU64,
 }
 
 impl Fetcher {
@@ -134,13 +132,7 @@ impl Fetcher {
             dir,
             running: Mutex::new(HashMap::new()),
             done: Mutex::new(HashMap::new()),
-            started: AtomicU64::new(0),
         }
-    }
-
-    /// Downloads started since this fetcher was made.
-    pub fn downloads_started(&self) -> u64 {
-        self.started.load(Ordering::Relaxed)
     }
 
     /// The module pinned by `pin`, downloaded from the bridge at `bridge` (`host:port`, the
@@ -155,7 +147,23 @@ impl Fetcher {
         if let Some(w) = self.lock_done().get(&pin) {
             return Ok(w.clone());
         }
-        let cell = self.lock_running().entry(pin).or_default().clone();
+        let (cell, joined) = {
+            let mut running = self.lock_running();
+            match running.get(&pin) {
+                Some(cell) => (cell.clone(), true),
+                None => {
+                    let cell = Shared::default();
+                    running.insert(pin, cell.clone());
+                    (cell, false)
+                }
+            }
+        };
+        if joined {
+            tracing::debug!(
+                "module {}: waiting for the download already under way",
+                hex::encode(pin)
+            );
+        }
         let result = cell
             .get_or_init(|| self.download(pin, bridge.to_owned(), fetch.clone()))
             .await
@@ -178,10 +186,21 @@ impl Fetcher {
         bridge: String,
         fetch: FetchArgs,
     ) -> Result<Arc<Watm>, FetchError> {
-        self.started.fetch_add(1, Ordering::Relaxed);
         let addr = delivery_address(&bridge, fetch.port)?;
+        tracing::debug!(
+            "module {}: downloading it from the bridge's delivery port",
+            hex::encode(pin)
+        );
         let limit = self.settings.max_bytes;
-        let bytes = tokio::time::timeout(self.settings.timeout, self.request(&addr, &fetch, pin))
+        // Compiled before the clock starts (the first time, or found in the compiled-module
+        // cache): the limit is for the bridge's answer, not for this machine's compiler.
+        let runtime = self.runtime.clone();
+        let carrier = tokio::task::spawn_blocking(move || delivery_module(&runtime))
+            .await
+            .map_err(|e| FetchError::Connect(format!("loading the delivery module: {e}")))?
+            .map_err(|e| FetchError::Connect(e.to_string()))?;
+        let exchange = self.request(carrier, &addr, &fetch, pin);
+        let bytes = tokio::time::timeout(self.settings.timeout, exchange)
             .await
             .map_err(|_| FetchError::Timeout(self.settings.timeout))??;
         // The pin first: nothing else looks at bytes that are not the pinned module.
@@ -214,12 +233,11 @@ impl Fetcher {
     /// One delivery exchange: the module's bytes, unchecked.
     async fn request(
         &self,
+        carrier: Arc<Watm>,
         addr: &str,
         fetch: &FetchArgs,
         pin: [u8; 32],
     ) -> Result<Vec<u8>, FetchError> {
-        let carrier =
-            delivery_module(&self.runtime).map_err(|e| FetchError::Connect(e.to_string()))?;
         let mut stream = Dialer::new(&self.runtime, carrier)
             .with_config(Some(client_config(&fetch.key)))
             .with_policy(self.settings.policy.clone())

@@ -101,7 +101,7 @@ pub struct ResponseHead {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     /// The first four bytes are not `WATD`.
-    #[error("not a module-delivery message (magic {0:02x?})")]
+    #[error("not a module-delivery message (first bytes {})", hex::encode(.0))]
     Magic([u8; 4]),
     /// A version this implementation does not speak.
     #[error("unsupported module-delivery version {0}")]

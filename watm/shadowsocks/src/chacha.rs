@@ -12,16 +12,15 @@
 //! feature, as `scripts/build-watm.sh` does, LLVM emits each lane-wise
 //! operation as one wasm SIMD instruction.
 //!
-//! The MAC is RustCrypto's `poly1305`, used as the `chacha20poly1305` crate
-//! uses it: Poly1305 keyed with the first 32 bytes of block 0, over the
+//! The MAC is Poly1305 (see [`crate::poly1305`] for why it is not
+//! RustCrypto's either) keyed with the first 32 bytes of block 0, over the
 //! ciphertext padded to 16 bytes, then the two lengths. Shadowsocks seals
 //! without associated data, so the AAD is always empty here.
 
-use poly1305::Poly1305;
-use poly1305::universal_hash::{KeyInit, UniversalHash};
 use subtle::ConstantTimeEq;
 
 use crate::crypto::TAG_LEN;
+use crate::poly1305::Poly1305;
 
 /// "expand 32-byte k", the first row of every ChaCha state.
 const SIGMA: [u32; 4] = [0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574];
@@ -156,6 +155,19 @@ fn quarter_round(x: &mut [Lanes; 16], a: usize, b: usize, c: usize, d: usize) {
     x[b] = x[b].xor_rotl::<7>(x[c]);
 }
 
+/// A column round, then a diagonal round.
+#[inline(always)]
+fn double_round(x: &mut [Lanes; 16]) {
+    quarter_round(x, 0, 4, 8, 12);
+    quarter_round(x, 1, 5, 9, 13);
+    quarter_round(x, 2, 6, 10, 14);
+    quarter_round(x, 3, 7, 11, 15);
+    quarter_round(x, 0, 5, 10, 15);
+    quarter_round(x, 1, 6, 11, 12);
+    quarter_round(x, 2, 7, 8, 13);
+    quarter_round(x, 3, 4, 9, 14);
+}
+
 /// The keystream of blocks `counter..counter + 4` under `key` and `nonce`,
 /// block after block.
 fn blocks(key: &[u32; 8], nonce: &[u32; 3], counter: u32) -> [u8; STRIDE] {
@@ -171,16 +183,20 @@ fn blocks(key: &[u32; 8], nonce: &[u32; 3], counter: u32) -> [u8; STRIDE] {
         *word = Lanes::splat(*nonce);
     }
     let mut x = init;
-    for _ in 0..10 {
-        quarter_round(&mut x, 0, 4, 8, 12);
-        quarter_round(&mut x, 1, 5, 9, 13);
-        quarter_round(&mut x, 2, 6, 10, 14);
-        quarter_round(&mut x, 3, 7, 11, 15);
-        quarter_round(&mut x, 0, 5, 10, 15);
-        quarter_round(&mut x, 1, 6, 11, 12);
-        quarter_round(&mut x, 2, 7, 8, 13);
-        quarter_round(&mut x, 3, 4, 9, 14);
-    }
+    // Written out rather than looped: a loop would carry the sixteen state
+    // vectors from one iteration to the next through the stack in the code
+    // Cranelift generates; unrolled, they stay in registers as far as those
+    // go.
+    double_round(&mut x);
+    double_round(&mut x);
+    double_round(&mut x);
+    double_round(&mut x);
+    double_round(&mut x);
+    double_round(&mut x);
+    double_round(&mut x);
+    double_round(&mut x);
+    double_round(&mut x);
+    double_round(&mut x);
     let mut out = [0u8; STRIDE];
     for (w, (mixed, init)) in x.iter().zip(&init).enumerate() {
         let word = mixed.add(*init).to_array();
@@ -292,7 +308,7 @@ fn check_length(buf: &[u8]) -> Result<(), TooLong> {
 fn mac_for(first: &[u8; STRIDE]) -> Poly1305 {
     let mut key = [0u8; 32];
     key.copy_from_slice(first.get(..32).unwrap_or(&[0; 32]));
-    Poly1305::new(&key.into())
+    Poly1305::new(&key)
 }
 
 /// The tag over `ciphertext` with empty associated data.
@@ -303,14 +319,14 @@ fn tag(mut mac: Poly1305, ciphertext: &[u8]) -> [u8; TAG_LEN] {
     if let Some(len) = lengths.get_mut(8..) {
         len.copy_from_slice(&(ciphertext.len() as u64).to_le_bytes());
     }
-    mac.update(&[lengths.into()]);
-    mac.finalize().into()
+    mac.update_padded(&lengths);
+    mac.finalize()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chacha20poly1305::aead::AeadInPlace;
+    use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 
     /// Lengths around every boundary: the padding of the MAC (16), a block
     /// (64), the first call's three keystream blocks (192), a whole call
