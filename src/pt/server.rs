@@ -153,10 +153,10 @@ async fn try_launch(
     let addr = tcp.local_addr().map_err(|e| e.to_string())?;
     let delivery = match setup.delivery {
         Some(plan) => {
-            let (server, listener, port) =
+            let (server, listener, fetch_args) =
                 launch_delivery(plan, addr, modules, state_dir, &reporter).await?;
-            published.extend(server.1.published(port));
-            Some((server.0, listener))
+            published.extend(fetch_args);
+            Some((server, listener))
         }
         None => None,
     };
@@ -189,15 +189,18 @@ async fn try_launch(
     ))
 }
 
-/// Binds the delivery port beside the transport's address `addr` and remembers it; the
-/// server, the plan (for the published arguments), the listener and its port.
+/// The module-delivery service, its listener, and the `water-fetch` arguments to publish.
+type Delivery = (Arc<DeliveryServer>, TcpListener, Vec<(String, String)>);
+
+/// Binds the delivery port beside the transport's address `addr` (and remembers a port it
+/// chose), ready to serve what `plan` says.
 async fn launch_delivery(
     plan: DeliveryPlan,
     addr: SocketAddr,
     modules: &Arc<ModuleStore>,
     state_dir: &Path,
     reporter: &Arc<Reporter>,
-) -> Result<((Arc<DeliveryServer>, DeliveryPlan), TcpListener, u16), String> {
+) -> Result<Delivery, String> {
     let wanted = SocketAddr::new(addr.ip(), plan.port_to_bind(state_dir));
     let tcp = match TcpListener::bind(wanted).await {
         Ok(tcp) => tcp,
@@ -238,7 +241,7 @@ async fn launch_delivery(
         plan.served.len(),
         plan.rate
     );
-    Ok(((Arc::new(server), plan), tcp, port))
+    Ok((Arc::new(server), tcp, plan.published(port)))
 }
 
 /// Writes `state_dir/water_bridgeline.txt`: a comment on what to fill in, then the line.

@@ -122,8 +122,6 @@ pub struct Fetcher {
     /// Modules downloaded by this process (so a directory that cannot keep them does not
     /// mean a download per connection).
     done: Mutex<HashMap<[u8; 32], Arc<Watm>>>,
-    /// Downloads started, for tests and statistics.
-    started: AtomicU64,
 }
 
 impl Fetcher {
@@ -134,13 +132,7 @@ impl Fetcher {
             dir,
             running: Mutex::new(HashMap::new()),
             done: Mutex::new(HashMap::new()),
-            started: AtomicU64::new(0),
         }
-    }
-
-    /// Downloads started since this fetcher was made.
-    pub fn downloads_started(&self) -> u64 {
-        self.started.load(Ordering::Relaxed)
     }
 
     /// The module pinned by `pin`, downloaded from the bridge at `bridge` (`host:port`, the
@@ -194,7 +186,6 @@ impl Fetcher {
         bridge: String,
         fetch: FetchArgs,
     ) -> Result<Arc<Watm>, FetchError> {
-        self.started.fetch_add(1, Ordering::Relaxed);
         let addr = delivery_address(&bridge, fetch.port)?;
         tracing::debug!(
             "module {}: downloading it from the bridge's delivery port",
