@@ -215,7 +215,15 @@ impl Runtime {
     /// Loads a module from its bytes: compiled (or read from the disk cache)
     /// the first time a given SHA-256 is seen, shared afterwards.
     pub fn load(&self, wasm: &[u8]) -> Result<Arc<Watm>, Error> {
-        let sha = sha256(wasm);
+        self.load_digested(wasm, sha256(wasm))
+    }
+
+    /// [`Runtime::load`] for bytes whose SHA-256 the caller already knows (a built-in
+    /// module's, computed once per process), so that finding a loaded module costs a map
+    /// lookup rather than hashing the whole module on every connection. `sha` must be the
+    /// digest of `wasm`.
+    pub fn load_digested(&self, wasm: &[u8], sha: [u8; 32]) -> Result<Arc<Watm>, Error> {
+        debug_assert_eq!(sha, sha256(wasm), "load_digested: wrong digest");
         let mut modules = self.inner.modules.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(w) = modules.get(&sha) {
             return Ok(w.clone());
