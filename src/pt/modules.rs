@@ -285,9 +285,10 @@ impl ModuleStore {
     }
 
     fn load_builtin(&self, b: &'static Builtin) -> Result<Arc<Watm>, ModuleError> {
-        // The runtime dedups by digest, so this compiles each built-in module once.
+        // The runtime dedups by digest, so this compiles each built-in module once; the
+        // catalogue's digest is computed once per process, not per connection.
         self.runtime
-            .load(b.wasm)
+            .load_digested(b.wasm, b.sha256())
             .map_err(|source| ModuleError::Invalid {
                 path: PathBuf::from(format!("<built-in {}>", b.name)),
                 source,
