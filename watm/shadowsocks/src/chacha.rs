@@ -6,11 +6,12 @@
 //! 64-byte block at a time with scalar operations; in a bulk transfer that
 //! was two thirds of the module's CPU time. Here each of the 16 state words
 //! is a [`Lanes`] value holding that word of four consecutive blocks, so
-//! every step of a round is one lane-wise operation on four blocks. The code
-//! is plain Rust, the same on every target (the unit tests run it natively
-//! against the `chacha20poly1305` crate); built with the `simd128` target
-//! feature, as `scripts/build-watm.sh` does, LLVM emits each lane-wise
-//! operation as one wasm SIMD instruction.
+//! every step of a round is one lane-wise operation on four blocks. The
+//! rounds are written once; with the `simd128` target feature (which
+//! `scripts/build-watm.sh` turns on) a [`Lanes`] is a wasm SIMD vector,
+//! elsewhere an array, which is what the native unit tests run against the
+//! `chacha20poly1305` crate. The SIMD version runs in the interop tests
+//! (`tests/shadowsocks.rs`) against shadowsocks-rust.
 //!
 //! The MAC is Poly1305 (see [`crate::poly1305`] for why it is not
 //! RustCrypto's either) keyed with the first 32 bytes of block 0, over the
@@ -35,9 +36,10 @@ const STRIDE: usize = BLOCK * LANES;
 use lanes::Lanes;
 
 /// One state word of four consecutive blocks (lane `i` belongs to block
-/// `counter + i`), as a wasm SIMD vector. Every operation is one or two
-/// SIMD instructions; LLVM does not vectorise the portable version by itself
-/// (it judges four scalar `i32.rotl` cheaper than a vector rotation).
+/// `counter + i`), as a wasm SIMD vector: every operation is a few SIMD
+/// instructions on all four blocks. Written with the intrinsics because LLVM
+/// does not vectorise the portable version by itself (it judges four scalar
+/// `i32.rotl` cheaper than a vector rotation).
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod lanes {
     use core::arch::wasm32::{
