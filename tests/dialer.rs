@@ -3,7 +3,8 @@
 mod common;
 
 use common::*;
-use tokio::io::AsyncWriteExt;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use water_pt::{AllowList, Dialer, NetPolicy, Role};
 
 #[tokio::test]
@@ -281,4 +282,38 @@ async fn socket_buffer_limit_fixes_the_buffers_of_module_sockets() {
     let sock = socket2::SockRef::from(&fixed.caller);
     assert_eq!(sock.recv_buffer_size().unwrap(), 2 * SIZE);
     assert_eq!(sock.send_buffer_size().unwrap(), 2 * SIZE);
+}
+
+/// A connection never sees what the one before it left in memory: with a single pool slot,
+/// every connection runs in the same slot, and each finds its memory as the module's image
+/// made it (zeros, and the data segment), though the one before wrote over both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_slot_starts_from_the_module_image() {
+    // Sends the bytes at 299..304 and at 60000 to the network peer, then overwrites them.
+    let wasm = wat_module(
+        r#"(i32.store8 (i32.const 304) (i32.load8_u (i32.const 60000)))
+    (i32.store (i32.const 0) (i32.const 299))
+    (i32.store (i32.const 4) (i32.const 6))
+    (drop (call $fd_write (global.get $net) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (i32.store8 (i32.const 299) (i32.const 170))
+    (i32.store (i32.const 300) (i32.const 0x58585858))
+    (i32.store8 (i32.const 60000) (i32.const 171))
+    (i32.const 0)"#,
+        r#"(data (i32.const 300) "orig")"#,
+    );
+    let rt = runtime_with(|l| l.max_connections = 1);
+    let dialer = Dialer::new(&rt, rt.load(&wasm).unwrap());
+    let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = peer.local_addr().unwrap().to_string();
+    for round in 0..3 {
+        let _stream = dialer.dial("tcp", &addr).await.unwrap();
+        let (mut s, _) = peer.accept().await.unwrap();
+        let mut seen = [0u8; 6];
+        s.read_exact(&mut seen).await.unwrap();
+        assert_eq!(&seen, b"\0orig\0", "round {round}");
+        drop(_stream);
+        tokio::time::timeout(Duration::from_secs(10), rt.wait_idle())
+            .await
+            .expect("the connection ended");
+    }
 }

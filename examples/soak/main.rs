@@ -19,6 +19,10 @@
 //! so it may exceed the baseline by that per-slot amount for the peak concurrency plus
 //! `--rss-slack-mib`; a per-connection leak over a million connections does not fit in that.
 //!
+//! With `--flood-silent`/`--flood-noisy` it runs the flood mode instead (see `flood.rs`):
+//! a Shadowsocks bridge held by many silent and noisy connections while a real client echoes
+//! through it.
+//!
 //! `scripts/soak.sh` builds and runs it; `tests/soak_short.rs` runs it with small counts.
 
 use clap::Parser;
@@ -37,6 +41,7 @@ use tokio::net::TcpStream;
 
 /// Resident bytes the runtime's instance pool keeps per slot once used (linear memory and
 /// table, 128 KiB each; see `KEEP_RESIDENT` in `src/runtime/mod.rs`).
+mod flood;
 mod load;
 mod procs;
 
@@ -99,6 +104,28 @@ pub struct Opts {
     /// packets, connections stall and the PTs' network stall limit fails them.
     #[arg(long, default_value_t = 64)]
     pub socket_buffer_kib: u32,
+    /// Flood mode instead of the short and long phases: this many silent connections to a
+    /// `water-pt server` running the Shadowsocks module (see `flood.rs`).
+    #[arg(long, default_value_t = 0)]
+    pub flood_silent: usize,
+    /// Flood mode: this many connections sending a few hundred random bytes each.
+    #[arg(long, default_value_t = 0)]
+    pub flood_noisy: usize,
+    /// Flood mode: bytes the real client echoes through the flooded bridge.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub flood_echo_bytes: usize,
+    /// Flood mode: how long the server keeps an unauthenticated connection (the module's
+    /// `reject_timeout_secs` and the server's setup deadline), so that the flood outlives
+    /// the measurement.
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub flood_hold_secs: u64,
+}
+
+impl Opts {
+    /// Whether this is a flood run.
+    pub fn flood(&self) -> bool {
+        self.flood_silent + self.flood_noisy > 0
+    }
 }
 
 impl Opts {
@@ -132,6 +159,8 @@ pub struct Usage {
 #[derive(Debug, Default)]
 pub struct Report {
     pub phases: Vec<PhaseResult>,
+    /// What a flood run measured.
+    pub flood: Option<flood::FloodResult>,
     /// (label, client, server, rss allowance in KiB for that snapshot)
     pub snapshots: Vec<(String, Usage, Usage, u64)>,
     pub problems: Vec<String>,
@@ -146,10 +175,16 @@ impl Report {
 
     pub fn table(&self) -> String {
         let mut t = String::new();
-        t.push_str(&format!(
-            "{:<8} {:>12} {:>9} {:>10} {:>10} {:>12}\n",
-            "phase", "connections", "failures", "MiB/way", "seconds", "conn/s"
-        ));
+        if let Some(f) = &self.flood {
+            t.push_str(&f.table());
+            t.push('\n');
+        }
+        if !self.phases.is_empty() {
+            t.push_str(&format!(
+                "{:<8} {:>12} {:>9} {:>10} {:>10} {:>12}\n",
+                "phase", "connections", "failures", "MiB/way", "seconds", "conn/s"
+            ));
+        }
         for p in &self.phases {
             let secs = p.elapsed.as_secs_f64();
             t.push_str(&format!(
@@ -288,6 +323,11 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
                 .ok_or("cannot locate water-pt; pass --bin")?
         }
     };
+    if o.flood() {
+        let mut report = Report::default();
+        report.flood = Some(flood::run(o, &bin, &mut report).await?);
+        return Ok(report);
+    }
     let echo = echo_server(o.socket_buffer())
         .await
         .map_err(|e| e.to_string())?;

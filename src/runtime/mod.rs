@@ -367,6 +367,42 @@ impl RuntimeInner {
 /// Bytes of a pool slot's memory and table kept resident between instances.
 const KEEP_RESIDENT: usize = 128 << 10;
 
+/// Memory mappings one open connection adds, with room to spare: its thread's stack and
+/// the two signal stacks (Rust's and wasmtime's), each beside a guard page, and its
+/// instance's linear memory, split around the module's memory image (10 on Linux x86-64).
+const MAPPINGS_PER_CONNECTION: u64 = 12;
+
+/// Mappings left for the rest of the process: the executable and libraries, the pool's
+/// reservations, tokio's threads and the short-lived helper threads.
+const MAPPINGS_RESERVED: u64 = 2_000;
+
+/// Lowers the connection limit to what the platform's limit on memory mappings leaves room
+/// for (`vm.max_map_count`, 65,530 by default on Linux: about 5,300 connections), and says
+/// so once. Past that limit a new session thread cannot map its signal stack, and the Rust
+/// runtime aborts the whole process; below it, one connection too many is refused like any
+/// other beyond `--max-connections`.
+fn fit_mapping_limit(limits: &mut Limits) {
+    let Some(max) = crate::sys::max_memory_mappings() else {
+        return;
+    };
+    let room = connections_for_mappings(max);
+    if limits.max_connections > room {
+        tracing::info!(
+            "vm.max_map_count {max} leaves room for about {room} connections \
+             ({MAPPINGS_PER_CONNECTION} memory mappings each): serving at most {room}, not {} \
+             (raise it, e.g. `sysctl vm.max_map_count=262144`, to allow more)",
+            limits.max_connections
+        );
+        limits.max_connections = room;
+    }
+}
+
+/// How many connections `max` memory mappings leave room for (at least one).
+fn connections_for_mappings(max: u64) -> usize {
+    let room = max.saturating_sub(MAPPINGS_RESERVED) / MAPPINGS_PER_CONNECTION;
+    usize::try_from(room).unwrap_or(usize::MAX).max(1)
+}
+
 /// [`build_engine`], with fewer connection slots when the address space cannot hold all of
 /// them. The pool reserves `max_connections` x (`max_memory` + a guard) of address space up
 /// front (about 640 GiB with the defaults): free on a 64-bit machine, but refused under
@@ -374,6 +410,7 @@ const KEEP_RESIDENT: usize = 128 << 10;
 /// slots until the reservation succeeds, lowers the connection limit to match, and says in
 /// one line which options trade capacity for address space.
 fn build_engine_that_fits(mut limits: Limits) -> Result<(Engine, Limits), Error> {
+    fit_mapping_limit(&mut limits);
     let wanted = limits.max_connections;
     loop {
         match build_engine(&limits) {
@@ -415,7 +452,12 @@ fn build_engine(limits: &Limits) -> Result<Engine, Error> {
         // them back in on the next connection: that is where a session's
         // guest stack and buffers live.
         .linear_memory_keep_resident(KEEP_RESIDENT)
-        .table_keep_resident(KEEP_RESIDENT);
+        .table_keep_resident(KEEP_RESIDENT)
+        // Where the kernel can say which pages a slot really touched (Linux 6.7+), only
+        // those are zeroed: zeroing all of the kept start of a slot a probe hardly used
+        // would fault its pages in, so a flood of silent connections would leave more
+        // memory resident after it closed than while it was open.
+        .pagemap_scan(wasmtime::Enabled::Auto);
     let mut config = Config::new();
     config
         .epoch_interruption(true)
@@ -428,4 +470,24 @@ fn build_engine(limits: &Limits) -> Result<Engine, Error> {
         .memory_reservation_for_growth(0)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config).map_err(Error::engine)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Linux's default `vm.max_map_count` leaves room for about 5,300 connections, below the
+    /// default connection limit; a raised one for all of them; a tiny one still for one.
+    #[test]
+    fn connection_limit_fits_the_mapping_limit() {
+        assert_eq!(connections_for_mappings(65_530), 5_294);
+        assert!(connections_for_mappings(262_144) > Limits::default().max_connections);
+        assert_eq!(connections_for_mappings(100), 1);
+        let mut limits = Limits {
+            max_connections: 7,
+            ..Limits::default()
+        };
+        fit_mapping_limit(&mut limits);
+        assert_eq!(limits.max_connections, 7, "a low limit is left alone");
+    }
 }

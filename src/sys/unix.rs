@@ -184,6 +184,23 @@ pub fn raise_fd_limit() -> io::Result<Option<u64>> {
     Ok(getrlimit(Resource::Nofile).current)
 }
 
+/// The most memory mappings this process may have (`vm.max_map_count` on
+/// Linux), or `None` where the platform has no such limit or it cannot be
+/// read. Going past it fails `mmap`/`mprotect`, and a thread that cannot
+/// map its signal stack aborts the process.
+pub fn max_memory_mappings() -> Option<u64> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    None
+}
+
 /// Has the kernel send this process SIGTERM when its parent exits, so a
 /// transport whose tor was killed (no chance to close our stdin or signal
 /// us) does not live on. Returns whether the platform supports it.

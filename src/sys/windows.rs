@@ -255,6 +255,11 @@ pub fn raise_fd_limit() -> io::Result<Option<u64>> {
     Ok(None)
 }
 
+/// Windows has no per-process limit on memory mappings.
+pub fn max_memory_mappings() -> Option<u64> {
+    None
+}
+
 /// Tor on Windows closes the transport's stdin and then terminates it, so
 /// there is no parent-death signal to ask for. Returns `false` (not
 /// supported).
