@@ -266,6 +266,11 @@ impl ModuleStore {
         self: &Arc<Self>,
         args: BridgeArgs,
     ) -> Result<Arc<Watm>, ModuleError> {
+        // A built-in module already compiled is a map lookup: the hand-over to the blocking
+        // pool would cost more than that on every SOCKS connection.
+        if let Some(watm) = self.loaded_builtin(&args) {
+            return Ok(watm);
+        }
         let store = self.clone();
         match tokio::task::spawn_blocking(move || store.select(&args)).await {
             Ok(result) => result,
@@ -274,6 +279,18 @@ impl ModuleStore {
                 source: Error::Engine(format!("module loading task failed: {join}")),
             }),
         }
+    }
+
+    /// What [`ModuleStore::select`] returns for `args` when that is a built-in module the
+    /// runtime has already compiled; `None` when it is not (yet), or is a file.
+    fn loaded_builtin(&self, args: &BridgeArgs) -> Option<Arc<Watm>> {
+        let builtin = match (&args.wasm, args.sha256.as_ref()) {
+            (_, Some(pin)) => catalogue::by_sha256(pin)?,
+            (None, None) => return self.default.get().cloned(),
+            (Some(ModuleRef::Name(name)), None) => catalogue::by_name(name)?,
+            (Some(ModuleRef::Path(_)), None) => return None,
+        };
+        self.runtime.loaded(&builtin.sha256())
     }
 
     fn builtin(&self) -> Result<Arc<Watm>, ModuleError> {

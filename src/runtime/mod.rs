@@ -256,6 +256,12 @@ impl Runtime {
         Ok(watm)
     }
 
+    /// The module with SHA-256 `sha`, if this runtime has loaded it.
+    pub fn loaded(&self, sha: &[u8; 32]) -> Option<Arc<Watm>> {
+        let modules = self.inner.modules.lock().unwrap_or_else(|p| p.into_inner());
+        modules.get(sha).cloned()
+    }
+
     /// Reads and loads a module file.
     pub fn load_file(&self, path: &Path) -> Result<Arc<Watm>, Error> {
         let bytes = std::fs::read(path).map_err(|e| {

@@ -6,11 +6,12 @@
 //! 64-byte block at a time with scalar operations; in a bulk transfer that
 //! was two thirds of the module's CPU time. Here each of the 16 state words
 //! is a [`Lanes`] value holding that word of four consecutive blocks, so
-//! every step of a round is one lane-wise operation on four blocks. The code
-//! is plain Rust, the same on every target (the unit tests run it natively
-//! against the `chacha20poly1305` crate); built with the `simd128` target
-//! feature, as `scripts/build-watm.sh` does, LLVM emits each lane-wise
-//! operation as one wasm SIMD instruction.
+//! every step of a round is one lane-wise operation on four blocks. The
+//! rounds are written once; with the `simd128` target feature (which
+//! `scripts/build-watm.sh` turns on) a [`Lanes`] is a wasm SIMD vector,
+//! elsewhere an array, which is what the native unit tests run against the
+//! `chacha20poly1305` crate. The SIMD version runs in the interop tests
+//! (`tests/shadowsocks.rs`) against shadowsocks-rust.
 //!
 //! The MAC is Poly1305 (see [`crate::poly1305`] for why it is not
 //! RustCrypto's either) keyed with the first 32 bytes of block 0, over the
@@ -35,14 +36,15 @@ const STRIDE: usize = BLOCK * LANES;
 use lanes::Lanes;
 
 /// One state word of four consecutive blocks (lane `i` belongs to block
-/// `counter + i`), as a wasm SIMD vector. Every operation is one or two
-/// SIMD instructions; LLVM does not vectorise the portable version by itself
-/// (it judges four scalar `i32.rotl` cheaper than a vector rotation).
+/// `counter + i`), as a wasm SIMD vector: every operation is a few SIMD
+/// instructions on all four blocks. Written with the intrinsics because LLVM
+/// does not vectorise the portable version by itself (it judges four scalar
+/// `i32.rotl` cheaper than a vector rotation).
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod lanes {
     use core::arch::wasm32::{
-        i8x16_shuffle, i32x4_add, i32x4_shl, u32x4, u32x4_extract_lane, u32x4_shr, u32x4_splat,
-        v128, v128_or, v128_xor,
+        i32x4_add, i32x4_shl, u32x4, u32x4_extract_lane, u32x4_shr, u32x4_splat, v128, v128_or,
+        v128_xor,
     };
 
     /// Four lanes of 32 bits.
@@ -73,16 +75,14 @@ mod lanes {
             Self(i32x4_add(self.0, other.0))
         }
 
-        /// Lane-wise `(self ^ other).rotate_left(BITS)`. Rotations by whole
-        /// bytes are one byte shuffle (one `pshufb` on x86-64).
+        /// Lane-wise `(self ^ other).rotate_left(BITS)`, as two shifts and
+        /// an or for every rotation. The byte-sized ones (16, 8) could be one
+        /// `i8x16.shuffle`, but Wasmtime compiles that to a constant load and
+        /// a two-source byte permute on x86-64, which measured slower.
         #[inline(always)]
         pub fn xor_rotl<const BITS: u32>(self, other: Self) -> Self {
             let x = v128_xor(self.0, other.0);
-            Self(match BITS {
-                16 => i8x16_shuffle::<2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13>(x, x),
-                8 => i8x16_shuffle::<3, 0, 1, 2, 7, 4, 5, 6, 11, 8, 9, 10, 15, 12, 13, 14>(x, x),
-                _ => v128_or(i32x4_shl(x, BITS), u32x4_shr(x, 32 - BITS)),
-            })
+            Self(v128_or(i32x4_shl(x, BITS), u32x4_shr(x, 32 - BITS)))
         }
 
         /// The four lanes.
