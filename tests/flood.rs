@@ -40,6 +40,21 @@ fn usage(pid: u32) -> (usize, usize, u64) {
     (count("fd"), count("task"), rss)
 }
 
+/// [`usage`] once the descriptor count has stopped changing (the server's side of a
+/// connection the client just closed ends a moment later), waiting 5 s at most.
+async fn steady_usage(pid: u32) -> (usize, usize, u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = usage(pid);
+    let mut same = 0;
+    while same < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = usage(pid);
+        same = if now.0 == last.0 { same + 1 } else { 0 };
+        last = now;
+    }
+    last
+}
+
 /// Echoes 1 MiB of random bytes through `stream` and checks it came back intact.
 async fn echo_one_mib(stream: water_pt::WaterStream) {
     let data = random_bytes(MIB, 42);
@@ -92,7 +107,7 @@ async fn real_client_gets_through_a_flood_and_the_flood_leaves_nothing() {
     // runtime's one-time allocations are made.
     echo_one_mib(dialer.dial("tcp", &addr.to_string()).await.unwrap()).await;
     rt.wait_idle().await;
-    let base = usage(pid);
+    let base = steady_usage(pid).await;
 
     // Two floods: the second shows that what the first left resident is
     // reused, not leaked.
@@ -142,7 +157,13 @@ async fn flood_round(
     .await;
     let took = tried.elapsed();
     assert!(echoed.is_ok(), "no echo through the flood within 60 s");
-    let during = usage(pid);
+    // Every flood connection accepted and served (one descriptor each at least), bounded.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut during = usage(pid);
+    while during.0 < base.0 + SILENT + NOISY && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        during = usage(pid);
+    }
     eprintln!(
         "round {round}, flood of {SILENT} silent + {NOISY} noisy: 1 MiB echoed {took:?} after \
          trying; server fds/threads/RSS(KiB) {base:?} before, {during:?} during"
