@@ -35,8 +35,9 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 cargo build --release --locked --bin water-pt --example soak
 
-# Descriptors the run needs: per flood connection one in the driver and up to three in the
-# server (inbound socket, caller socket, stop signal), plus room for everything else.
+# Descriptors the run needs: per flood connection one in the driver and up to two in the
+# server (inbound socket, and the caller socket once the module writes toward it), plus
+# room for everything else.
 flood=0
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
