@@ -313,16 +313,7 @@ async fn probes_make_no_extended_orport_connection() {
 
     // A real client gets through, and its connection is the only one tor accepted (the
     // listener accepts in order, so a probe's connection would have come first).
-    let rt = water_pt::Runtime::new(water_pt::RuntimeConfig::default()).unwrap();
-    let config = br#"{"method":"chacha20-ietf-poly1305","password":"probing test secret","target":"127.0.0.1:9"}"#;
-    let dialer = water_pt::Dialer::new(&rt, rt.load(&common::module("shadowsocks")).unwrap())
-        .with_config(Some(config.to_vec()));
-    let mut s = dialer.dial("tcp", &addr.to_string()).await.unwrap();
-    let msg = random_bytes(64 << 10, 9);
-    let back = tokio::time::timeout(Duration::from_secs(20), common::roundtrip(&mut s, &msg))
-        .await
-        .expect("echoed in time");
-    assert!(back == msg, "the echo differs");
+    shadowsocks_client_echoes(addr).await;
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
@@ -406,6 +397,13 @@ async fn standalone_server_probes_make_no_forward_connection() {
     );
 
     // A real client gets through, on the one upstream connection made.
+    shadowsocks_client_echoes(addr).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+/// A real Shadowsocks client (the probing tests' key) echoes 64 KiB through
+/// the server at `addr`, intact and in time.
+async fn shadowsocks_client_echoes(addr: SocketAddr) {
     let rt = water_pt::Runtime::new(water_pt::RuntimeConfig::default()).unwrap();
     let config = br#"{"method":"chacha20-ietf-poly1305","password":"probing test secret","target":"127.0.0.1:9"}"#;
     let dialer = water_pt::Dialer::new(&rt, rt.load(&common::module("shadowsocks")).unwrap())
@@ -416,5 +414,4 @@ async fn standalone_server_probes_make_no_forward_connection() {
         .await
         .expect("echoed in time");
     assert!(back == msg, "the echo differs");
-    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
