@@ -42,7 +42,7 @@ pub struct Waker {
     /// by that thread under the lock, and signalled under it: a thread is
     /// never signalled after it stopped waiting (it may have exited since,
     /// and signalling a thread that is gone is undefined behaviour).
-    waiter: Mutex<Option<Pthread>>,
+    waiter: Mutex<Option<ThreadId>>,
 }
 
 impl Waker {
@@ -60,7 +60,7 @@ impl Waker {
         self.woken.store(true, Ordering::SeqCst);
         if let Some(thread) = *self.waiter() {
             // Fails only if the thread is gone, which the lock rules out.
-            let _ = pthread_kill(thread, WAKE_SIGNAL);
+            let _ = pthread_kill(thread.pthread(), WAKE_SIGNAL);
         }
     }
 
@@ -75,7 +75,7 @@ impl Waker {
         self.woken.load(Ordering::SeqCst)
     }
 
-    fn waiter(&self) -> MutexGuard<'_, Option<Pthread>> {
+    fn waiter(&self) -> MutexGuard<'_, Option<ThreadId>> {
         self.waiter.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -135,12 +135,33 @@ fn revents(entry: &OsPollFd<'_>) -> PollFlags {
     }
 }
 
+/// A thread's `pthread_t`, kept as a plain number. `pthread_t` is an integer
+/// with glibc and Bionic but a pointer with musl, which would make every
+/// [`Waker`] neither `Send` nor `Sync` there; the value is only ever handed
+/// back to `pthread_kill`, never dereferenced, so a number loses nothing.
+#[derive(Debug, Clone, Copy)]
+struct ThreadId(usize);
+
+impl ThreadId {
+    fn current() -> Self {
+        // An `as` cast from either representation (integer or pointer).
+        #[allow(clippy::unnecessary_cast)]
+        Self(pthread_self() as usize)
+    }
+
+    fn pthread(self) -> Pthread {
+        #[allow(clippy::unnecessary_cast)]
+        let thread = self.0 as Pthread;
+        thread
+    }
+}
+
 /// This thread as the waiter of some wakers, until dropped.
 struct Registered<'a>(&'a [&'a Waker]);
 
 impl<'a> Registered<'a> {
     fn new(wakers: &'a [&'a Waker]) -> Self {
-        let me = pthread_self();
+        let me = ThreadId::current();
         for w in wakers {
             *w.waiter() = Some(me);
         }

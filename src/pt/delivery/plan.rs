@@ -215,22 +215,26 @@ fn read_module(path: &Path) -> Result<Vec<u8>, String> {
 mod tests {
     use super::*;
 
+    /// `name` under a directory that is absolute on this platform.
+    fn absolute(name: &str) -> PathBuf {
+        std::env::temp_dir().join(name)
+    }
+
     #[test]
     fn options_are_taken_out_and_checked() {
+        // Absolute on this platform (`/old.wasm` is not, on Windows).
+        let (old, older) = (absolute("old.wasm"), absolute("older.wasm"));
         let mut opts = vec![
             ("water-wasm", "/m.wasm"),
             (OPT_PORT, "8443"),
-            (OPT_SERVE_ALSO, "/old.wasm"),
-            (OPT_SERVE_ALSO, "/older.wasm"),
+            (OPT_SERVE_ALSO, old.to_str().unwrap()),
+            (OPT_SERVE_ALSO, older.to_str().unwrap()),
             (OPT_RATE, "5"),
         ];
         let d = DeliveryOptions::take(&mut opts).unwrap();
         assert_eq!(opts, [("water-wasm", "/m.wasm")]);
         assert_eq!(d.port, PortChoice::Fixed(8443));
-        assert_eq!(
-            d.serve_also,
-            [PathBuf::from("/old.wasm"), PathBuf::from("/older.wasm")]
-        );
+        assert_eq!(d.serve_also, [old.clone(), older.clone()]);
         assert_eq!(d.rate, Some(5));
 
         let mut off = vec![(OPT_PORT, "off")];
