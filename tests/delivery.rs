@@ -285,22 +285,15 @@ async fn a_bridge_serves_downloads_beside_bad_clients_and_limits_each_address() 
     let rt = runtime();
     let orport = echo_server().await;
     let dir = TempDir::new("delivery-bridge");
-    let env = [
-        ("TOR_PT_MANAGED_TRANSPORT_VER", "1".to_string()),
-        ("TOR_PT_STATE_LOCATION", dir.state()),
-        ("TOR_PT_EXIT_ON_STDIN_CLOSE", "1".into()),
-        ("TOR_PT_SERVER_TRANSPORTS", "water".into()),
-        ("TOR_PT_SERVER_BINDADDR", "water-127.0.0.1:0".into()),
-        ("TOR_PT_ORPORT", orport.to_string()),
-        (
-            "TOR_PT_SERVER_TRANSPORT_OPTIONS",
-            format!(
-                "water:water-wasm={};water:water-serve-also={};water:water-fetch-rate=7",
-                module_path("rot").display(),
-                module_path("xor").display()
-            ),
+    let mut env = server_env(&dir.state(), &orport.to_string());
+    env.push((
+        "TOR_PT_SERVER_TRANSPORT_OPTIONS",
+        format!(
+            "water:water-wasm={};water:water-serve-also={};water:water-fetch-rate=7",
+            module_path("rot").display(),
+            module_path("xor").display()
         ),
-    ];
+    ));
     let mut bridge = PtChild::spawn(&env_refs(&env), &[]);
     assert_eq!(bridge.line(), "VERSION 1");
     let (addr, args) = bridge.smethod();

@@ -60,15 +60,8 @@ async fn recording_orport(
 
 /// Starts a server PT in front of `orport`, with `options` as its transport options.
 fn server(dir: &TempDir, orport: SocketAddr, options: Option<String>) -> (PtChild, SocketAddr) {
-    let mut env = vec![
-        ("TOR_PT_MANAGED_TRANSPORT_VER", "1".to_string()),
-        ("TOR_PT_STATE_LOCATION", dir.state()),
-        ("TOR_PT_EXIT_ON_STDIN_CLOSE", "1".into()),
-        ("TOR_PT_SERVER_TRANSPORTS", "water".into()),
-        ("TOR_PT_SERVER_BINDADDR", "water-127.0.0.1:0".into()),
-        ("TOR_PT_ORPORT", orport.to_string()),
-        ("TOR_PT_EXTENDED_SERVER_PORT", String::new()),
-    ];
+    let mut env = server_env(&dir.state(), &orport.to_string());
+    env.push(("TOR_PT_EXTENDED_SERVER_PORT", String::new()));
     if let Some(o) = options {
         env.push(("TOR_PT_SERVER_TRANSPORT_OPTIONS", o));
     }
@@ -278,17 +271,12 @@ async fn probes_make_no_extended_orport_connection() {
     let (ext, accepted) = counting_extorport().await;
     let cookie = CookieFile::new(&COOKIE_A);
     let dir = TempDir::new("probe-extor");
-    let env = vec![
-        ("TOR_PT_MANAGED_TRANSPORT_VER", "1".to_string()),
-        ("TOR_PT_STATE_LOCATION", dir.state()),
-        ("TOR_PT_EXIT_ON_STDIN_CLOSE", "1".into()),
-        ("TOR_PT_SERVER_TRANSPORTS", "water".into()),
-        ("TOR_PT_SERVER_BINDADDR", "water-127.0.0.1:0".into()),
-        ("TOR_PT_ORPORT", "127.0.0.1:1".into()),
+    let mut env = server_env(&dir.state(), "127.0.0.1:1");
+    env.extend([
         ("TOR_PT_EXTENDED_SERVER_PORT", ext.to_string()),
         ("TOR_PT_AUTH_COOKIE_FILE", cookie.0.display().to_string()),
         ("TOR_PT_SERVER_TRANSPORT_OPTIONS", shadowsocks_options()),
-    ];
+    ]);
     let mut pt = PtChild::spawn(&env_refs(&env), &[]);
     assert_eq!(pt.line(), "VERSION 1");
     let (addr, _) = pt.smethod();

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::pt::{env_refs, PtChild, TempDir};
+use common::pt::{env_refs, server_env, PtChild, TempDir};
 use common::*;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -212,18 +212,11 @@ async fn managed_server_takes_the_setup_timeout_from_the_torrc_line() {
     let wasm = dir.path().join("first-byte.wasm");
     std::fs::write(&wasm, waits_for_first_byte()).unwrap();
     let orport = holding_listener().await;
-    let env = [
-        ("TOR_PT_MANAGED_TRANSPORT_VER", "1".to_string()),
-        ("TOR_PT_STATE_LOCATION", dir.state()),
-        ("TOR_PT_EXIT_ON_STDIN_CLOSE", "1".into()),
-        ("TOR_PT_SERVER_TRANSPORTS", "water".into()),
-        ("TOR_PT_SERVER_BINDADDR", "water-127.0.0.1:0".into()),
-        ("TOR_PT_ORPORT", orport.to_string()),
-        (
-            "TOR_PT_SERVER_TRANSPORT_OPTIONS",
-            format!("water:water-wasm={}", wasm.display()),
-        ),
-    ];
+    let mut env = server_env(&dir.state(), &orport.to_string());
+    env.push((
+        "TOR_PT_SERVER_TRANSPORT_OPTIONS",
+        format!("water:water-wasm={}", wasm.display()),
+    ));
     let mut pt = PtChild::spawn(&env_refs(&env), &["--setup-timeout-secs", "1"]);
     assert_eq!(pt.line(), "VERSION 1");
     let (addr, _) = pt.smethod();

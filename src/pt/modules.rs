@@ -266,9 +266,10 @@ impl ModuleStore {
         self: &Arc<Self>,
         args: BridgeArgs,
     ) -> Result<Arc<Watm>, ModuleError> {
-        // A built-in module already compiled is a map lookup: the hand-over to the blocking
-        // pool would cost more than that on every SOCKS connection.
-        if let Some(watm) = self.loaded_builtin(&args) {
+        // A module already compiled is a map lookup: the hand-over to the blocking pool (and
+        // for a file, opening and hashing it again) would cost more than that on every SOCKS
+        // connection.
+        if let Some(watm) = self.already_loaded(&args) {
             return Ok(watm);
         }
         let store = self.clone();
@@ -281,16 +282,20 @@ impl ModuleStore {
         }
     }
 
-    /// What [`ModuleStore::select`] returns for `args` when that is a built-in module the
-    /// runtime has already compiled; `None` when it is not (yet), or is a file.
-    fn loaded_builtin(&self, args: &BridgeArgs) -> Option<Arc<Watm>> {
-        let builtin = match (&args.wasm, args.sha256.as_ref()) {
-            (_, Some(pin)) => catalogue::by_sha256(pin)?,
+    /// What [`ModuleStore::select`] returns for `args` when the runtime has already compiled
+    /// it, found without touching the disk; `None` when it is not compiled yet, or is named by
+    /// a path (whose file may have changed since).
+    fn already_loaded(&self, args: &BridgeArgs) -> Option<Arc<Watm>> {
+        let digest = match (&args.wasm, args.sha256) {
+            // A pin names the bytes themselves: a built-in module (whatever `water-wasm`
+            // says, as in `select`) or the cached `watm/<hex>.wasm` file of a pin-only line.
+            (_, Some(pin)) if catalogue::by_sha256(&pin).is_some() => pin,
+            (None, Some(pin)) => pin,
             (None, None) => return self.default.get().cloned(),
-            (Some(ModuleRef::Name(name)), None) => catalogue::by_name(name)?,
-            (Some(ModuleRef::Path(_)), None) => return None,
+            (Some(ModuleRef::Name(name)), None) => catalogue::by_name(name)?.sha256(),
+            (Some(_), _) => return None,
         };
-        self.runtime.loaded(&builtin.sha256())
+        self.runtime.loaded(&digest)
     }
 
     fn builtin(&self) -> Result<Arc<Watm>, ModuleError> {

@@ -29,6 +29,28 @@ pub use rustix::event::PollFlags;
 /// the same names) on Windows.
 pub use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 
+/// A request to the process from outside: what tor or a terminal sends
+/// (SIGINT and SIGTERM on Unix, Ctrl-C and Ctrl-Break on a Windows console).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LifecycleSignal {
+    /// Stop accepting and drain; a second one exits.
+    Interrupt,
+    /// Exit now (on Windows also the console window closing).
+    Terminate,
+}
+
+impl LifecycleSignal {
+    /// The name used in log lines: the platform's own word for it.
+    pub fn name(self) -> &'static str {
+        match (self, cfg!(windows)) {
+            (Self::Interrupt, false) => "SIGINT",
+            (Self::Terminate, false) => "SIGTERM",
+            (Self::Interrupt, true) => "Ctrl-C",
+            (Self::Terminate, true) => "Ctrl-Break",
+        }
+    }
+}
+
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]

@@ -1,6 +1,6 @@
 //! The Unix half of the platform layer (Linux, Android, macOS, the BSDs).
 
-use super::{retry_intr, BorrowedFd, OwnedFd, PollFlags};
+use super::{retry_intr, BorrowedFd, LifecycleSignal, OwnedFd, PollFlags};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -116,25 +116,6 @@ pub fn process_counts() -> Option<(usize, usize)> {
     let fds = std::fs::read_dir("/proc/self/fd").ok()?.count();
     let threads = std::fs::read_dir("/proc/self/task").ok()?.count();
     Some((fds, threads))
-}
-
-/// A request to the process from outside: what tor or a terminal sends.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum LifecycleSignal {
-    /// SIGINT: stop accepting; a second one exits.
-    Interrupt,
-    /// SIGTERM: exit now.
-    Terminate,
-}
-
-impl LifecycleSignal {
-    /// The name used in log lines.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Interrupt => "SIGINT",
-            Self::Terminate => "SIGTERM",
-        }
-    }
 }
 
 /// The installed handlers for [`LifecycleSignal`]s.

@@ -5,7 +5,7 @@
 //! are pipes or eventfds on Unix (the [`Waker`] and the caller socket pair)
 //! are connected loopback TCP pairs here.
 
-use super::{AsFd, BorrowedFd, OwnedFd, PollFd, PollFlags};
+use super::{AsFd, BorrowedFd, LifecycleSignal, OwnedFd, PollFd, PollFlags};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -197,25 +197,6 @@ pub fn connect_in_progress(e: &io::Error) -> bool {
 /// the tool-help API, so `None`.
 pub fn process_counts() -> Option<(usize, usize)> {
     None
-}
-
-/// A request to the process from outside: what tor or a console sends.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum LifecycleSignal {
-    /// Ctrl-C: stop accepting; a second one exits.
-    Interrupt,
-    /// Ctrl-Break, or the console window closing: exit now.
-    Terminate,
-}
-
-impl LifecycleSignal {
-    /// The name used in log lines.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Interrupt => "Ctrl-C",
-            Self::Terminate => "Ctrl-Break",
-        }
-    }
 }
 
 /// The installed console control handlers. Tor itself never sends these

@@ -278,6 +278,19 @@ pub fn client_env(state: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The basic server-side environment tor would set for a bridge on an ephemeral loopback
+/// port in front of `orport`.
+pub fn server_env(state: &str, orport: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("TOR_PT_MANAGED_TRANSPORT_VER", "1".into()),
+        ("TOR_PT_STATE_LOCATION", state.into()),
+        ("TOR_PT_EXIT_ON_STDIN_CLOSE", "1".into()),
+        ("TOR_PT_SERVER_TRANSPORTS", "water".into()),
+        ("TOR_PT_SERVER_BINDADDR", "water-127.0.0.1:0".into()),
+        ("TOR_PT_ORPORT", orport.into()),
+    ]
+}
+
 /// Borrowed form of an owned environment list, for [`PtChild::spawn`].
 pub fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
