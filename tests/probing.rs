@@ -245,9 +245,12 @@ async fn plain_bridge_adds_nothing_of_its_own() {
     }
 }
 
-/// A stand-in Extended ORPort that authenticates with [`COOKIE_A`], then echoes; counts the
-/// connections it accepted.
-async fn counting_extorport() -> (SocketAddr, Arc<AtomicUsize>) {
+/// A loopback listener that counts the connections it accepted and hands each to `serve`.
+async fn counting<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -255,15 +258,26 @@ async fn counting_extorport() -> (SocketAddr, Arc<AtomicUsize>) {
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
-            let server = Server {
-                reply: OKAY.to_vec(),
-                echo: true,
-                ..Server::new(COOKIE_A)
-            };
-            tokio::spawn(extor_server::handle(s, server));
+            tokio::spawn(serve(s));
         }
     });
     (addr, accepted)
+}
+
+/// A stand-in Extended ORPort that authenticates with [`COOKIE_A`], then echoes; counts the
+/// connections it accepted.
+async fn counting_extorport() -> (SocketAddr, Arc<AtomicUsize>) {
+    counting(|s| {
+        let server = Server {
+            reply: OKAY.to_vec(),
+            echo: true,
+            ..Server::new(COOKIE_A)
+        };
+        async move {
+            let _ = extor_server::handle(s, server).await;
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,20 +322,11 @@ async fn probes_make_no_extended_orport_connection() {
 /// A stand-in upstream for `water-pt server --forward`: echoes, and counts the connections
 /// it accepted.
 async fn counting_echo() -> (SocketAddr, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.into_split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    (addr, accepted)
+    counting(|s| async move {
+        let (mut r, mut w) = s.into_split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    })
+    .await
 }
 
 /// The standalone server opens its `--forward` connection when the module first writes
