@@ -284,6 +284,49 @@ async fn socket_buffer_limit_fixes_the_buffers_of_module_sockets() {
     assert_eq!(sock.send_buffer_size().unwrap(), 2 * SIZE);
 }
 
+/// The same with the pool over its resident budget: 160 connections at once each write over
+/// their whole memory (64 KiB) and wait for their caller to close, so once they end the unused
+/// slots hold more than `RESIDENT_BUDGET` and the last to end give their pages back instead of
+/// keeping them. Every later connection, in a kept slot or a released one, still starts from the
+/// module's image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_past_the_resident_budget_start_from_the_module_image_too() {
+    const AT_ONCE: usize = 160;
+    const { assert!(AT_ONCE * 65536 > water_pt::runtime::RESIDENT_BUDGET) };
+    let wasm = wat_module(
+        r#"(i32.store8 (i32.const 304) (i32.load8_u (i32.const 60000)))
+    (i32.store (i32.const 0) (i32.const 299))
+    (i32.store (i32.const 4) (i32.const 6))
+    (drop (call $fd_write (global.get $net) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (memory.fill (i32.const 0) (i32.const 0x55) (i32.const 65536))
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 8))
+    (drop (call $fd_read (global.get $caller) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (i32.const 0)"#,
+        r#"(data (i32.const 300) "orig")"#,
+    );
+    let rt = runtime_with(|_| {});
+    let dialer = Dialer::new(&rt, rt.load(&wasm).unwrap());
+    let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = peer.local_addr().unwrap().to_string();
+    for round in 0..3 {
+        let mut open = Vec::with_capacity(AT_ONCE);
+        for i in 0..AT_ONCE {
+            let stream = dialer.dial("tcp", &addr).await.unwrap();
+            let (mut s, _) = peer.accept().await.unwrap();
+            let mut seen = [0u8; 6];
+            s.read_exact(&mut seen).await.unwrap();
+            assert_eq!(&seen, b"\0orig\0", "round {round}, connection {i}");
+            open.push((stream, s));
+        }
+        assert_eq!(rt.live_connections(), AT_ONCE);
+        drop(open);
+        tokio::time::timeout(Duration::from_secs(30), rt.wait_idle())
+            .await
+            .expect("the connections ended");
+    }
+}
+
 /// A connection never sees what the one before it left in memory: with a single pool slot,
 /// every connection runs in the same slot, and each finds its memory as the module's image
 /// made it (zeros, and the data segment), though the one before wrote over both.

@@ -442,8 +442,9 @@ fn open_file_limit_is_raised_to_the_hard_limit_and_logged() {
     let line = client.wait_for_line("open-file limit");
     assert!(
         line.contains(&format!(
-            "open-file limit {hard}: room for about {} connections",
-            hard / 3
+            "open-file limit {hard}: room for about {} connections ({} descriptors each)",
+            hard / water_pt::sys::DESCRIPTORS_PER_CONNECTION,
+            water_pt::sys::DESCRIPTORS_PER_CONNECTION
         )),
         "{line}"
     );

@@ -288,7 +288,7 @@ pub async fn run(o: &Opts, bin: &PathBuf, report: &mut Report) -> Result<FloodRe
         ));
     }
     let after = settle(&mut client, &mut server, (warm.0, base), true, o).await?;
-    let allow = (total as u64) * RESIDENT_PER_SLOT_KIB + o.rss_slack_mib * 1024;
+    let allow = POOL_RESIDENT_KIB + o.rss_slack_mib * 1024;
     check(report, "after flood", "server", &base, &after.1, allow);
     report
         .snapshots

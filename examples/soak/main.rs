@@ -14,10 +14,11 @@
 //! connections closed, and after a bounded settling wait) the open descriptors, threads and RSS of both PT processes are read
 //! from `/proc`. Descriptors and threads must come back to the baseline. Threads need the
 //! wait: the runtime keeps up to 64 finished session threads parked for 10 s, so the settling
-//! wait (`--settle-secs`) must outlast that. RSS cannot come back exactly (the allocator keeps
-//! freed pages, and the instance pool keeps 256 KiB of each slot it used resident by design),
-//! so it may exceed the baseline by that per-slot amount for the peak concurrency plus
-//! `--rss-slack-mib`; a per-connection leak over a million connections does not fit in that.
+//! wait (`--settle-secs`) must outlast that. RSS cannot come back exactly: the instance pool
+//! keeps up to `water_pt::runtime::RESIDENT_BUDGET` of its unused slots resident by design,
+//! and the allocator keeps the top of each of its arenas. So it may exceed the baseline by
+//! that budget plus `--rss-slack-mib`, however many connections the run opened; a
+//! per-connection leak over a million connections does not fit in that.
 //!
 //! With `--flood-silent`/`--flood-noisy` it runs the flood mode instead (see `flood.rs`):
 //! a Shadowsocks bridge held by many silent and noisy connections while a real client echoes
@@ -48,7 +49,8 @@ mod procs;
 use load::*;
 use procs::*;
 
-pub(crate) const RESIDENT_PER_SLOT_KIB: u64 = 256;
+/// What the instance pool may keep resident after any burst, in KiB.
+pub(crate) const POOL_RESIDENT_KIB: u64 = (water_pt::runtime::RESIDENT_BUDGET >> 10) as u64;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -80,7 +82,7 @@ pub struct Opts {
     /// baseline. Must exceed the runtime's 10 s idle-thread keep-alive.
     #[arg(long, default_value_t = 20)]
     pub settle_secs: u64,
-    /// RSS growth tolerated beyond the instance pool's resident slots, in MiB.
+    /// RSS growth tolerated beyond the instance pool's resident budget, in MiB.
     #[arg(long, default_value_t = 32)]
     pub rss_slack_mib: u64,
     /// A single read or write (or connect) that makes no progress for this long fails its
@@ -400,7 +402,6 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
         .push(("baseline".into(), base.0, base.1, 0));
 
     let slack = o.rss_slack_mib * 1024;
-    let mut peak_slots = 0u64;
     let mut after_first_long: Option<(Usage, Usage)> = None;
     let rounds = std::iter::once(("short", 1)).chain((1..=o.long_rounds).map(|r| ("long", r)));
     for (phase, round) in rounds {
@@ -416,13 +417,7 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
             ));
         }
         report.phases.push(result);
-        let concurrency = if phase == "short" {
-            o.short_concurrency
-        } else {
-            o.long
-        } as u64;
-        peak_slots = peak_slots.max(concurrency);
-        let allow = peak_slots * RESIDENT_PER_SLOT_KIB + slack;
+        let allow = POOL_RESIDENT_KIB + slack;
         let now = settle(&mut client, &mut server, base, true, o).await?;
         let label = if round > 1 {
             format!("after {phase} {round}")

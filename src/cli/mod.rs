@@ -298,6 +298,7 @@ pub fn main() -> ExitCode {
     let limits = cli.limits.limits();
     let drain = Duration::from_secs(cli.shutdown_timeout_secs);
     log_fd_capacity(crate::sys::raise_fd_limit());
+    crate::sys::tune_heap();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -401,10 +402,13 @@ where
 /// Says once, at start, how many connections the descriptor limit leaves room for.
 fn log_fd_capacity(limit: std::io::Result<Option<u64>>) {
     match limit {
-        Ok(Some(n)) => tracing::info!(
-            "open-file limit {n}: room for about {} connections (3 descriptors each)",
-            n / 3
-        ),
+        Ok(Some(n)) => {
+            let each = crate::sys::DESCRIPTORS_PER_CONNECTION;
+            tracing::info!(
+                "open-file limit {n}: room for about {} connections ({each} descriptors each)",
+                n / each
+            )
+        }
         Ok(None) => tracing::info!("open-file limit: unlimited"),
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }

@@ -275,16 +275,31 @@ fn run(
     shared: Arc<SessionShared>,
     ready: oneshot::Sender<Result<(), Error>>,
 ) -> SessionEnd {
-    let id = shared.id;
     let replies = job.replies.take();
-    let mut caller = match job.caller.take() {
+    let caller = match job.caller.take() {
         Some(fd) => Caller::Held(fd),
         None => Caller::None,
     };
     let mut store = new_store(rt, &mut job, shared.clone());
-    let outcome = setup(watm, &mut store, job.role, &mut caller);
+    let end = drive(watm, &mut store, job.role, caller, replies, &shared, ready);
+    rt.residency.retire(store);
+    end
+}
+
+/// Sets the session up, answers the caller, and runs it to its end.
+fn drive(
+    watm: &Watm,
+    store: &mut Store<Host>,
+    role: Role,
+    mut caller: Caller,
+    replies: Option<Replies>,
+    shared: &SessionShared,
+    ready: oneshot::Sender<Result<(), Error>>,
+) -> SessionEnd {
+    let id = shared.id;
+    let outcome = setup(watm, store, role, &mut caller);
     let outcome = outcome.and_then(|()| match &replies {
-        Some(r) => write_reply(&store, &caller, &r.ready),
+        Some(r) => write_reply(store, &caller, &r.ready),
         None => Ok(()),
     });
     // Ready only if no deadline or cancellation cut setup short meanwhile.
@@ -308,7 +323,7 @@ fn run(
             // The caller gets its failure reply whether or not the module had
             // been given the socket yet (init may fail before that).
             if let Some(r) = replies {
-                let _ = write_reply(&store, &caller, &(r.failed)(&e));
+                let _ = write_reply(store, &caller, &(r.failed)(&e));
             }
             let end = SessionEnd::Failed(e.to_string());
             let _ = ready.send(Err(e));
@@ -316,7 +331,7 @@ fn run(
         }
     }
     let start = Instant::now();
-    let end = watm.driver().work(&mut store);
+    let end = watm.driver().work(store);
     *shared
         .net_bytes
         .lock()
@@ -470,7 +485,7 @@ pub(crate) async fn check_init(
                     }
                 });
             session.end_setup(READY);
-            drop(store);
+            thread_rt.residency.retire(store);
             drop(permit);
             session.done.send_replace(Some(SessionEnd::Closed));
             let _ = tx.send(result);

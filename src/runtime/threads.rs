@@ -88,6 +88,16 @@ impl Threads {
                 let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(i) = idle.iter().position(|s| Arc::ptr_eq(s, slot)) {
                     idle.swap_remove(i);
+                    let last = idle.is_empty();
+                    drop(idle);
+                    // The last parked thread leaving means no session has started for
+                    // a whole keep-alive: whatever burst came before is over and its
+                    // sessions' memory freed, so the heap gives its free pages back now
+                    // rather than keeping them until the next burst.
+                    if last {
+                        tracing::debug!("no session for {:?}: trimming the heap", self.keepalive);
+                        crate::sys::trim_heap();
+                    }
                     return None;
                 }
                 drop(idle);

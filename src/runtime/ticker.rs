@@ -50,11 +50,15 @@ impl Ord for Due {
     }
 }
 
+/// Deadlines of ended sessions tolerated beyond twice the live sessions.
+const PRUNE_SLACK: usize = 64;
+
 #[derive(Default)]
 struct State {
     live: usize,
     /// Deadlines, earliest first. Entries of sessions that already ended
-    /// stay until due (the weak reference keeps only a small allocation).
+    /// stay until due or until they outnumber the live sessions (see
+    /// [`Ticker::session_ended`]).
     pending: BinaryHeap<Reverse<Due>>,
     seq: u64,
     shutdown: bool,
@@ -136,6 +140,18 @@ impl Ticker {
     pub fn session_ended(&self) {
         let mut st = self.lock();
         st.live = st.live.saturating_sub(1);
+        // A deadline's weak reference keeps its session's allocation, small
+        // but scattered through the heap: after a flood closes, thousands of
+        // them would hold the heap's pages for the whole setup timeout. So
+        // the entries of ended sessions go once they outnumber the live
+        // ones; each pass at least halves the heap, so this costs O(1) per
+        // session on average.
+        if st.pending.len() > 2 * st.live + PRUNE_SLACK {
+            st.pending.retain(|Reverse(d)| d.session.strong_count() > 0);
+            if st.pending.len() < st.pending.capacity() / 4 {
+                st.pending.shrink_to_fit();
+            }
+        }
     }
 
     pub fn schedule(&self, at: Instant, what: Deadline, session: Weak<SessionShared>) {

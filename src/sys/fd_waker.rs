@@ -6,6 +6,9 @@
 //! `windows.rs`) and every [`wait`] includes it.
 
 use super::{copy_revents, timespec, PollFd, PollFlags, Waited};
+
+/// Descriptors each [`Waker`] holds: both ends of its pipe or socket pair.
+pub const WAKER_DESCRIPTORS: u64 = 2;
 use std::io;
 use std::time::{Duration, Instant};
 

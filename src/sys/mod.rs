@@ -12,8 +12,10 @@
 //! descriptor types are the socket types. What differs (the wake-up, the
 //! caller socket pair, vectored writes, lifecycle signals, directory
 //! permissions, socket options only some kernels have) lives in [`unix`]
-//! or [`windows`], which export the same names. Only one call needs `unsafe`:
-//! Windows' `TCP_MAXRT` socket option, which no safe wrapper exposes.
+//! or [`windows`], which export the same names. A few calls need `unsafe`:
+//! Windows' `TCP_MAXRT` socket option, which no safe wrapper exposes, and
+//! those in [`memory`] that give pages back to the OS (`madvise` on a
+//! finished instance's memory, glibc's `malloc_trim` and `mallopt`).
 //!
 //! A [`Waker`] costs no descriptor on Linux and Android, where waking one
 //! interrupts its thread's `ppoll` with a signal ([`signal_waker`]); a
@@ -60,14 +62,21 @@ mod windows;
 #[cfg(windows)]
 pub use windows::*;
 
+mod memory;
+pub use memory::{release_pages, trim_heap, tune_heap};
+
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod signal_waker;
 #[cfg(any(target_os = "linux", target_os = "android"))]
-pub use signal_waker::{wait, Waker};
+pub use signal_waker::{wait, Waker, WAKER_DESCRIPTORS};
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 mod fd_waker;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub use fd_waker::{wait, Waker};
+pub use fd_waker::{wait, Waker, WAKER_DESCRIPTORS};
+
+/// Descriptors one open connection holds in a PT process: its two sockets (the network
+/// one, and the caller's end or the upstream one), plus its session's wake-up ones.
+pub const DESCRIPTORS_PER_CONNECTION: u64 = 2 + WAKER_DESCRIPTORS;
 
 /// One descriptor in a [`wait`] or [`poll`]: what to wait for, and
 /// afterwards what happened. Kept here rather than taken from `rustix` so

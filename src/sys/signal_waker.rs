@@ -22,6 +22,9 @@ use std::cell::Cell;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+/// Descriptors each [`Waker`] holds: none.
+pub const WAKER_DESCRIPTORS: u64 = 0;
 use std::time::{Duration, Instant};
 
 /// The signal that ends a waiting thread's `ppoll`. `SIGURG`, as the Go
