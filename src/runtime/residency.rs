@@ -10,9 +10,9 @@
 //! flood touched would stay resident until the process exits.
 //!
 //! So the pool keeps pages for at most [`RESIDENT_BUDGET`] bytes of unused
-//! memory slots (tables, a page or so each, keep none): a session ending while the unused slots already hold that much
-//! gives its own pages back ([`crate::sys::release_pages`]) before wasmtime
-//! takes its slot back. Slots are reused most-recently-freed first, so under
+//! memory slots (tables, a page or so each, keep none): a session ending
+//! while the unused slots already hold that much gives its own pages back
+//! ([`crate::sys::release_pages`]) before wasmtime takes its slot back. Slots are reused most-recently-freed first, so under
 //! a steady load the warm slots are the ones in use and the budget is not
 //! reached; after a flood only the budget's worth stays. And when most of a
 //! burst's sessions have ended, the heap's free pages go back to the OS too
@@ -67,7 +67,9 @@ impl Residency {
         let Some(pool) = &self.pool else {
             return;
         };
-        // What this slot may keep: the pool's own per-slot limit at most.
+        // Sessions ending at this moment count as keeping the most a slot
+        // may keep: the pool's own count includes them only once their slots
+        // are back.
         let keeping = self.keeping.fetch_add(1, Ordering::Relaxed);
         let kept = pool.unused_memory_bytes_resident() + keeping * super::KEEP_RESIDENT;
         if kept >= RESIDENT_BUDGET {
