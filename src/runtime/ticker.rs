@@ -58,7 +58,7 @@ struct State {
     live: usize,
     /// Deadlines, earliest first. Entries of sessions that already ended
     /// stay until due or until they outnumber the live sessions (see
-    /// [`Ticker::session_ended`]).
+    /// [`Ticker::run`]).
     pending: BinaryHeap<Reverse<Due>>,
     seq: u64,
     shutdown: bool,
@@ -112,6 +112,18 @@ impl Ticker {
                     .0;
             }
             next = Instant::now() + self.period;
+            // A deadline's weak reference keeps its session's allocation,
+            // small but scattered through the heap: after a flood closes,
+            // thousands of them would hold the heap's pages for the whole
+            // setup timeout. So once they outnumber the live sessions, the
+            // entries of sessions that are gone are dropped, at most once a
+            // tick whatever the rate of sessions.
+            if st.pending.len() > 2 * st.live + PRUNE_SLACK {
+                st.pending.retain(|Reverse(d)| d.session.strong_count() > 0);
+                if st.pending.len() < st.pending.capacity() / 4 {
+                    st.pending.shrink_to_fit();
+                }
+            }
             let now = Instant::now();
             let mut due = Vec::new();
             while st.pending.peek().is_some_and(|Reverse(d)| d.at <= now) {
@@ -140,18 +152,6 @@ impl Ticker {
     pub fn session_ended(&self) {
         let mut st = self.lock();
         st.live = st.live.saturating_sub(1);
-        // A deadline's weak reference keeps its session's allocation, small
-        // but scattered through the heap: after a flood closes, thousands of
-        // them would hold the heap's pages for the whole setup timeout. So
-        // the entries of ended sessions go once they outnumber the live
-        // ones; each pass at least halves the heap, so this costs O(1) per
-        // session on average.
-        if st.pending.len() > 2 * st.live + PRUNE_SLACK {
-            st.pending.retain(|Reverse(d)| d.session.strong_count() > 0);
-            if st.pending.len() < st.pending.capacity() / 4 {
-                st.pending.shrink_to_fit();
-            }
-        }
     }
 
     pub fn schedule(&self, at: Instant, what: Deadline, session: Weak<SessionShared>) {
