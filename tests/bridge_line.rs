@@ -12,15 +12,7 @@ use std::process::Command;
 
 /// A bridge forwarding to `orport` with `options` (`TOR_PT_SERVER_TRANSPORT_OPTIONS`).
 fn bridge_env(dir: &TempDir, orport: &str, options: &str) -> Vec<(&'static str, String)> {
-    let mut env = vec![
-        ("TOR_PT_MANAGED_TRANSPORT_VER", "1".into()),
-        ("TOR_PT_STATE_LOCATION", dir.state()),
-        ("TOR_PT_EXIT_ON_STDIN_CLOSE", "1".into()),
-        ("TOR_PT_SERVER_TRANSPORTS", "water".into()),
-        ("TOR_PT_SERVER_BINDADDR", "water-127.0.0.1:0".into()),
-        ("TOR_PT_ORPORT", orport.into()),
-        ("TOR_PT_EXTENDED_SERVER_PORT", String::new()),
-    ];
+    let mut env = server_env(&dir.state(), orport);
     if !options.is_empty() {
         env.push(("TOR_PT_SERVER_TRANSPORT_OPTIONS", options.into()));
     }

@@ -28,21 +28,8 @@ fn sigkill(pid: u32) {
     kill_process(Pid::from_raw(pid as i32).unwrap(), Signal::KILL).unwrap();
 }
 
-fn server_env(dir: &TempDir) -> Vec<(&'static str, String)> {
-    vec![
-        ("TOR_PT_MANAGED_TRANSPORT_VER", "1".into()),
-        ("TOR_PT_STATE_LOCATION", dir.state()),
-        ("TOR_PT_EXIT_ON_STDIN_CLOSE", "1".into()),
-        ("TOR_PT_SERVER_TRANSPORTS", "water".into()),
-        ("TOR_PT_SERVER_BINDADDR", "water-127.0.0.1:0".into()),
-    ]
-}
-
 fn orport_env(dir: &TempDir, orport: SocketAddr) -> Vec<(&'static str, String)> {
-    let mut env = server_env(dir);
-    env.push(("TOR_PT_ORPORT", orport.to_string()));
-    env.push(("TOR_PT_EXTENDED_SERVER_PORT", String::new()));
-    env
+    server_env(&dir.state(), &orport.to_string())
 }
 
 fn start_server(env: &[(&'static str, String)]) -> (PtChild, SocketAddr) {
@@ -237,9 +224,8 @@ async fn extended_orport_down_then_back() {
     };
     let mut up = serve_ext(l);
     let dir = TempDir::new("extor-down");
-    let mut env = server_env(&dir);
-    env.push(("TOR_PT_ORPORT", "127.0.0.1:9".into()));
-    env.push(("TOR_PT_EXTENDED_SERVER_PORT", ext.to_string()));
+    let mut env = server_env(&dir.state(), "127.0.0.1:9");
+    set_var(&mut env, "TOR_PT_EXTENDED_SERVER_PORT", ext.to_string());
     env.push(("TOR_PT_AUTH_COOKIE_FILE", cookie.0.display().to_string()));
     let (mut pt, bridge) = start_server(&env);
     let mut s = TcpStream::connect(bridge).await.unwrap();

@@ -61,7 +61,6 @@ async fn recording_orport(
 /// Starts a server PT in front of `orport`, with `options` as its transport options.
 fn server(dir: &TempDir, orport: SocketAddr, options: Option<String>) -> (PtChild, SocketAddr) {
     let mut env = server_env(&dir.state(), &orport.to_string());
-    env.push(("TOR_PT_EXTENDED_SERVER_PORT", String::new()));
     if let Some(o) = options {
         env.push(("TOR_PT_SERVER_TRANSPORT_OPTIONS", o));
     }

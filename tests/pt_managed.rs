@@ -193,16 +193,10 @@ fn sigint_drains_then_exits_when_idle() {
     assert!(pt.wait_exit().success());
 }
 
-fn server_env(dir: &TempDir, bind: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("TOR_PT_MANAGED_TRANSPORT_VER", "1".into()),
-        ("TOR_PT_STATE_LOCATION", dir.state()),
-        ("TOR_PT_EXIT_ON_STDIN_CLOSE", "1".into()),
-        ("TOR_PT_SERVER_TRANSPORTS", "water".into()),
-        ("TOR_PT_SERVER_BINDADDR", format!("water-{bind}")),
-        ("TOR_PT_ORPORT", "127.0.0.1:9".into()),
-        ("TOR_PT_EXTENDED_SERVER_PORT", String::new()),
-    ]
+fn bridge_env(dir: &TempDir, bind: &str) -> Vec<(&'static str, String)> {
+    let mut env = server_env(&dir.state(), "127.0.0.1:9");
+    set_var(&mut env, "TOR_PT_SERVER_BINDADDR", format!("water-{bind}"));
+    env
 }
 
 fn plain_sha() -> String {
@@ -212,7 +206,7 @@ fn plain_sha() -> String {
 #[test]
 fn server_launch_transcript_and_bridge_line() {
     let dir = TempDir::new("srv");
-    let mut pt = PtChild::spawn(&env_refs(&server_env(&dir, "127.0.0.1:0")), &[]);
+    let mut pt = PtChild::spawn(&env_refs(&bridge_env(&dir, "127.0.0.1:0")), &[]);
     assert_eq!(pt.line(), "VERSION 1");
     let (addr, args) = pt.smethod();
     assert_eq!(pt.line(), "SMETHODS DONE");
@@ -240,7 +234,7 @@ fn server_publishes_the_client_config_never_its_own() {
     let echo = echo.display();
     let echo_sha = hex::encode(common::sha256(&common::module("config-echo")));
     let dir = TempDir::new("srvcfg");
-    let mut env = server_env(&dir, "127.0.0.1:0");
+    let mut env = bridge_env(&dir, "127.0.0.1:0");
     env.push((
         "TOR_PT_SERVER_TRANSPORT_OPTIONS",
         format!("water:water-wasm={echo};water:water-config=c2VydmVyLXNlY3JldA;water:water-client-config=aGVsbG8;water:water-fetch-port=off"),
@@ -256,7 +250,7 @@ fn server_publishes_the_client_config_never_its_own() {
 
     // A server config alone is not published at all.
     let dir = TempDir::new("srvcfg2");
-    let mut env = server_env(&dir, "127.0.0.1:0");
+    let mut env = bridge_env(&dir, "127.0.0.1:0");
     env.push((
         "TOR_PT_SERVER_TRANSPORT_OPTIONS",
         format!("water:water-wasm={echo};water:water-config=c2VydmVyLXNlY3JldA"),
@@ -277,7 +271,7 @@ fn server_bind_failure_is_smethod_error() {
     let dir = TempDir::new("srvbind");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let mut pt = PtChild::spawn(&env_refs(&server_env(&dir, &addr)), &[]);
+    let mut pt = PtChild::spawn(&env_refs(&bridge_env(&dir, &addr)), &[]);
     assert_eq!(pt.line(), "VERSION 1");
     let l = pt.line();
     assert!(l.starts_with("SMETHOD-ERROR water "), "{l}");
@@ -296,7 +290,7 @@ fn server_bad_options_are_smethod_errors() {
         ("water:water-wasm=relative/x.wasm", "relative"),
     ] {
         let dir = TempDir::new("srvopt");
-        let mut env = server_env(&dir, "127.0.0.1:0");
+        let mut env = bridge_env(&dir, "127.0.0.1:0");
         env.push(("TOR_PT_SERVER_TRANSPORT_OPTIONS", options.into()));
         let mut pt = PtChild::spawn(&env_refs(&env), &[]);
         assert_eq!(pt.line(), "VERSION 1");
@@ -316,7 +310,7 @@ fn server_module_without_listener_role_is_refused() {
     let dir = TempDir::new("srvrole");
     let stripped = dir.path().join("dialer-only.wasm");
     std::fs::write(&stripped, strip_accept(&wasm)).unwrap();
-    let mut env = server_env(&dir, "127.0.0.1:0");
+    let mut env = bridge_env(&dir, "127.0.0.1:0");
     env.push((
         "TOR_PT_SERVER_TRANSPORT_OPTIONS",
         format!("water:water-wasm={}", stripped.display()),
@@ -346,7 +340,7 @@ fn strip_accept(wasm: &[u8]) -> Vec<u8> {
 #[test]
 fn client_and_server_in_one_process() {
     let dir = TempDir::new("both");
-    let mut env = server_env(&dir, "127.0.0.1:0");
+    let mut env = bridge_env(&dir, "127.0.0.1:0");
     env.push(("TOR_PT_CLIENT_TRANSPORTS", "water".into()));
     let mut pt = PtChild::spawn(&env_refs(&env), &[]);
     assert_eq!(pt.line(), "VERSION 1");

@@ -12,16 +12,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-fn server_env(dir: &TempDir) -> Vec<(&'static str, String)> {
-    vec![
-        ("TOR_PT_MANAGED_TRANSPORT_VER", "1".into()),
-        ("TOR_PT_STATE_LOCATION", dir.state()),
-        ("TOR_PT_EXIT_ON_STDIN_CLOSE", "1".into()),
-        ("TOR_PT_SERVER_TRANSPORTS", "water".into()),
-        ("TOR_PT_SERVER_BINDADDR", "water-127.0.0.1:0".into()),
-    ]
-}
-
 /// Launches a server PT and returns it with its transport address.
 fn start_server(env: Vec<(&'static str, String)>) -> (PtChild, SocketAddr, String) {
     let mut pt = PtChild::spawn(&env_refs(&env), &[]);
@@ -36,18 +26,14 @@ fn with_ext_orport(
     ext: SocketAddr,
     cookie: &CookieFile,
 ) -> Vec<(&'static str, String)> {
-    let mut env = server_env(dir);
-    env.push(("TOR_PT_ORPORT", "127.0.0.1:9".into()));
-    env.push(("TOR_PT_EXTENDED_SERVER_PORT", ext.to_string()));
+    let mut env = server_env(&dir.state(), "127.0.0.1:9");
+    set_var(&mut env, "TOR_PT_EXTENDED_SERVER_PORT", ext.to_string());
     env.push(("TOR_PT_AUTH_COOKIE_FILE", cookie.0.display().to_string()));
     env
 }
 
 fn with_orport(dir: &TempDir, orport: SocketAddr) -> Vec<(&'static str, String)> {
-    let mut env = server_env(dir);
-    env.push(("TOR_PT_ORPORT", orport.to_string()));
-    env.push(("TOR_PT_EXTENDED_SERVER_PORT", String::new()));
-    env
+    server_env(&dir.state(), &orport.to_string())
 }
 
 fn okay_then_echo() -> Server {

@@ -118,19 +118,11 @@ async fn standalone_relay_runs_a_v0_module() {
 /// A managed bridge (server side, as tor launches it) running `module` in
 /// front of `orport`; returns it with its transport address.
 fn managed_bridge(dir: &TempDir, module: &str, orport: SocketAddr) -> (PtChild, SocketAddr) {
-    let env = vec![
-        ("TOR_PT_MANAGED_TRANSPORT_VER", "1".into()),
-        ("TOR_PT_STATE_LOCATION", dir.state()),
-        ("TOR_PT_EXIT_ON_STDIN_CLOSE", "1".into()),
-        ("TOR_PT_SERVER_TRANSPORTS", "water".into()),
-        ("TOR_PT_SERVER_BINDADDR", "water-127.0.0.1:0".into()),
-        ("TOR_PT_ORPORT", orport.to_string()),
-        ("TOR_PT_EXTENDED_SERVER_PORT", String::new()),
-        (
-            "TOR_PT_SERVER_TRANSPORT_OPTIONS",
-            format!("water:water-wasm={}", wasm(module)),
-        ),
-    ];
+    let mut env = server_env(&dir.state(), &orport.to_string());
+    env.push((
+        "TOR_PT_SERVER_TRANSPORT_OPTIONS",
+        format!("water:water-wasm={}", wasm(module)),
+    ));
     let mut pt = PtChild::spawn(&env_refs(&env), &[]);
     assert_eq!(pt.line(), "VERSION 1");
     let (addr, args) = pt.smethod();

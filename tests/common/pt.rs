@@ -279,7 +279,7 @@ pub fn client_env(state: &str) -> Vec<(&'static str, String)> {
 }
 
 /// The basic server-side environment tor would set for a bridge on an ephemeral loopback
-/// port in front of `orport`.
+/// port in front of `orport`, without an Extended ORPort (which tor says with an empty value).
 pub fn server_env(state: &str, orport: &str) -> Vec<(&'static str, String)> {
     vec![
         ("TOR_PT_MANAGED_TRANSPORT_VER", "1".into()),
@@ -288,7 +288,17 @@ pub fn server_env(state: &str, orport: &str) -> Vec<(&'static str, String)> {
         ("TOR_PT_SERVER_TRANSPORTS", "water".into()),
         ("TOR_PT_SERVER_BINDADDR", "water-127.0.0.1:0".into()),
         ("TOR_PT_ORPORT", orport.into()),
+        ("TOR_PT_EXTENDED_SERVER_PORT", String::new()),
     ]
+}
+
+/// Sets `key` in `env` to `value`, replacing the value it had if any.
+pub fn set_var(env: &mut Vec<(&'static str, String)>, key: &'static str, value: impl Into<String>) {
+    let value = value.into();
+    match env.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, v)) => *v = value,
+        None => env.push((key, value)),
+    }
 }
 
 /// Borrowed form of an owned environment list, for [`PtChild::spawn`].
