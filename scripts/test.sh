@@ -7,4 +7,6 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 bash scripts/build-watm.sh --check
+# The modules' own unit tests (transforms, config parsing, the SDK), built for this host.
+cargo test --manifest-path watm/Cargo.toml
 cargo test

@@ -33,6 +33,18 @@ impl Transport for Rot {
         out.extend(input.iter().map(|b| b.wrapping_sub(SHIFT)));
         Ok(())
     }
+
+    const IN_PLACE: bool = true;
+
+    fn caller_to_network_in_place(&mut self, _: Role, data: &mut [u8]) -> Result<(), Errno> {
+        data.iter_mut().for_each(|b| *b = b.wrapping_add(SHIFT));
+        Ok(())
+    }
+
+    fn network_to_caller_in_place(&mut self, _: Role, data: &mut [u8]) -> Result<(), Errno> {
+        data.iter_mut().for_each(|b| *b = b.wrapping_sub(SHIFT));
+        Ok(())
+    }
 }
 
 watm_sdk::export_transport!(Rot);
@@ -41,6 +53,24 @@ watm_sdk::export_transport!(Rot);
 mod tests {
     use super::*;
 
+    /// The in-place transforms the I/O loop uses give exactly the bytes of the copying ones.
+    #[test]
+    fn in_place_transforms_match_the_copying_ones() {
+        let mut t = Rot::init(None).unwrap();
+        let data: Vec<u8> = (0..=255).cycle().take(1000).collect();
+        for role in [Role::Dialer, Role::Listener] {
+            let (mut copied, mut in_place) = (Vec::new(), data.clone());
+            t.caller_to_network(role, &data, &mut copied).unwrap();
+            t.caller_to_network_in_place(role, &mut in_place).unwrap();
+            assert_eq!(copied, in_place);
+            let (mut copied, mut in_place) = (Vec::new(), data.clone());
+            t.network_to_caller(role, &data, &mut copied).unwrap();
+            t.network_to_caller_in_place(role, &mut in_place).unwrap();
+            assert_eq!(copied, in_place);
+        }
+        assert!(<Rot as Transport>::IN_PLACE);
+    }
+
     #[test]
     fn a_pair_restores_the_stream_across_chunks() {
         let mut dialer = Rot::init(None).unwrap();
@@ -48,12 +78,16 @@ mod tests {
         let data: Vec<u8> = (0..=255).collect();
         let mut wire = Vec::new();
         for chunk in data.chunks(7) {
-            dialer.caller_to_network(Role::Dialer, chunk, &mut wire).unwrap();
+            dialer
+                .caller_to_network(Role::Dialer, chunk, &mut wire)
+                .unwrap();
         }
         assert_ne!(wire, data);
         let mut back = Vec::new();
         for chunk in wire.chunks(13) {
-            listener.network_to_caller(Role::Listener, chunk, &mut back).unwrap();
+            listener
+                .network_to_caller(Role::Listener, chunk, &mut back)
+                .unwrap();
         }
         assert_eq!(back, data);
     }

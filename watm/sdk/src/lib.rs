@@ -108,7 +108,7 @@ pub trait Transport: Sized + 'static {
     /// the largest `input` a transform is given. The read buffer starts at
     /// 4 KiB (or this, if smaller) and grows towards this size only while
     /// reads fill it, so idle connections stay small; the two output buffers
-    /// reserve this much once per connection. A value of 0 is treated as 1.
+    /// reserve this much once per connection (unless [`Self::IN_PLACE`]). A value of 0 is treated as 1.
     const READ_SIZE: usize = 128 * 1024;
 
     /// Builds the transport from the bytes of `/conf/watm.cfg`, or from `None`
@@ -194,6 +194,32 @@ pub trait Transport: Sized + 'static {
         input: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), Errno>;
+
+    /// Whether the transforms keep every byte where it is: a pass-through, an
+    /// XOR with a keystream, a byte substitution. The I/O loop then calls
+    /// [`Self::caller_to_network_in_place`] and
+    /// [`Self::network_to_caller_in_place`] on the bytes it read and sends
+    /// them from the read buffer itself, instead of having the transform
+    /// copy every byte into a second buffer first (only what a socket does
+    /// not take at once is copied, to wait for it). The copying transforms
+    /// are then not called by the loop. The default is `false`.
+    const IN_PLACE: bool = false;
+
+    /// The length-keeping form of [`Self::caller_to_network`], used when
+    /// [`Self::IN_PLACE`] is `true`: `data` holds one read and, on return,
+    /// the bytes to send in its place. The default refuses with
+    /// [`Errno::NOTSUP`].
+    fn caller_to_network_in_place(&mut self, role: Role, data: &mut [u8]) -> Result<(), Errno> {
+        let _ = (role, data);
+        Err(Errno::NOTSUP)
+    }
+
+    /// The length-keeping form of [`Self::network_to_caller`]; see
+    /// [`Self::caller_to_network_in_place`].
+    fn network_to_caller_in_place(&mut self, role: Role, data: &mut [u8]) -> Result<(), Errno> {
+        let _ = (role, data);
+        Err(Errno::NOTSUP)
+    }
 }
 
 /// Non-WASI stand-in for the real v0 macro, like [`export_transport!`]'s.

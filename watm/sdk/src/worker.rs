@@ -106,6 +106,22 @@ impl Pipe {
         Ok(())
     }
 
+    /// Writes `data` (already transformed) straight to `dst`; whatever the
+    /// socket does not take at once is kept in `out` for [`Self::flush`].
+    fn send(&mut self, data: &[u8]) -> Result<(), Errno> {
+        let mut rest = data;
+        while !rest.is_empty() {
+            match ffi::write(self.dst, rest) {
+                Ok(0) => return Err(Errno::IO),
+                Ok(n) => rest = rest.get(n..).ok_or(Errno::IO)?,
+                Err(Errno::AGAIN) => break,
+                Err(errno) => return Err(errno),
+            }
+        }
+        self.out.extend_from_slice(rest);
+        Ok(())
+    }
+
     /// Handles readiness of whatever [`Self::subscription`] waited for:
     /// continuing a pending write, or reads, each transformed and written.
     /// While reads fill the buffer (and everything was written), it reads
@@ -115,7 +131,7 @@ impl Pipe {
         &mut self,
         buf: &mut Vec<u8>,
         max_read: usize,
-        mut transform: impl FnMut(&[u8], &mut Vec<u8>) -> Result<(), Errno>,
+        mut transform: impl FnMut(&mut [u8], &mut Vec<u8>) -> Result<Output, Errno>,
     ) -> Result<Flow, Errno> {
         if self.pending() {
             self.flush()?;
@@ -132,8 +148,11 @@ impl Pipe {
             };
             self.out.clear();
             self.sent = 0;
-            transform(buf.get(..n).ok_or(Errno::IO)?, &mut self.out)?;
-            self.flush()?;
+            let data = buf.get_mut(..n).ok_or(Errno::IO)?;
+            match transform(data, &mut self.out)? {
+                Output::InPlace => self.send(data)?,
+                Output::Appended => self.flush()?,
+            }
             if n < buf.len() || self.pending() {
                 break;
             }
@@ -141,6 +160,14 @@ impl Pipe {
         }
         Ok(Flow::Open)
     }
+}
+
+/// Where a transform left the bytes of one read.
+enum Output {
+    /// In the read buffer, in place of the input ([`Transport::IN_PLACE`]).
+    InPlace,
+    /// Appended to the pipe's output buffer.
+    Appended,
 }
 
 /// Enlarges a full read buffer (x4, at most `max`); keeps it as it is when
@@ -208,8 +235,11 @@ pub(crate) fn run<T: Transport>(
     let size = T::READ_SIZE.max(1);
     let mut buf = buffer(size.min(INITIAL_READ))?;
     buf.resize(size.min(INITIAL_READ), 0);
-    let mut up = Pipe::new(caller, network, size)?;
-    let mut down = Pipe::new(network, caller, size)?;
+    // In-place transforms send from the read buffer; their output buffers
+    // only ever hold what a socket did not take, so they start empty.
+    let out_capacity = if T::IN_PLACE { 0 } else { size };
+    let mut up = Pipe::new(caller, network, out_capacity)?;
+    let mut down = Pipe::new(network, caller, out_capacity)?;
 
     transport.on_start(role, &mut down.out, &mut up.out)?;
     up.flush()?;
@@ -245,15 +275,27 @@ pub(crate) fn run<T: Transport>(
         // sees the timer due.
         let (up_ready, down_ready) = dispatch(ffi::poll(&subscriptions, &mut events)?)?;
         if up_ready
-            && up.step(&mut buf, size, |input, out| {
-                transport.caller_to_network(role, input, out)
+            && up.step(&mut buf, size, |data, out| {
+                if T::IN_PLACE {
+                    transport.caller_to_network_in_place(role, data)?;
+                    Ok(Output::InPlace)
+                } else {
+                    transport.caller_to_network(role, data, out)?;
+                    Ok(Output::Appended)
+                }
             })? == Flow::Eof
         {
             return drain(ctrl, &mut up, &mut down);
         }
         if down_ready
-            && down.step(&mut buf, size, |input, out| {
-                transport.network_to_caller(role, input, out)
+            && down.step(&mut buf, size, |data, out| {
+                if T::IN_PLACE {
+                    transport.network_to_caller_in_place(role, data)?;
+                    Ok(Output::InPlace)
+                } else {
+                    transport.network_to_caller(role, data, out)?;
+                    Ok(Output::Appended)
+                }
             })? == Flow::Eof
         {
             return drain(ctrl, &mut up, &mut down);
