@@ -10,7 +10,7 @@
 use super::ModuleArgs;
 use crate::extor;
 use crate::pt::TRANSPORT_NAME;
-use crate::runtime::{into_fd, open_with, Error, Server};
+use crate::runtime::{into_fd, open_direct, open_with, Error, OpenSocket, Server};
 use crate::serve::accept_loop;
 use crate::shutdown::Shutdown;
 use clap::{ArgGroup, Args};
@@ -197,12 +197,29 @@ async fn serve_one(
     peer: SocketAddr,
     upstream: Arc<(Upstream, Health)>,
 ) -> Result<(), Error> {
-    let open = open_with(move || async move {
-        let (upstream, health) = &*upstream;
-        let outbound = upstream.connect(peer).await;
-        health.record(upstream, outbound.as_ref().err().map(String::as_str));
-        outbound.map_err(std::io::Error::other)
-    });
+    let open: OpenSocket = match &upstream.0 {
+        // Connected from the session's thread: no tokio task per connection.
+        Upstream::Forward(forward) => {
+            let direct = open_direct(forward.clone());
+            Box::new(move |cancel| {
+                let (upstream, health) = &*upstream;
+                let outbound = direct(cancel);
+                match &outbound {
+                    // A stopped session says nothing about the upstream.
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => health.record(upstream, Some(&e.to_string())),
+                    Ok(_) => health.record(upstream, None),
+                }
+                outbound
+            })
+        }
+        Upstream::ExtOrPort { .. } => open_with(move || async move {
+            let (upstream, health) = &*upstream;
+            let outbound = upstream.connect(peer).await;
+            health.record(upstream, outbound.as_ref().err().map(String::as_str));
+            outbound.map_err(std::io::Error::other)
+        }),
+    };
     server.serve_opening_caller(into_fd(inbound)?, open).await?;
     Ok(())
 }

@@ -165,13 +165,14 @@ impl SocksClient {
                 // socket would stay open (and cost a descriptor) until the session ends.
                 drop(spare);
                 self.reporter.bridge_connected(&address);
-                let end = session.finished().await;
-                let bytes = session.net_bytes();
-                conn.add_bytes(bytes.read, bytes.written);
-                match end {
-                    SessionEnd::Failed(_) => conn.failed("module"),
-                    SessionEnd::Closed | SessionEnd::Cancelled => conn.completed(),
-                }
+                // Counted as the session ends; this task is done.
+                session.when_finished(move |end, bytes| {
+                    conn.add_bytes(bytes.read, bytes.written);
+                    match end {
+                        SessionEnd::Failed(_) => conn.failed("module"),
+                        SessionEnd::Closed | SessionEnd::Cancelled => conn.completed(),
+                    }
+                });
             }
             Err(e) => {
                 if answered_by_runtime(&e) {

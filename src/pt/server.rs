@@ -28,7 +28,7 @@ use super::report::Reporter;
 use super::secrets::SecretFile;
 use super::TRANSPORT_NAME;
 use crate::extor::{self, ExtOrError};
-use crate::runtime::{into_fd, open_with, OpenSocket, Server, SessionEnd};
+use crate::runtime::{into_fd, open_direct, open_with, OpenSocket, Server, SessionEnd};
 use crate::serve::accept_loop;
 use crate::shutdown::Shutdown;
 
@@ -60,18 +60,16 @@ impl Upstream {
         }
     }
 
-    /// Opens tor's side of one inbound connection from `peer`.
-    async fn connect(&self, peer: SocketAddr) -> Result<TcpStream, (&'static str, String)> {
-        match self {
-            Upstream::ExtOrPort { addr, cookie } => {
-                extor::connect(*addr, cookie, peer, TRANSPORT_NAME)
-                    .await
-                    .map_err(|e| (extor_kind(&e), e.to_string()))
-            }
-            Upstream::OrPort(addr) => TcpStream::connect(addr)
-                .await
-                .map_err(|e| ("orport", format!("cannot connect to ORPort {addr}: {e}"))),
-        }
+    /// Opens tor's Extended ORPort for one inbound connection from `peer` and says who it is
+    /// from. (A plain ORPort is connected to from the session's thread: [`open_direct`].)
+    async fn extor_connect(
+        addr: SocketAddr,
+        cookie: &Path,
+        peer: SocketAddr,
+    ) -> Result<TcpStream, (&'static str, String)> {
+        extor::connect(addr, cookie, peer, TRANSPORT_NAME)
+            .await
+            .map_err(|e| (extor_kind(&e), e.to_string()))
     }
 }
 
@@ -298,20 +296,21 @@ impl WaterServer {
             }
             Err(e) => Err(e.into()),
         };
-        let end = match &result {
-            Ok(session) => {
-                let end = session.finished().await;
-                let bytes = session.net_bytes();
+        match &result {
+            // Counted as the session ends (after its upstream was opened or not); this task
+            // is done.
+            Ok(session) => session.when_finished(move |end, bytes| {
                 conn.add_bytes(bytes.read, bytes.written);
-                Some(end)
-            }
-            Err(_) => None,
-        };
-        match (upstream_failure.get(), end) {
-            (Some(kind), _) => conn.failed(kind),
-            (None, Some(SessionEnd::Closed | SessionEnd::Cancelled)) => conn.completed(),
-            (None, Some(SessionEnd::Failed(_))) => conn.failed("module"),
-            (None, None) => conn.failed("module-setup"),
+                match (upstream_failure.get(), end) {
+                    (Some(kind), _) => conn.failed(kind),
+                    (None, SessionEnd::Closed | SessionEnd::Cancelled) => conn.completed(),
+                    (None, SessionEnd::Failed(_)) => conn.failed("module"),
+                }
+            }),
+            Err(_) => match upstream_failure.get() {
+                Some(kind) => conn.failed(kind),
+                None => conn.failed("module-setup"),
+            },
         }
         if let Err(e) = result {
             // Client addresses stay out of tor's log (bridges do not log users).
@@ -329,15 +328,32 @@ impl WaterServer {
         peer: SocketAddr,
         failure: Arc<std::sync::OnceLock<&'static str>>,
     ) -> OpenSocket {
-        let upstream = self.upstream.clone();
         let reporter = self.reporter.clone();
-        open_with(move || async move {
-            upstream.connect(peer).await.map_err(|(kind, msg)| {
-                let _ = failure.set(kind);
-                // The module sees its caller socket closed and ends the connection.
-                reporter.failed_once(kind, &format!("water: inbound connection dropped: {msg}"));
-                io::Error::new(io::ErrorKind::ConnectionRefused, msg)
-            })
-        })
+        let dropped = move |kind: &'static str, msg: String| {
+            let _ = failure.set(kind);
+            // The module sees its caller socket closed and ends the connection.
+            reporter.failed_once(kind, &format!("water: inbound connection dropped: {msg}"));
+            io::Error::new(io::ErrorKind::ConnectionRefused, msg)
+        };
+        match &self.upstream {
+            // Nothing to say to a plain ORPort: the session thread connects itself.
+            Upstream::OrPort(addr) => {
+                let addr = *addr;
+                let open = open_direct(addr.to_string());
+                Box::new(move |cancel| {
+                    open(cancel).map_err(|e| {
+                        dropped("orport", format!("cannot connect to ORPort {addr}: {e}"))
+                    })
+                })
+            }
+            Upstream::ExtOrPort { addr, cookie } => {
+                let (addr, cookie) = (*addr, cookie.clone());
+                open_with(move || async move {
+                    Upstream::extor_connect(addr, &cookie, peer)
+                        .await
+                        .map_err(|(kind, msg)| dropped(kind, msg))
+                })
+            }
+        }
     }
 }

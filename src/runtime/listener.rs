@@ -2,7 +2,7 @@
 
 use super::binding::{binding_settings, Binding, Sockets};
 use super::module::{Role, Watm};
-use super::net::NetPolicy;
+use super::net::{Connector, DirectConnector, NetPolicy};
 use super::session::{CallerSocket, SessionHandle};
 use super::stream::{caller_pair, WaterStream};
 use super::{Error, Runtime};
@@ -142,6 +142,20 @@ where
             // Deregistering the socket from tokio's reactor happens inside the runtime.
             into_fd(connect().await?)
         })
+    })
+}
+
+/// An [`OpenSocket`] that connects to `address` (`host:port`) from the
+/// session's own thread, as a module's own dial does ([`DirectConnector`]):
+/// a non-blocking connect waited on beside the stop signal (a name is looked
+/// up on a helper thread first). For an upstream that needs nothing but the
+/// connection (tor's plain ORPort, a standalone server's forward target) this
+/// spares what [`open_with`] costs per connection: a tokio task, a wake-up of
+/// one of its workers, and the wake-up back to the session thread.
+pub fn open_direct(address: String) -> OpenSocket {
+    Box::new(move |cancel| {
+        let stream = DirectConnector::default().connect("tcp", &address, cancel)?;
+        Ok(stream.into())
     })
 }
 

@@ -22,6 +22,7 @@
 //! else holds a handle on a session before it is ready.
 
 use super::error::Error;
+use super::finish::EndHooks;
 use super::host::{Host, Inbound};
 use super::module::{Role, Watm};
 use super::net::NetPolicy;
@@ -99,6 +100,8 @@ pub struct SessionShared {
     done: watch::Sender<Option<SessionEnd>>,
     /// What the module moved on its network sockets, set when the worker returns.
     net_bytes: std::sync::Mutex<NetBytes>,
+    /// Run on this thread as the session ends ([`SessionHandle::when_finished`]).
+    on_end: EndHooks,
 }
 
 const SETUP: u8 = 0;
@@ -194,6 +197,14 @@ impl SessionHandle {
         self.shared.done.borrow().is_some()
     }
 
+    /// Runs `hook` with how the session ended and what it moved on the network:
+    /// on the session's thread as it ends, after its sockets are released, or
+    /// here and now if it has ended already. Nothing waits for the end, so a
+    /// front that only counts connections needs no task per connection.
+    pub fn when_finished(&self, hook: impl FnOnce(&SessionEnd, NetBytes) + Send + 'static) {
+        self.shared.on_end.add(Box::new(hook));
+    }
+
     /// Resolves when the instance has ended and released its sockets, with
     /// the reason it ended.
     pub async fn finished(&self) -> SessionEnd {
@@ -235,6 +246,7 @@ pub(crate) fn spawn(
         setup_timeout: runtime.limits.setup_timeout,
         done: watch::Sender::new(None),
         net_bytes: Default::default(),
+        on_end: EndHooks::default(),
     });
     let (tx, rx) = oneshot::channel();
     let handle = SessionHandle {
@@ -253,7 +265,12 @@ pub(crate) fn spawn(
             let end = run(&rt, &watm, job, session.clone(), tx);
             rt.unregister(id);
             drop(permit);
-            session.done.send_replace(Some(end));
+            session.done.send_replace(Some(end.clone()));
+            let bytes = *session
+                .net_bytes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            session.on_end.run(&end, bytes);
         }))
         .map_err(|e| {
             runtime.unregister(shared.id);
@@ -451,6 +468,7 @@ pub(crate) async fn check_init(
         setup_timeout: rt.limits.setup_timeout,
         done: watch::Sender::new(None),
         net_bytes: Default::default(),
+        on_end: EndHooks::default(),
     });
     let (tx, rx) = oneshot::channel();
     let thread_rt = rt.clone();
