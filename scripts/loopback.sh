@@ -1,8 +1,24 @@
 # Helpers for the scripts that run real processes on loopback; sourced, not run.
 
-# A TCP port on 127.0.0.1 that was free a moment ago.
+# free_port: a TCP port on 127.0.0.1 that is free now, taken at random below
+# Linux's ephemeral range (32768 and up). A port the kernel handed out for
+# "port 0" is closed again before the program that needs it binds it, and in
+# that window the kernel may hand the same port to another test's connection.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  python3 -c '
+import random, socket
+for _ in range(1000):
+    port = random.randrange(20000, 32768)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    print(port)
+    break
+else:
+    raise SystemExit("no free port")
+'
 }
 
 # wait_for FILE PATTERN WHAT [PID...]: polls FILE for PATTERN (a grep regex)
