@@ -529,12 +529,13 @@ async fn steps(
             );
         }
         r.notes.extend(idle::limit_notes(&idle));
-        r.idle = Some(idle);
         pair.check_alive()?;
         if !target.drained(drain).await {
             r.notes
                 .push("idle connections were still closing 30 s after release".into());
         }
+        r.notes.extend(idle.settle(procs, drain).await);
+        r.idle = Some(idle);
     }
 
     if runs(Test::Cps) {

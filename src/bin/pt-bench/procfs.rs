@@ -42,6 +42,17 @@ pub fn sample(pid: u32) -> io::Result<Sample> {
     })
 }
 
+/// Threads in `pid`, from `/proc/PID/status` alone: cheap enough to poll, unlike
+/// [`sample`], which reads every mapping.
+pub fn threads(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or(0))
+}
+
 /// CPU seconds of `pid` (all threads) and of its children, running or already reaped. Children
 /// count because a subject may fork per connection (the socat chain does); water-pt and
 /// obfs4proxy have none, so for them this is their own utime + stime.
