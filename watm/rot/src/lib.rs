@@ -56,19 +56,7 @@ mod tests {
     /// The in-place transforms the I/O loop uses give exactly the bytes of the copying ones.
     #[test]
     fn in_place_transforms_match_the_copying_ones() {
-        let mut t = Rot::init(None).unwrap();
-        let data: Vec<u8> = (0..=255).cycle().take(1000).collect();
-        for role in [Role::Dialer, Role::Listener] {
-            let (mut copied, mut in_place) = (Vec::new(), data.clone());
-            t.caller_to_network(role, &data, &mut copied).unwrap();
-            t.caller_to_network_in_place(role, &mut in_place).unwrap();
-            assert_eq!(copied, in_place);
-            let (mut copied, mut in_place) = (Vec::new(), data.clone());
-            t.network_to_caller(role, &data, &mut copied).unwrap();
-            t.network_to_caller_in_place(role, &mut in_place).unwrap();
-            assert_eq!(copied, in_place);
-        }
-        assert!(<Rot as Transport>::IN_PLACE);
+        watm_sdk::testing::assert_in_place_matches::<Rot>(None);
     }
 
     #[test]
