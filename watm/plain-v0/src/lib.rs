@@ -32,6 +32,12 @@ impl Transport for PlainV0 {
     // As `plain`: bytes are sent from the buffer they were read into.
     const IN_PLACE: bool = true;
 
+    // Bulk data in reads of up to 256 KiB (the SDK's default is 128 KiB): with no copy to
+    // make, a larger read halves the read, write and poll calls per byte, and nothing else
+    // grows with it. Measured with pt-bench on `plain`, five interleaved pairs on a busy
+    // machine: PT CPU 1.06 s/GiB on average (0.95-1.21) against 1.18 (1.01-1.34).
+    const READ_SIZE: usize = 256 * 1024;
+
     fn caller_to_network_in_place(&mut self, _: Role, _: &mut [u8]) -> Result<(), Errno> {
         Ok(())
     }
