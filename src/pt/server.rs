@@ -59,18 +59,6 @@ impl Upstream {
             _ => None,
         }
     }
-
-    /// Opens tor's Extended ORPort for one inbound connection from `peer` and says who it is
-    /// from. (A plain ORPort is connected to from the session's thread: [`open_direct`].)
-    async fn extor_connect(
-        addr: SocketAddr,
-        cookie: &Path,
-        peer: SocketAddr,
-    ) -> Result<TcpStream, (&'static str, String)> {
-        extor::connect(addr, cookie, peer, TRANSPORT_NAME)
-            .await
-            .map_err(|e| (extor_kind(&e), e.to_string()))
-    }
 }
 
 fn extor_kind(e: &ExtOrError) -> &'static str {
@@ -346,12 +334,14 @@ impl WaterServer {
                     })
                 })
             }
+            // The Extended ORPort is told who the connection is from, in an exchange that
+            // runs on the tokio runtime.
             Upstream::ExtOrPort { addr, cookie } => {
                 let (addr, cookie) = (*addr, cookie.clone());
                 open_with(move || async move {
-                    Upstream::extor_connect(addr, &cookie, peer)
+                    extor::connect(addr, &cookie, peer, TRANSPORT_NAME)
                         .await
-                        .map_err(|(kind, msg)| dropped(kind, msg))
+                        .map_err(|e| dropped(extor_kind(&e), e.to_string()))
                 })
             }
         }

@@ -11,7 +11,7 @@ use crate::wasi::NetBytes;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// A hook: how the session ended and what it moved on the network.
-pub type EndHook = Box<dyn FnOnce(&SessionEnd, NetBytes) + Send>;
+pub(crate) type EndHook = Box<dyn FnOnce(&SessionEnd, NetBytes) + Send>;
 
 /// Hooks to run once with a session's end: by the session's thread when it
 /// ends, or at once by whoever adds one after that.
@@ -54,13 +54,12 @@ impl EndHooks {
     pub fn run(&self, end: &SessionEnd, bytes: NetBytes) {
         let hooks = {
             let mut state = self.state();
-            if matches!(*state, State::Ended(..)) {
-                return;
-            }
-            match std::mem::replace(&mut *state, State::Ended(end.clone(), bytes)) {
-                State::Running(hooks) => hooks,
-                State::Ended(..) => Vec::new(),
-            }
+            let hooks = match &mut *state {
+                State::Running(hooks) => std::mem::take(hooks),
+                State::Ended(..) => return,
+            };
+            *state = State::Ended(end.clone(), bytes);
+            hooks
         };
         for hook in hooks {
             hook(end, bytes);

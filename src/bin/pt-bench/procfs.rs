@@ -22,14 +22,7 @@ pub struct Sample {
 /// Reads [`Sample`] for `pid`.
 pub fn sample(pid: u32) -> io::Result<Sample> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let field = |name| status_field(&status, name);
     let maps = std::fs::read(format!("/proc/{pid}/maps"))?
         .iter()
         .filter(|&&b| b == b'\n')
@@ -46,11 +39,17 @@ pub fn sample(pid: u32) -> io::Result<Sample> {
 /// [`sample`], which reads every mapping.
 pub fn threads(pid: u32) -> io::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    Ok(status
+    Ok(status_field(&status, "Threads:"))
+}
+
+/// The number after `name` in the text of `/proc/PID/status` (0 when absent).
+fn status_field(status: &str, name: &str) -> u64 {
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|rest| rest.trim().parse().ok())
-        .unwrap_or(0))
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// CPU seconds of `pid` (all threads) and of its children, running or already reaped. Children

@@ -108,7 +108,8 @@ pub trait Transport: Sized + 'static {
     /// the largest `input` a transform is given. The read buffer starts at
     /// 4 KiB (or this, if smaller) and grows towards this size only while
     /// reads fill it, so idle connections stay small; the two output buffers
-    /// reserve this much once per connection (unless [`Self::IN_PLACE`]). A value of 0 is treated as 1.
+    /// reserve this much once per connection (unless [`Self::IN_PLACE`]). A
+    /// value of 0 is treated as 1.
     const READ_SIZE: usize = 128 * 1024;
 
     /// Builds the transport from the bytes of `/conf/watm.cfg`, or from `None`
@@ -240,15 +241,23 @@ pub mod testing {
             let mut in_place = T::init(config.clone()).expect("init");
             for chunk in data.chunks(333) {
                 let mut expected = Vec::new();
-                copying.caller_to_network(role, chunk, &mut expected).expect("transform");
+                copying
+                    .caller_to_network(role, chunk, &mut expected)
+                    .expect("transform");
                 let mut got = chunk.to_vec();
-                in_place.caller_to_network_in_place(role, &mut got).expect("transform");
+                in_place
+                    .caller_to_network_in_place(role, &mut got)
+                    .expect("transform");
                 assert_eq!(got, expected, "caller to network, {role:?}");
 
                 let mut expected = Vec::new();
-                copying.network_to_caller(role, chunk, &mut expected).expect("transform");
+                copying
+                    .network_to_caller(role, chunk, &mut expected)
+                    .expect("transform");
                 let mut got = chunk.to_vec();
-                in_place.network_to_caller_in_place(role, &mut got).expect("transform");
+                in_place
+                    .network_to_caller_in_place(role, &mut got)
+                    .expect("transform");
                 assert_eq!(got, expected, "network to caller, {role:?}");
             }
         }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::ffi::{self, Fd};
 use crate::session::Connection;
-use crate::{Errno, Transport};
+use crate::{Errno, Role, Transport};
 
 /// `userdata` tags of the subscriptions.
 const CTRL: u64 = 0;
@@ -60,16 +60,18 @@ enum Flow {
 struct Pipe {
     src: Fd,
     dst: Fd,
+    toward: Toward,
     /// Transformed bytes; `out[sent..]` still has to be written to `dst`.
     out: Vec<u8>,
     sent: usize,
 }
 
 impl Pipe {
-    fn new(src: Fd, dst: Fd, capacity: usize) -> Result<Self, Errno> {
+    fn new(src: Fd, dst: Fd, toward: Toward, capacity: usize) -> Result<Self, Errno> {
         Ok(Self {
             src,
             dst,
+            toward,
             out: buffer(capacity)?,
             sent: 0,
         })
@@ -127,11 +129,12 @@ impl Pipe {
     /// While reads fill the buffer (and everything was written), it reads
     /// again, up to [`READS_PER_WAKE`] times, growing the buffer up to
     /// `max_read`.
-    fn step(
+    fn step<T: Transport>(
         &mut self,
         buf: &mut Vec<u8>,
         max_read: usize,
-        mut transform: impl FnMut(&mut [u8], &mut Vec<u8>) -> Result<Output, Errno>,
+        transport: &mut T,
+        role: Role,
     ) -> Result<Flow, Errno> {
         if self.pending() {
             self.flush()?;
@@ -149,9 +152,13 @@ impl Pipe {
             self.out.clear();
             self.sent = 0;
             let data = buf.get_mut(..n).ok_or(Errno::IO)?;
-            match transform(data, &mut self.out)? {
-                Output::InPlace => self.send(data)?,
-                Output::Appended => self.flush()?,
+            if T::IN_PLACE {
+                self.toward.transform_in_place(transport, role, data)?;
+                self.send(data)?;
+            } else {
+                self.toward
+                    .transform(transport, role, data, &mut self.out)?;
+                self.flush()?;
             }
             if n < buf.len() || self.pending() {
                 break;
@@ -162,12 +169,41 @@ impl Pipe {
     }
 }
 
-/// Where a transform left the bytes of one read.
-enum Output {
-    /// In the read buffer, in place of the input ([`Transport::IN_PLACE`]).
-    InPlace,
-    /// Appended to the pipe's output buffer.
-    Appended,
+/// Which way a [`Pipe`] carries bytes, and so which of the transport's
+/// transforms it applies.
+#[derive(Clone, Copy)]
+enum Toward {
+    Network,
+    Caller,
+}
+
+impl Toward {
+    /// The copying transform: appends what to send to `out`.
+    fn transform<T: Transport>(
+        self,
+        transport: &mut T,
+        role: Role,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Errno> {
+        match self {
+            Toward::Network => transport.caller_to_network(role, input, out),
+            Toward::Caller => transport.network_to_caller(role, input, out),
+        }
+    }
+
+    /// The in-place transform ([`Transport::IN_PLACE`]).
+    fn transform_in_place<T: Transport>(
+        self,
+        transport: &mut T,
+        role: Role,
+        data: &mut [u8],
+    ) -> Result<(), Errno> {
+        match self {
+            Toward::Network => transport.caller_to_network_in_place(role, data),
+            Toward::Caller => transport.network_to_caller_in_place(role, data),
+        }
+    }
 }
 
 /// Enlarges a full read buffer (x4, at most `max`); keeps it as it is when
@@ -238,8 +274,8 @@ pub(crate) fn run<T: Transport>(
     // In-place transforms send from the read buffer; their output buffers
     // only ever hold what a socket did not take, so they start empty.
     let out_capacity = if T::IN_PLACE { 0 } else { size };
-    let mut up = Pipe::new(caller, network, out_capacity)?;
-    let mut down = Pipe::new(network, caller, out_capacity)?;
+    let mut up = Pipe::new(caller, network, Toward::Network, out_capacity)?;
+    let mut down = Pipe::new(network, caller, Toward::Caller, out_capacity)?;
 
     transport.on_start(role, &mut down.out, &mut up.out)?;
     up.flush()?;
@@ -274,30 +310,10 @@ pub(crate) fn run<T: Transport>(
         // A clock event needs no handling here: the next turn of the loop
         // sees the timer due.
         let (up_ready, down_ready) = dispatch(ffi::poll(&subscriptions, &mut events)?)?;
-        if up_ready
-            && up.step(&mut buf, size, |data, out| {
-                if T::IN_PLACE {
-                    transport.caller_to_network_in_place(role, data)?;
-                    Ok(Output::InPlace)
-                } else {
-                    transport.caller_to_network(role, data, out)?;
-                    Ok(Output::Appended)
-                }
-            })? == Flow::Eof
-        {
+        if up_ready && up.step(&mut buf, size, transport, role)? == Flow::Eof {
             return drain(ctrl, &mut up, &mut down);
         }
-        if down_ready
-            && down.step(&mut buf, size, |data, out| {
-                if T::IN_PLACE {
-                    transport.network_to_caller_in_place(role, data)?;
-                    Ok(Output::InPlace)
-                } else {
-                    transport.network_to_caller(role, data, out)?;
-                    Ok(Output::Appended)
-                }
-            })? == Flow::Eof
-        {
+        if down_ready && down.step(&mut buf, size, transport, role)? == Flow::Eof {
             return drain(ctrl, &mut up, &mut down);
         }
     }
