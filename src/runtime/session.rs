@@ -36,6 +36,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 use wasmtime::{Store, UpdateDeadline};
 
+mod check;
+pub(crate) use check::check_init;
+
 /// Bytes the runtime writes on the caller socket once the role call has
 /// succeeded (or failed), before the module starts moving data. The SOCKS
 /// front uses it to send its reply only once the transport is up, without
@@ -112,6 +115,19 @@ const EXPIRED: u8 = 2;
 const ABANDONED: u8 = 3;
 
 impl SessionShared {
+    fn new(id: u64, setup_timeout: Duration) -> std::io::Result<SessionShared> {
+        Ok(SessionShared {
+            id,
+            stop: Arc::new(StopSignal::new()?),
+            stop_requested: AtomicBool::new(false),
+            setup: AtomicU8::new(SETUP),
+            setup_timeout,
+            done: watch::Sender::new(None),
+            net_bytes: Default::default(),
+            on_end: EndHooks::default(),
+        })
+    }
+
     /// Ends the instance now: its waits return, wasm code traps at the next
     /// epoch check.
     fn kill(&self, engine: &wasmtime::Engine) {
@@ -238,16 +254,7 @@ pub(crate) fn spawn(
 ) -> Result<(SessionHandle, oneshot::Receiver<Result<(), Error>>), Error> {
     watm.require(job.role)?;
     let permit = runtime.admit()?;
-    let shared = Arc::new(SessionShared {
-        id: permit.id,
-        stop: Arc::new(StopSignal::new()?),
-        stop_requested: AtomicBool::new(false),
-        setup: AtomicU8::new(SETUP),
-        setup_timeout: runtime.limits.setup_timeout,
-        done: watch::Sender::new(None),
-        net_bytes: Default::default(),
-        on_end: EndHooks::default(),
-    });
+    let shared = Arc::new(SessionShared::new(permit.id, runtime.limits.setup_timeout)?);
     let (tx, rx) = oneshot::channel();
     let handle = SessionHandle {
         shared: shared.clone(),
@@ -447,75 +454,6 @@ fn instantiate(watm: &Watm, store: &mut Store<Host>) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-/// Instantiates `watm` with `config` on a session thread and runs it through its init (v1:
-/// `watm_init_v1`), then drops the instance. A bridge does this at start-up so that a module
-/// that refuses its config fails the launch with the module's own words (what it wrote to
-/// stderr) instead of failing every connection later. Bounded like a connection's setup.
-pub(crate) async fn check_init(
-    runtime: &super::Runtime,
-    watm: Arc<Watm>,
-    config: Option<Arc<[u8]>>,
-) -> Result<(), String> {
-    let rt = runtime.inner().clone();
-    let permit = rt.admit().map_err(|e| e.to_string())?;
-    let shared = Arc::new(SessionShared {
-        id: permit.id,
-        stop: Arc::new(StopSignal::new().map_err(|e| e.to_string())?),
-        stop_requested: AtomicBool::new(false),
-        setup: AtomicU8::new(SETUP),
-        setup_timeout: rt.limits.setup_timeout,
-        done: watch::Sender::new(None),
-        net_bytes: Default::default(),
-        on_end: EndHooks::default(),
-    });
-    let (tx, rx) = oneshot::channel();
-    let thread_rt = rt.clone();
-    let session = shared.clone();
-    rt.threads
-        .execute(Box::new(move || {
-            let mut job = Job {
-                role: Role::Listener,
-                caller: None,
-                inbound: None,
-                fixed_remote: None,
-                config,
-                policy: Arc::new(NetPolicy::default()),
-                replies: None,
-            };
-            let mut store = new_store(&thread_rt, &mut job, session.clone());
-            store.data_mut().wasi.captured_stderr = Some(String::new());
-            let result = instantiate(&watm, &mut store)
-                .and_then(|()| watm.driver().init(&mut store))
-                .map_err(|e| {
-                    let e = session.cut_short().unwrap_or(e);
-                    match store.data_mut().wasi.captured_stderr.take() {
-                        Some(said) if !said.trim().is_empty() => {
-                            let lines: Vec<_> = said
-                                .lines()
-                                .map(str::trim)
-                                .filter(|l| !l.is_empty())
-                                .collect();
-                            format!("{e}; the module says: {}", lines.join("; "))
-                        }
-                        _ => e.to_string(),
-                    }
-                });
-            session.end_setup(READY);
-            thread_rt.residency.retire(store);
-            drop(permit);
-            session.done.send_replace(Some(SessionEnd::Closed));
-            let _ = tx.send(result);
-        }))
-        .map_err(|e| e.to_string())?;
-    rt.ticker.schedule(
-        Instant::now() + rt.limits.setup_timeout,
-        Deadline::Setup,
-        Arc::downgrade(&shared),
-    );
-    rx.await
-        .unwrap_or_else(|_| Err("the start-up check ended without a result".into()))
 }
 
 /// Writes a setup reply on the caller socket, wherever it is, waiting
