@@ -6,12 +6,41 @@ mod common;
 
 use common::pt::*;
 use common::{echo_server, random_bytes, roundtrip};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 /// How long an open connection may take to be closed once the process stopped it.
 const CLOSE_WITHIN: Duration = Duration::from_secs(10);
+
+/// One process serving both sides, as a bridge that is also a client, with stdin closing
+/// allowed `drain_secs` of drain time: the process, its SOCKS port and its bridge port.
+fn start_both(
+    dir: &TempDir,
+    orport: SocketAddr,
+    drain_secs: &str,
+) -> (PtChild, SocketAddr, SocketAddr) {
+    let mut env = server_env(&dir.state(), &orport.to_string());
+    env.push(("TOR_PT_CLIENT_TRANSPORTS", "water".into()));
+    let mut pt = PtChild::spawn(&env_refs(&env), &["--shutdown-timeout-secs", drain_secs]);
+    assert_eq!(pt.line(), "VERSION 1");
+    let socks = pt.cmethod();
+    assert_eq!(pt.line(), "CMETHODS DONE");
+    let (bridge, _) = pt.smethod();
+    assert_eq!(pt.line(), "SMETHODS DONE");
+    (pt, socks, bridge)
+}
+
+/// Asserts that the far end closes `s` (EOF or reset) within [`CLOSE_WITHIN`].
+async fn assert_closed(s: &mut TcpStream) {
+    let mut b = [0u8; 1];
+    let n = tokio::time::timeout(CLOSE_WITHIN, s.read(&mut b))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
 
 /// Pids of every process below `pid`, from `/proc/PID/task/*/children`.
 fn descendants(pid: u32) -> Vec<u32> {
@@ -40,15 +69,8 @@ async fn stdin_close_drains_for_the_drain_time_then_stops() {
     const DRAIN: Duration = Duration::from_secs(2);
     let orport = echo_server().await;
     let dir = TempDir::new("stdin-drain");
-    let mut env = server_env(&dir.state(), &orport.to_string());
-    env.push(("TOR_PT_CLIENT_TRANSPORTS", "water".into()));
     let drain = DRAIN.as_secs().to_string();
-    let mut pt = PtChild::spawn(&env_refs(&env), &["--shutdown-timeout-secs", &drain]);
-    assert_eq!(pt.line(), "VERSION 1");
-    let socks = pt.cmethod();
-    assert_eq!(pt.line(), "CMETHODS DONE");
-    let (bridge, _) = pt.smethod();
-    assert_eq!(pt.line(), "SMETHODS DONE");
+    let (mut pt, socks, bridge) = start_both(&dir, orport, &drain);
     let mut open = socks_connect(socks, None, Target::Ip(bridge))
         .await
         .stream();
@@ -77,12 +99,7 @@ async fn stdin_close_drains_for_the_drain_time_then_stops() {
         took < DRAIN + Duration::from_secs(5),
         "took {took:?} to exit"
     );
-    let mut b = [0u8; 1];
-    let n = tokio::time::timeout(CLOSE_WITHIN, open.read(&mut b))
-        .await
-        .expect("closed in time")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    assert_closed(&mut open).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -91,15 +108,8 @@ async fn stdin_close_with_100_open_connections_exits_within_2s() {
     let dir = TempDir::new("stdin-100");
     // Both sides in one process, as a bridge that is also a client: 100 connections are 200
     // sessions (and 200 session threads) in this process.
-    let mut env = server_env(&dir.state(), &orport.to_string());
-    env.push(("TOR_PT_CLIENT_TRANSPORTS", "water".into()));
     // No time to drain: every open session is asked to stop as soon as stdin closes.
-    let mut pt = PtChild::spawn(&env_refs(&env), &["--shutdown-timeout-secs", "0"]);
-    assert_eq!(pt.line(), "VERSION 1");
-    let socks = pt.cmethod();
-    assert_eq!(pt.line(), "CMETHODS DONE");
-    let (bridge, _) = pt.smethod();
-    assert_eq!(pt.line(), "SMETHODS DONE");
+    let (mut pt, socks, bridge) = start_both(&dir, orport, "0");
 
     let mut open = Vec::new();
     for i in 0..100u64 {
@@ -141,11 +151,6 @@ async fn stdin_close_with_100_open_connections_exits_within_2s() {
     }
     // Every open connection is closed under its user.
     for mut s in open {
-        let mut b = [0u8; 1];
-        let n = tokio::time::timeout(CLOSE_WITHIN, s.read(&mut b))
-            .await
-            .expect("closed in time")
-            .unwrap_or(0);
-        assert_eq!(n, 0);
+        assert_closed(&mut s).await;
     }
 }

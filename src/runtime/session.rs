@@ -128,6 +128,15 @@ impl SessionShared {
         })
     }
 
+    /// Has the ticker end setup by force once the setup deadline passes.
+    fn arm_setup_deadline(self: &Arc<Self>, runtime: &RuntimeInner) {
+        runtime.ticker.schedule(
+            Instant::now() + self.setup_timeout,
+            Deadline::Setup,
+            Arc::downgrade(self),
+        );
+    }
+
     /// Ends the instance now: its waits return, wasm code traps at the next
     /// epoch check.
     fn kill(&self, engine: &wasmtime::Engine) {
@@ -283,11 +292,7 @@ pub(crate) fn spawn(
             runtime.unregister(shared.id);
             Error::Io(e)
         })?;
-    runtime.ticker.schedule(
-        Instant::now() + runtime.limits.setup_timeout,
-        Deadline::Setup,
-        Arc::downgrade(&shared),
-    );
+    shared.arm_setup_deadline(runtime);
     Ok((handle, rx))
 }
 

@@ -4,9 +4,8 @@
 use super::{instantiate, new_store, Job, SessionEnd, SessionShared, READY};
 use crate::runtime::module::{Role, Watm};
 use crate::runtime::net::NetPolicy;
-use crate::runtime::ticker::Deadline;
+use crate::runtime::Error;
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// Instantiates `watm` with `config` on a session thread and runs it through its init (v1:
@@ -43,17 +42,7 @@ pub(crate) async fn check_init(
                 .and_then(|()| watm.driver().init(&mut store))
                 .map_err(|e| {
                     let e = session.cut_short().unwrap_or(e);
-                    match store.data_mut().wasi.captured_stderr.take() {
-                        Some(said) if !said.trim().is_empty() => {
-                            let lines: Vec<_> = said
-                                .lines()
-                                .map(str::trim)
-                                .filter(|l| !l.is_empty())
-                                .collect();
-                            format!("{e}; the module says: {}", lines.join("; "))
-                        }
-                        _ => e.to_string(),
-                    }
+                    with_module_words(&e, store.data_mut().wasi.captured_stderr.take())
                 });
             session.end_setup(READY);
             thread_rt.residency.retire(store);
@@ -62,11 +51,22 @@ pub(crate) async fn check_init(
             let _ = tx.send(result);
         }))
         .map_err(|e| e.to_string())?;
-    rt.ticker.schedule(
-        Instant::now() + rt.limits.setup_timeout,
-        Deadline::Setup,
-        Arc::downgrade(&shared),
-    );
+    shared.arm_setup_deadline(&rt);
     rx.await
         .unwrap_or_else(|_| Err("the start-up check ended without a result".into()))
+}
+
+/// The error, followed by what the module wrote to stderr (its non-empty lines, joined), if
+/// anything.
+fn with_module_words(e: &Error, said: Option<String>) -> String {
+    let lines: Vec<_> = said
+        .iter()
+        .flat_map(|s| s.lines())
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    match lines.is_empty() {
+        true => e.to_string(),
+        false => format!("{e}; the module says: {}", lines.join("; ")),
+    }
 }
