@@ -56,3 +56,37 @@ async fn plain_pair_carries_bulk_both_ways_at_once() {
         .await
         .expect("no deadlock");
 }
+
+/// An echo in front of the listener's module: the peer reads only while its writes back go
+/// through, as `tokio::io::copy` (and any simple echo) does. A module that waited in a write
+/// toward it, instead of reading what it echoed, would leave both sides waiting on each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_listener_serves_an_echo_that_reads_only_while_it_can_write() {
+    let rt = runtime();
+    let watm = rt.load(&module("plain")).unwrap();
+    let listener = Listener::bind(&rt, watm, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        let (mut r, mut w) = tokio::io::split(s);
+        // Ends with the connection; how it ends is not what this test is about.
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    });
+    let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = client.into_split();
+    let sent = random_bytes(LEN, 3);
+    let expected = sent.clone();
+    // No half-close: a v1 module ends the connection when either side reaches end of stream.
+    let writer = tokio::spawn(async move { w.write_all(&sent).await.map(|()| w) });
+    let done = async {
+        let mut got = vec![0u8; LEN];
+        r.read_exact(&mut got).await.unwrap();
+        assert!(got == expected, "bytes differ");
+        writer.await.unwrap().unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(60), done)
+        .await
+        .expect("no deadlock");
+}

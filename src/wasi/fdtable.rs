@@ -82,10 +82,6 @@ pub struct Socket {
     /// That write reported its byte count; the next one reports the error
     /// (the kernel hands a socket error out only once).
     pub(super) failed: Option<super::Errno>,
-    /// Whether the module has waited for this socket to become writable
-    /// (`poll_oneoff` FD_WRITE). A module that does so handles short writes
-    /// itself, so it gets them (see [`super::send`]).
-    pub(super) polled_for_write: bool,
     /// Whether this is the caller socket the runtime handed over. The runtime
     /// writes its setup replies only to an entry carrying this mark: once the
     /// module closed its caller fd, the number may name another socket.
@@ -100,7 +96,6 @@ impl Socket {
             fd,
             nonblocking: false,
             failed: None,
-            polled_for_write: false,
             is_caller: false,
         })
     }

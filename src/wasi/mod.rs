@@ -150,6 +150,19 @@ pub struct WasiCtx {
     /// spinning (see [`send`]).
     refused_writes: u32,
     refused_since: Option<Instant>,
+    /// Whether the module has waited for a socket to become writable
+    /// (`poll_oneoff` FD_WRITE). Such a module handles short writes itself,
+    /// so its non-blocking writes return what the kernel took (see [`send`]).
+    ///
+    /// This holds for the whole instance, not only the socket it polled: a
+    /// module announces itself once, on a socket it has (the SDK's loop polls
+    /// its network socket as it starts), and a caller socket opened on the
+    /// module's first write cannot be polled beforehand without opening it.
+    /// Were the flag per socket, a write to that caller socket could wait for
+    /// room while the module's other direction went unserved, and a peer that
+    /// reads only while its own writes go through (an echo) would then wait
+    /// on the module for good.
+    polls_for_write: bool,
     /// Reference point of the monotonic clock.
     clock_base: Instant,
     /// Prefix for log lines about this instance (the connection id).
@@ -182,6 +195,7 @@ impl WasiCtx {
             network_stall: DEFAULT_NETWORK_STALL,
             refused_writes: 0,
             refused_since: None,
+            polls_for_write: false,
             clock_base: Instant::now(),
             tag,
             captured_stderr: None,

@@ -152,17 +152,12 @@ fn poll_oneoff(
         }
     }
 
-    for sub in &subs {
-        if let Sub::Fd {
-            kind: EVENTTYPE_FD_WRITE,
-            fd,
-            ..
-        } = *sub
-        {
-            if let Ok(Entry::Socket(s)) = ctx.fds.get_mut(fd) {
-                s.polled_for_write = true;
-            }
-        }
+    let polls_socket_for_write = subs.iter().any(|sub| {
+        matches!(*sub, Sub::Fd { kind: EVENTTYPE_FD_WRITE, fd, .. }
+            if matches!(ctx.fds.get(fd), Ok(Entry::Socket(_))))
+    });
+    if polls_socket_for_write {
+        ctx.polls_for_write = true;
     }
 
     let start = Instant::now();

@@ -12,11 +12,13 @@
 //! progress for that long returns what it wrote so far, or `ETIMEDOUT` when
 //! that is nothing.
 //!
-//! A non-blocking socket the module has polled for writability (FD_WRITE)
-//! is the exception: such a module handles backpressure itself, so it gets
-//! what the kernel took, at once. Waiting there would take away its chance
-//! to serve the other direction meanwhile, and two such modules writing
-//! toward each other would each wait for the other to read, for good.
+//! A module that has polled any of its sockets for writability (FD_WRITE)
+//! is the exception: such a module handles backpressure itself, so its
+//! non-blocking writes get what the kernel took, at once. Waiting there
+//! would take away its chance to serve the other direction meanwhile: two
+//! such modules writing toward each other, or one in front of a peer that
+//! reads only while its writes back go through (an echo), would each wait
+//! for the other to read, for good.
 //!
 //! A module that retries a refused write with nothing in between (no
 //! `poll_oneoff`, no data moved) is spinning. From its second
@@ -66,6 +68,7 @@ enum Outcome {
 pub(super) fn write_socket(ctx: &mut WasiCtx, fd: i32, bufs: &[IoSlice<'_>]) -> HostResult<usize> {
     let stall = ctx.network_stall;
     let spinning = ctx.refused_writes > 0;
+    let polls_for_write = ctx.polls_for_write;
     if spinning && ctx.refused_since.is_some_and(|t| t.elapsed() >= stall) {
         return Err(Errno::TIMEDOUT.into());
     }
@@ -77,7 +80,7 @@ pub(super) fn write_socket(ctx: &mut WasiCtx, fd: i32, bufs: &[IoSlice<'_>]) -> 
     }
     let when_full = match (socket.nonblocking, spinning) {
         (false, _) => WhenFull::Wait,
-        (true, _) if socket.polled_for_write => WhenFull::Short,
+        (true, _) if polls_for_write => WhenFull::Short,
         (true, false) => WhenFull::Refuse,
         (true, true) => WhenFull::WaitThenRefuse(SPIN_WAIT.min(stall)),
     };
