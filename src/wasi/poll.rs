@@ -140,7 +140,8 @@ fn poll_oneoff(
     // The output array must be able to hold an event per subscription.
     m.slice(events_ptr, n * EVENT_SIZE)?;
     // A socket opened on demand is opened once the module waits to write
-    // to it; until then it is never readable.
+    // to it; until then it is never readable. Waiting to write to a socket
+    // also shows that the module handles short writes (see `send`).
     for sub in &subs {
         if let Sub::Fd {
             kind: EVENTTYPE_FD_WRITE,
@@ -149,15 +150,10 @@ fn poll_oneoff(
         } = *sub
         {
             ctx.open_lazy(fd)?;
+            if matches!(ctx.fds.get(fd), Ok(Entry::Socket(_))) {
+                ctx.polls_for_write = true;
+            }
         }
-    }
-
-    let polls_socket_for_write = subs.iter().any(|sub| {
-        matches!(*sub, Sub::Fd { kind: EVENTTYPE_FD_WRITE, fd, .. }
-            if matches!(ctx.fds.get(fd), Ok(Entry::Socket(_))))
-    });
-    if polls_socket_for_write {
-        ctx.polls_for_write = true;
     }
 
     let start = Instant::now();

@@ -68,7 +68,6 @@ enum Outcome {
 pub(super) fn write_socket(ctx: &mut WasiCtx, fd: i32, bufs: &[IoSlice<'_>]) -> HostResult<usize> {
     let stall = ctx.network_stall;
     let spinning = ctx.refused_writes > 0;
-    let polls_for_write = ctx.polls_for_write;
     if spinning && ctx.refused_since.is_some_and(|t| t.elapsed() >= stall) {
         return Err(Errno::TIMEDOUT.into());
     }
@@ -80,7 +79,7 @@ pub(super) fn write_socket(ctx: &mut WasiCtx, fd: i32, bufs: &[IoSlice<'_>]) -> 
     }
     let when_full = match (socket.nonblocking, spinning) {
         (false, _) => WhenFull::Wait,
-        (true, _) if polls_for_write => WhenFull::Short,
+        (true, _) if ctx.polls_for_write => WhenFull::Short,
         (true, false) => WhenFull::Refuse,
         (true, true) => WhenFull::WaitThenRefuse(SPIN_WAIT.min(stall)),
     };
