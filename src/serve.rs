@@ -29,7 +29,6 @@ where
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                let _ = stream.set_nodelay(true);
                 tokio::spawn(handle(stream, peer));
             }
             Err(e) => {

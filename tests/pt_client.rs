@@ -318,6 +318,30 @@ async fn refused_bridge_is_rep_5() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_at_its_connection_limit_answers_socks_with_a_failure() {
+    // The refusal comes before a session thread exists; tor still gets a SOCKS reply (REP 1),
+    // not a connection closed without a word.
+    let mut c = Client::start_with(&["--max-connections", "1"]);
+    let echo = echo_server().await;
+    let mut held = socks_connect(c.socks, None, Target::Ip(echo))
+        .await
+        .stream();
+    assert_eq!(roundtrip(&mut held, b"first").await, b"first");
+
+    let got = socks_connect(c.socks, None, Target::Ip(echo)).await;
+    assert!(matches!(got, Socks::Refused(1)), "{got:?}");
+    // The first connection's success is reported too, before or after.
+    let statuses = [c.pt.expect_prefix("STATUS "), c.pt.expect_prefix("STATUS ")];
+    let failed = statuses
+        .iter()
+        .filter(|s| s.contains("CONNECT=Failed"))
+        .count();
+    assert_eq!(failed, 1, "{statuses:?}");
+    // The held connection was not disturbed.
+    assert_eq!(roundtrip(&mut held, b"still").await, b"still");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_socks_client_with_module_dir() {
     let dir = TempDir::new("standalone");
     copy_module("reverse", &dir.path().join("rev.wasm"));

@@ -309,7 +309,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(async move {
+    // The command runs as a task on a worker thread rather than on this thread: an accept
+    // loop that spawns a connection's task from a worker queues it on that worker, which runs
+    // it next without waking another thread; spawned from outside the workers, every
+    // connection would cost a cross-thread wake-up.
+    let command = rt.spawn(async move {
         match cli.command {
             Some(Command::Client(args)) => client::run(args, limits, drain).await,
             Some(Command::Server(args)) => server::run(args, limits, drain).await,
@@ -336,6 +340,9 @@ pub fn main() -> ExitCode {
             }
         }
     });
+    let result = rt
+        .block_on(command)
+        .unwrap_or_else(|e| Err(format!("the command task failed: {e}")));
     // Session threads may still be blocked in a module; they end with the
     // process.
     rt.shutdown_background();

@@ -145,10 +145,8 @@ impl SocksClient {
                 return;
             }
         };
-        // The runtime owns `fd` from here on and answers on it once setup started; errors
-        // before that (connection limit) would leave tor without a reply, so keep a second
-        // descriptor to answer those ourselves.
-        let spare = fd.try_clone().ok();
+        // The runtime owns `fd` from here on and writes the SOCKS reply on it, success or
+        // failure, including a refusal before the session's thread starts (connection limit).
         let dialer = Dialer::new(self.modules.runtime(), watm)
             .with_config(config)
             .with_policy(self.policy.clone());
@@ -161,9 +159,6 @@ impl SocksClient {
             .await
         {
             Ok(session) => {
-                // The session answered; the spare must not outlive setup, or the caller
-                // socket would stay open (and cost a descriptor) until the session ends.
-                drop(spare);
                 self.reporter.bridge_connected(&address);
                 // Counted as the session ends; this task is done.
                 session.when_finished(move |end, bytes| {
@@ -175,37 +170,10 @@ impl SocksClient {
                 });
             }
             Err(e) => {
-                if answered_by_runtime(&e) {
-                    drop(spare);
-                } else if let Some(spare) = spare {
-                    reply_on(spare, failure_reply(&e));
-                }
                 conn.failed(failure_kind(&e));
                 self.reporter
                     .bridge_failed(&address, failure_kind(&e), &e.to_string());
             }
         }
     }
-}
-
-/// Whether the runtime wrote the failure reply itself: its session thread answers every
-/// setup failure on the caller socket (before or after the module was given it), so only
-/// errors from before the thread started are left to us: admission, the role check, and an
-/// OS error (which may also come from the thread; a second failure reply after a first one is
-/// harmless: tor stops reading at the first).
-fn answered_by_runtime(err: &Error) -> bool {
-    !matches!(
-        err,
-        Error::TooManyConnections(_) | Error::RoleUnsupported { .. } | Error::Io(_)
-    )
-}
-
-/// Writes a failure reply on a socket we still hold a descriptor of (best effort: the reply
-/// is 10 bytes on a fresh connection, so a blocking write cannot stall).
-fn reply_on(fd: crate::sys::HostFd, rep: Reply) {
-    use std::io::Write;
-    let mut s = std::net::TcpStream::from(fd);
-    let _ = s.set_nonblocking(false);
-    let _ = s.write_all(&socks::connect_reply(Err(rep)));
-    let _ = s.shutdown(std::net::Shutdown::Both);
 }

@@ -155,11 +155,14 @@ where
 pub fn open_direct(address: String) -> OpenSocket {
     Box::new(move |cancel| {
         let stream = DirectConnector::default().connect("tcp", &address, cancel)?;
+        let _ = stream.set_nodelay(true);
         Ok(stream.into())
     })
 }
 
-/// Turns a tokio TCP stream into an owned descriptor for a module.
+/// Turns a tokio TCP stream into an owned descriptor for a module, with `TCP_NODELAY` set:
+/// a module's writes are whole records, and none should wait for Nagle's timer. Every
+/// connection a module is handed passes through here, so nothing before sets it.
 pub fn into_fd(tcp: TcpStream) -> io::Result<HostFd> {
     let std = tcp.into_std()?;
     let _ = std.set_nodelay(true);

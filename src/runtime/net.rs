@@ -112,13 +112,7 @@ pub fn resolve(network: &str, address: &str) -> io::Result<Vec<SocketAddr>> {
 
 /// A non-blocking connect that a stop request can interrupt.
 fn connect_one(addr: SocketAddr, deadline: Instant, cancel: &Waker) -> io::Result<TcpStream> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    socket.set_nonblocking(true)?;
-    socket.set_tcp_nodelay(true)?;
+    let socket = sys::nonblocking_tcp_socket(socket2::Domain::for_address(addr))?;
     match socket.connect(&addr.into()) {
         Ok(()) => return Ok(socket.into()),
         Err(e) if sys::connect_in_progress(&e) => {}

@@ -25,11 +25,10 @@ use super::error::Error;
 use super::finish::EndHooks;
 use super::host::{Host, Inbound};
 use super::module::{Role, Watm};
-use super::net::NetPolicy;
 use super::ticker::Deadline;
 use super::RuntimeInner;
-use crate::sys::{self, AsFd, HostFd, PollFd, PollFlags};
-use crate::wasi::{Entry, HostTrap, NetBytes, OpenSocket, StopSignal, WasiCtx};
+use crate::sys::{self, AsFd, PollFd, PollFlags};
+use crate::wasi::{Entry, HostTrap, NetBytes, StopSignal, WasiCtx};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,41 +36,11 @@ use tokio::sync::{oneshot, watch};
 use wasmtime::{Store, UpdateDeadline};
 
 mod check;
+mod job;
 pub(crate) use check::check_init;
-
-/// Bytes the runtime writes on the caller socket once the role call has
-/// succeeded (or failed), before the module starts moving data. The SOCKS
-/// front uses it to send its reply only once the transport is up, without
-/// taking the socket back from the instance.
-pub struct Replies {
-    pub ready: Vec<u8>,
-    pub failed: FailureReply,
-}
-
-/// Computes the bytes to send when setup failed, from the reason.
-pub type FailureReply = Box<dyn FnOnce(&Error) -> Vec<u8> + Send>;
-
-/// Everything one session needs.
-pub(crate) struct Job {
-    pub role: Role,
-    /// The caller-side socket (`None` for a relay).
-    pub caller: Option<CallerSocket>,
-    /// The connection `water_accept` returns (listener and relay).
-    pub inbound: Option<HostFd>,
-    /// The remote `water_dial_fixed` dials.
-    pub fixed_remote: Option<(String, String)>,
-    pub config: Option<Arc<[u8]>>,
-    pub policy: Arc<NetPolicy>,
-    pub replies: Option<Replies>,
-}
-
-/// The caller socket a session starts with.
-pub(crate) enum CallerSocket {
-    Open(HostFd),
-    /// Opened when the module first writes to it or polls it for writing
-    /// (see [`crate::wasi::LazySocket`]).
-    OnFirstWrite(OpenSocket),
-}
+pub use job::Replies;
+use job::Unstarted;
+pub(crate) use job::{CallerSocket, Job};
 
 /// How a session ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -261,9 +230,17 @@ pub(crate) fn spawn(
     watm: Arc<Watm>,
     job: Job,
 ) -> Result<(SessionHandle, oneshot::Receiver<Result<(), Error>>), Error> {
-    watm.require(job.role)?;
-    let permit = runtime.admit()?;
-    let shared = Arc::new(SessionShared::new(permit.id, runtime.limits.setup_timeout)?);
+    // A job refused here, or one whose thread cannot start (see [`Unstarted`]), answers its
+    // caller on the way out.
+    let permit = match watm.require(job.role).and_then(|()| runtime.admit()) {
+        Ok(permit) => permit,
+        Err(e) => return Err(job.refuse(e)),
+    };
+    let shared = match SessionShared::new(permit.id, runtime.limits.setup_timeout) {
+        Ok(shared) => Arc::new(shared),
+        Err(e) => return Err(job.refuse(e.into())),
+    };
+    let job = Unstarted::new(job);
     let (tx, rx) = oneshot::channel();
     let handle = SessionHandle {
         shared: shared.clone(),
@@ -278,7 +255,7 @@ pub(crate) fn spawn(
         .threads
         .execute(Box::new(move || {
             let id = session.id;
-            let end = run(&rt, &watm, job, session.clone(), tx);
+            let end = run(&rt, &watm, job.take(), session.clone(), tx);
             rt.unregister(id);
             drop(permit);
             session.done.send_replace(Some(end.clone()));
@@ -326,9 +303,12 @@ fn drive(
     ready: oneshot::Sender<Result<(), Error>>,
 ) -> SessionEnd {
     let id = shared.id;
+    // A reply is owed until setup ends: keep the caller's socket open for it even if the
+    // module closes its descriptor.
+    store.data_mut().wasi.keeps_closed_caller = replies.is_some();
     let outcome = setup(watm, store, role, &mut caller);
     let outcome = outcome.and_then(|()| match &replies {
-        Some(r) => write_reply(store, &caller, &r.ready),
+        Some(r) => write_reply(store, &caller, &r.ready, false),
         None => Ok(()),
     });
     // Ready only if no deadline or cancellation cut setup short meanwhile.
@@ -338,6 +318,7 @@ fn drive(
     });
     match outcome {
         Ok(()) => {
+            release_closed_caller(store);
             let _ = ready.send(Ok(()));
         }
         Err(mut e) => {
@@ -352,8 +333,9 @@ fn drive(
             // The caller gets its failure reply whether or not the module had
             // been given the socket yet (init may fail before that).
             if let Some(r) = replies {
-                let _ = write_reply(store, &caller, &(r.failed)(&e));
+                let _ = write_reply(store, &caller, &(r.failed)(&e), true);
             }
+            release_closed_caller(store);
             let end = SessionEnd::Failed(e.to_string());
             let _ = ready.send(Err(e));
             return end;
@@ -374,6 +356,13 @@ fn drive(
         ),
     }
     end
+}
+
+/// Closes the caller socket the module closed during setup, now that no reply is owed.
+fn release_closed_caller(store: &mut Store<Host>) {
+    let wasi = &mut store.data_mut().wasi;
+    wasi.keeps_closed_caller = false;
+    wasi.closed_caller = None;
 }
 
 /// Where the caller socket is during setup.
@@ -464,7 +453,16 @@ fn instantiate(watm: &Watm, store: &mut Store<Host>) -> Result<(), Error> {
 /// Writes a setup reply on the caller socket, wherever it is, waiting
 /// (bounded, and not past a stop) if its buffer is full. Nothing is written
 /// to an fd number the module reused for another socket.
-fn write_reply(store: &Store<Host>, caller: &Caller, bytes: &[u8]) -> Result<(), Error> {
+///
+/// `to_closed`: whether a caller socket the module closed during setup still gets the bytes
+/// (see [`crate::wasi::WasiCtx::keeps_closed_caller`]). A failure reply does, so the caller
+/// learns why; a success reply does not: the module dropped its caller, so setup failed.
+fn write_reply(
+    store: &Store<Host>,
+    caller: &Caller,
+    bytes: &[u8],
+    to_closed: bool,
+) -> Result<(), Error> {
     let host = store.data();
     let fd = match caller {
         Caller::None => return Ok(()),
@@ -473,11 +471,14 @@ fn write_reply(store: &Store<Host>, caller: &Caller, bytes: &[u8]) -> Result<(),
         Caller::Held(CallerSocket::OnFirstWrite(_)) => return Ok(()),
         Caller::Lent(n) => match host.wasi.fds.get(*n as i32) {
             Ok(Entry::Socket(s)) if s.is_caller => s.fd(),
-            _ => {
-                return Err(Error::Io(std::io::Error::other(
-                    "the module closed its caller socket",
-                )))
-            }
+            _ => match &host.wasi.closed_caller {
+                Some(fd) if to_closed => fd.as_fd(),
+                _ => {
+                    return Err(Error::Io(std::io::Error::other(
+                        "the module closed its caller socket",
+                    )))
+                }
+            },
         },
     };
     let deadline = Instant::now() + Duration::from_secs(10);

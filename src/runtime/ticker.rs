@@ -64,6 +64,16 @@ struct State {
     shutdown: bool,
 }
 
+impl State {
+    /// Whether the thread waits without a timeout (see [`Ticker::run`]), the one wait that
+    /// needs a notification to end. Otherwise it ticks anyway, and a deadline is only ever
+    /// checked on a tick: waking it for every new session or deadline would cost a context
+    /// switch per connection for nothing.
+    fn asleep(&self) -> bool {
+        self.live == 0 && self.pending.is_empty()
+    }
+}
+
 pub(crate) struct Ticker {
     state: Mutex<State>,
     cv: Condvar,
@@ -96,7 +106,7 @@ impl Ticker {
                 if st.shutdown {
                     return;
                 }
-                if st.live == 0 && st.pending.is_empty() {
+                if st.asleep() {
                     st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
                     next = Instant::now() + self.period;
                     continue;
@@ -143,8 +153,9 @@ impl Ticker {
 
     pub fn session_started(&self) {
         let mut st = self.lock();
+        let was_asleep = st.asleep();
         st.live += 1;
-        if st.live == 1 {
+        if was_asleep {
             self.cv.notify_all();
         }
     }
@@ -156,6 +167,7 @@ impl Ticker {
 
     pub fn schedule(&self, at: Instant, what: Deadline, session: Weak<SessionShared>) {
         let mut st = self.lock();
+        let was_asleep = st.asleep();
         st.seq += 1;
         let seq = st.seq;
         st.pending.push(Reverse(Due {
@@ -164,7 +176,7 @@ impl Ticker {
             what,
             session,
         }));
-        if st.pending.len() == 1 {
+        if was_asleep {
             self.cv.notify_all();
         }
     }

@@ -194,6 +194,22 @@ pub fn shutdown(fd: BorrowedFd<'_>, read: bool, write: bool) -> Result<(), rusti
     rustix::net::shutdown(fd, how)
 }
 
+/// A new TCP socket of `domain`, already non-blocking. Where the OS creates it so in one
+/// call (`SOCK_NONBLOCK`), that saves the two `fcntl` calls switching it after, on every
+/// connection a session opens.
+pub fn nonblocking_tcp_socket(domain: socket2::Domain) -> io::Result<socket2::Socket> {
+    use socket2::{Protocol, Socket, Type};
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let socket = Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let socket = {
+        let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_nonblocking(true)?;
+        socket
+    };
+    Ok(socket)
+}
+
 /// Puts a descriptor in non-blocking mode. Every socket the runtime holds is
 /// non-blocking at the OS level; blocking guest semantics are emulated on top
 /// with [`poll`] so that a stop request can always interrupt a wait.

@@ -111,7 +111,12 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
     )?;
     linker.func_wrap(P1, "fd_close", |mut c: Caller<'_, T>, fd: i32| {
         with_ctx(&mut c, |_, ctx| {
-            ctx.fds.remove(fd)?;
+            match ctx.fds.remove(fd)? {
+                Entry::Socket(s) if s.is_caller && ctx.keeps_closed_caller => {
+                    ctx.closed_caller = Some(s.into_fd());
+                }
+                _ => {}
+            }
             Ok(())
         })
     })?;

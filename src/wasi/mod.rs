@@ -173,6 +173,12 @@ pub struct WasiCtx {
     /// Bytes the module read from and wrote to its network sockets (every socket but the
     /// caller's), for the operator's statistics.
     pub net_bytes: NetBytes,
+    /// Set while the runtime still owes the caller a setup reply (the SOCKS front's): a
+    /// caller socket the module closes meanwhile is kept in `closed_caller` instead of
+    /// being closed, so that a failure reply still reaches the caller. Its number is free
+    /// for the module at once, as after any close.
+    pub keeps_closed_caller: bool,
+    pub closed_caller: Option<crate::sys::HostFd>,
 }
 
 /// Bytes moved on a module's network sockets.
@@ -200,6 +206,8 @@ impl WasiCtx {
             tag,
             captured_stderr: None,
             net_bytes: NetBytes::default(),
+            keeps_closed_caller: false,
+            closed_caller: None,
         }
     }
 

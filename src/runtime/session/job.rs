@@ -1,0 +1,83 @@
+//! What a session starts from, and the answer its caller gets if it never starts.
+
+use crate::runtime::module::Role;
+use crate::runtime::net::NetPolicy;
+use crate::runtime::Error;
+use crate::sys::{self, AsFd, HostFd};
+use crate::wasi::OpenSocket;
+use std::sync::Arc;
+
+/// Bytes the runtime writes on the caller socket once the role call has
+/// succeeded (or failed), before the module starts moving data. The SOCKS
+/// front uses it to send its reply only once the transport is up, without
+/// taking the socket back from the instance.
+pub struct Replies {
+    pub ready: Vec<u8>,
+    pub failed: FailureReply,
+}
+
+/// Computes the bytes to send when setup failed, from the reason.
+pub type FailureReply = Box<dyn FnOnce(&Error) -> Vec<u8> + Send>;
+
+/// Everything one session needs.
+pub(crate) struct Job {
+    pub role: Role,
+    /// The caller-side socket (`None` for a relay).
+    pub caller: Option<CallerSocket>,
+    /// The connection `water_accept` returns (listener and relay).
+    pub inbound: Option<HostFd>,
+    /// The remote `water_dial_fixed` dials.
+    pub fixed_remote: Option<(String, String)>,
+    pub config: Option<Arc<[u8]>>,
+    pub policy: Arc<NetPolicy>,
+    pub replies: Option<Replies>,
+}
+
+/// The caller socket a session starts with.
+pub(crate) enum CallerSocket {
+    Open(HostFd),
+    /// Opened when the module first writes to it or polls it for writing
+    /// (see [`crate::wasi::LazySocket`]).
+    OnFirstWrite(OpenSocket),
+}
+
+impl Job {
+    /// Answers the caller of a session that never reached its thread: refused at admission,
+    /// a role the module lacks, or no thread to run it. The thread answers every later
+    /// failure itself, so a caller given [`Replies`] always hears why, and the front that
+    /// made the job needs no descriptor of its own to answer with. A single non-blocking
+    /// write: the reply is a few bytes on a connection nothing has written to yet.
+    /// Returns `e`.
+    pub(super) fn refuse(mut self, e: Error) -> Error {
+        if let (Some(replies), Some(CallerSocket::Open(fd))) = (self.replies.take(), &self.caller) {
+            let reply = (replies.failed)(&e);
+            let _ = sys::write_vectored(fd.as_fd(), &[std::io::IoSlice::new(&reply)]);
+        }
+        e
+    }
+}
+
+/// A job on its way to a session thread. Dropped before the thread took it out (the thread
+/// could not be started, and the closure holding this went with it), it refuses the job.
+pub(super) struct Unstarted(Option<Job>);
+
+impl Unstarted {
+    pub fn new(job: Job) -> Self {
+        Self(Some(job))
+    }
+
+    /// The job, for the thread that runs it.
+    pub fn take(mut self) -> Job {
+        self.0.take().expect("an unstarted job is taken once")
+    }
+}
+
+impl Drop for Unstarted {
+    fn drop(&mut self) {
+        if let Some(job) = self.0.take() {
+            job.refuse(Error::Io(std::io::Error::other(
+                "no thread could be started for the session",
+            )));
+        }
+    }
+}
