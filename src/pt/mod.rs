@@ -40,6 +40,8 @@ pub mod connector;
 pub mod delivery;
 pub mod env;
 #[cfg(feature = "runtime")]
+mod file_stamp;
+#[cfg(feature = "runtime")]
 pub mod managed;
 pub mod metrics;
 pub mod module_ref;

@@ -24,6 +24,7 @@ use super::bridge::BridgeArgs;
 use super::bridge_config::BridgeConfigDecl;
 use super::catalogue::{self, Builtin};
 use super::delivery::fetch::{FetchError, FetchSettings, Fetcher};
+use super::file_stamp::RecentFiles;
 use super::module_ref::ModuleRef;
 use crate::runtime::{sha256, Error, Runtime, Watm};
 
@@ -103,12 +104,22 @@ struct FileKey {
     mtime: Option<SystemTime>,
 }
 
+/// Where the module a bridge line names comes from.
+enum Source {
+    /// The built-in default module.
+    Default,
+    Builtin(&'static Builtin),
+    File(PathBuf),
+}
+
 /// Loads and caches the modules bridges ask for.
 #[derive(Debug)]
 pub struct ModuleStore {
     runtime: Runtime,
     module_dir: Option<PathBuf>,
     files: Mutex<HashMap<FileKey, Arc<Watm>>>,
+    /// The same modules by the path they were read from, found with one `stat`.
+    recent: RecentFiles,
     default: OnceLock<Arc<Watm>>,
     /// Bridge-config declarations by module digest, read when the bytes are at hand.
     decls: Mutex<HashMap<[u8; 32], Declared>>,
@@ -123,6 +134,7 @@ impl ModuleStore {
             runtime,
             module_dir,
             files: Mutex::new(HashMap::new()),
+            recent: RecentFiles::default(),
             default: OnceLock::new(),
             decls: Mutex::new(HashMap::new()),
             fetcher: OnceLock::new(),
@@ -192,15 +204,25 @@ impl ModuleStore {
     /// The module `args` select, checked against their pin. Blocking (it may read and compile
     /// a file); see [`ModuleStore::select_blocking_off`] for async callers.
     pub fn select(&self, args: &BridgeArgs) -> Result<Arc<Watm>, ModuleError> {
+        match self.source(args)? {
+            Source::Default => self.builtin(),
+            Source::Builtin(b) => self.load_builtin(b),
+            Source::File(path) => self.load_file(&path, args.sha256.as_ref()),
+        }
+    }
+
+    /// Where [`ModuleStore::select`] takes the module `args` name from, decided without
+    /// touching the disk.
+    fn source(&self, args: &BridgeArgs) -> Result<Source, ModuleError> {
         let pin = args.sha256.as_ref();
         if let Some(b) = pin.and_then(catalogue::by_sha256) {
-            return self.load_builtin(b);
+            return Ok(Source::Builtin(b));
         }
         let path = match (&args.wasm, pin) {
-            (None, None) => return self.builtin(),
+            (None, None) => return Ok(Source::Default),
             (Some(ModuleRef::Path(p)), _) => p.clone(),
             (Some(ModuleRef::Name(name)), None) if catalogue::by_name(name).is_some() => {
-                return self.load_builtin(catalogue::by_name(name).expect("checked"));
+                return Ok(Source::Builtin(catalogue::by_name(name).expect("checked")));
             }
             (wasm, pin) => {
                 let dir = self.module_dir.as_deref().ok_or_else(|| {
@@ -212,11 +234,11 @@ impl ModuleStore {
                 })?;
                 match args.module_path(dir) {
                     Some(p) => p,
-                    None => return self.builtin(),
+                    None => return Ok(Source::Default),
                 }
             }
         };
-        self.load_file(&path, pin)
+        Ok(Source::File(path))
     }
 
     /// The bridge-config declaration of a module this store loaded: its own custom section, or
@@ -271,6 +293,15 @@ impl ModuleStore {
         // connection.
         if let Some(watm) = self.already_loaded(&args) {
             return Ok(watm);
+        }
+        // A file read before and unchanged since: one `stat`, on this thread. Reading,
+        // hashing and compiling a new or changed file stay on the blocking pool.
+        if let Ok(Source::File(path)) = self.source(&args) {
+            let pin = args.sha256;
+            match self.recent.get(&path) {
+                Some(watm) if pin.is_none_or(|pin| pin == watm.sha256()) => return Ok(watm),
+                _ => {}
+            }
         }
         let store = self.clone();
         match tokio::task::spawn_blocking(move || store.select(&args)).await {
@@ -383,6 +414,7 @@ impl ModuleStore {
             }
         };
         check_pin(path, pin, &watm.sha256())?;
+        self.recent.remember(path, &meta, &watm);
         Ok(watm)
     }
 
@@ -423,6 +455,53 @@ mod tests {
     }
 
     const REVERSE: &[u8] = include_bytes!("../../watm/prebuilt/reverse.wasm");
+
+    /// Sets `path`'s modification time `secs` seconds back: old enough for its stamp to count.
+    fn age(path: &Path, secs: u64) {
+        let when = SystemTime::now() - std::time::Duration::from_secs(secs);
+        let f = File::options().write(true).open(path).unwrap();
+        f.set_times(std::fs::FileTimes::new().set_modified(when))
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_file_unchanged_since_is_found_by_its_stamp_and_a_changed_one_is_read() {
+        let dir = temp_dir("recent");
+        let path = dir.join("m.wasm");
+        std::fs::write(&path, crate::DEFAULT_MODULE).unwrap();
+        age(&path, 60);
+        let s = Arc::new(store(Some(dir.clone())));
+        let by_name = args(&[("water-wasm", "m.wasm")]);
+        assert!(s.recent.get(&path).is_none());
+        let first = s.select_blocking_off(by_name.clone()).await.unwrap();
+        assert!(s.recent.get(&path).is_some(), "remembered once read");
+        let again = s.select_blocking_off(by_name.clone()).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        // A pin the remembered module does not match is still refused.
+        let wrong = args(&[("water-wasm", "m.wasm"), ("water-sha256", &"00".repeat(32))]);
+        let err = s.select_blocking_off(wrong).await.unwrap_err();
+        assert!(matches!(err, ModuleError::PinMismatch { .. }), "{err}");
+
+        // Another module renamed over it: that module.
+        let next = dir.join("m.next");
+        std::fs::write(&next, REVERSE).unwrap();
+        age(&next, 60);
+        std::fs::rename(&next, &path).unwrap();
+        let replaced = s.select_blocking_off(by_name.clone()).await.unwrap();
+        assert_eq!(replaced.sha256(), sha256(REVERSE));
+
+        // Rewritten in place just now: too fresh for a stamp, so read again every time.
+        std::fs::write(&path, crate::DEFAULT_MODULE).unwrap();
+        let rewritten = s.select_blocking_off(by_name.clone()).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&rewritten, &first),
+            "the same bytes as the first load"
+        );
+        assert!(
+            s.recent.get(&path).is_none(),
+            "a fresh file is not trusted by stamp"
+        );
+    }
 
     #[test]
     fn default_pin_name_and_cache() {

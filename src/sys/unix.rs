@@ -194,3 +194,10 @@ pub fn exit_with_parent() -> io::Result<bool> {
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     Ok(false)
 }
+
+/// The device and inode of a file: which file a path led to, so that one replaced under the
+/// same name (by a rename, or a retargeted symlink) is told apart from the one read before.
+pub fn file_identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}

@@ -247,3 +247,9 @@ pub fn max_memory_mappings() -> Option<u64> {
 pub fn exit_with_parent() -> io::Result<bool> {
     Ok(false)
 }
+
+/// Which file a path led to. Stable Rust gives no file index on Windows, so there is none:
+/// callers then read the file again rather than trust its name, size and time alone.
+pub fn file_identity(_meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
+}
