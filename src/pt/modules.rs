@@ -474,7 +474,14 @@ mod tests {
         let by_name = args(&[("water-wasm", "m.wasm")]);
         assert!(s.recent.get(&path).is_none());
         let first = s.select_blocking_off(by_name.clone()).await.unwrap();
-        assert!(s.recent.get(&path).is_some(), "remembered once read");
+        // Only where a file's identity is known (see `sys::file_identity`); elsewhere every
+        // lookup reads the file, and the rest holds all the same.
+        let stamps = cfg!(unix);
+        assert_eq!(
+            s.recent.get(&path).is_some(),
+            stamps,
+            "remembered once read"
+        );
         let again = s.select_blocking_off(by_name.clone()).await.unwrap();
         assert!(Arc::ptr_eq(&first, &again));
         // A pin the remembered module does not match is still refused.
