@@ -33,8 +33,9 @@ impl FileStamp {
     /// platform, no modification time, or one too recent (see [`SETTLED`]).
     pub fn of(meta: &Metadata) -> Option<Self> {
         let mtime = meta.modified().ok()?;
-        let age = SystemTime::now().duration_since(mtime).ok()?;
-        (age >= SETTLED).then_some(())?;
+        if SystemTime::now().duration_since(mtime).ok()? < SETTLED {
+            return None;
+        }
         Some(Self {
             identity: crate::sys::file_identity(meta)?,
             len: meta.len(),
@@ -70,15 +71,21 @@ impl RecentFiles {
     }
 }
 
+/// Sets `path`'s modification time `secs` seconds back, for tests of the settling rule.
+#[cfg(test)]
+pub(super) fn backdate(path: &Path, secs: u64) {
+    let when = SystemTime::now() - Duration::from_secs(secs);
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_times(std::fs::FileTimes::new().set_modified(when))
+        .unwrap();
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use std::fs::{File, FileTimes};
 
     fn aged(path: &Path, secs: u64) -> Metadata {
-        let when = SystemTime::now() - Duration::from_secs(secs);
-        let f = File::options().write(true).open(path).unwrap();
-        f.set_times(FileTimes::new().set_modified(when)).unwrap();
+        backdate(path, secs);
         std::fs::metadata(path).unwrap()
     }
 
@@ -105,9 +112,7 @@ mod tests {
         // Same length and time, but another file renamed over it.
         let other = path.with_extension("new");
         std::fs::write(&other, b"two").unwrap();
-        let when = SystemTime::now() - Duration::from_secs(30);
-        let f = File::options().write(true).open(&other).unwrap();
-        f.set_times(FileTimes::new().set_modified(when)).unwrap();
+        backdate(&other, 30);
         std::fs::rename(&other, &path).unwrap();
         let meta = std::fs::metadata(&path).unwrap();
         assert_ne!(

@@ -204,10 +204,15 @@ impl ModuleStore {
     /// The module `args` select, checked against their pin. Blocking (it may read and compile
     /// a file); see [`ModuleStore::select_blocking_off`] for async callers.
     pub fn select(&self, args: &BridgeArgs) -> Result<Arc<Watm>, ModuleError> {
-        match self.source(args)? {
+        self.load(self.source(args)?, args.sha256.as_ref())
+    }
+
+    /// The module from `source`, checked against `pin`.
+    fn load(&self, source: Source, pin: Option<&[u8; 32]>) -> Result<Arc<Watm>, ModuleError> {
+        match source {
             Source::Default => self.builtin(),
             Source::Builtin(b) => self.load_builtin(b),
-            Source::File(path) => self.load_file(&path, args.sha256.as_ref()),
+            Source::File(path) => self.load_file(&path, pin),
         }
     }
 
@@ -294,17 +299,18 @@ impl ModuleStore {
         if let Some(watm) = self.already_loaded(&args) {
             return Ok(watm);
         }
+        let source = self.source(&args)?;
+        let pin = args.sha256;
         // A file read before and unchanged since: one `stat`, on this thread. Reading,
         // hashing and compiling a new or changed file stay on the blocking pool.
-        if let Ok(Source::File(path)) = self.source(&args) {
-            let pin = args.sha256;
-            match self.recent.get(&path) {
+        if let Source::File(path) = &source {
+            match self.recent.get(path) {
                 Some(watm) if pin.is_none_or(|pin| pin == watm.sha256()) => return Ok(watm),
                 _ => {}
             }
         }
         let store = self.clone();
-        match tokio::task::spawn_blocking(move || store.select(&args)).await {
+        match tokio::task::spawn_blocking(move || store.load(source, pin.as_ref())).await {
             Ok(result) => result,
             Err(join) => Err(ModuleError::Invalid {
                 path: PathBuf::new(),
@@ -436,6 +442,7 @@ fn check_pin(path: &Path, pin: Option<&[u8; 32]>, actual: &[u8; 32]) -> Result<(
 
 #[cfg(test)]
 mod tests {
+    use super::super::file_stamp::backdate;
     use super::*;
     use crate::runtime::RuntimeConfig;
 
@@ -456,20 +463,12 @@ mod tests {
 
     const REVERSE: &[u8] = include_bytes!("../../watm/prebuilt/reverse.wasm");
 
-    /// Sets `path`'s modification time `secs` seconds back: old enough for its stamp to count.
-    fn age(path: &Path, secs: u64) {
-        let when = SystemTime::now() - std::time::Duration::from_secs(secs);
-        let f = File::options().write(true).open(path).unwrap();
-        f.set_times(std::fs::FileTimes::new().set_modified(when))
-            .unwrap();
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_file_unchanged_since_is_found_by_its_stamp_and_a_changed_one_is_read() {
         let dir = temp_dir("recent");
         let path = dir.join("m.wasm");
         std::fs::write(&path, crate::DEFAULT_MODULE).unwrap();
-        age(&path, 60);
+        backdate(&path, 60);
         let s = Arc::new(store(Some(dir.clone())));
         let by_name = args(&[("water-wasm", "m.wasm")]);
         assert!(s.recent.get(&path).is_none());
@@ -492,7 +491,7 @@ mod tests {
         // Another module renamed over it: that module.
         let next = dir.join("m.next");
         std::fs::write(&next, REVERSE).unwrap();
-        age(&next, 60);
+        backdate(&next, 60);
         std::fs::rename(&next, &path).unwrap();
         let replaced = s.select_blocking_off(by_name.clone()).await.unwrap();
         assert_eq!(replaced.sha256(), sha256(REVERSE));

@@ -28,7 +28,7 @@ use super::module::{Role, Watm};
 use super::ticker::Deadline;
 use super::RuntimeInner;
 use crate::sys::{self, AsFd, PollFd, PollFlags};
-use crate::wasi::{Entry, HostTrap, NetBytes, StopSignal, WasiCtx};
+use crate::wasi::{CallerClose, Entry, HostTrap, NetBytes, StopSignal, WasiCtx};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -305,7 +305,9 @@ fn drive(
     let id = shared.id;
     // A reply is owed until setup ends: keep the caller's socket open for it even if the
     // module closes its descriptor.
-    store.data_mut().wasi.keeps_closed_caller = replies.is_some();
+    if replies.is_some() {
+        store.data_mut().wasi.caller_close = CallerClose::Keeps;
+    }
     let outcome = setup(watm, store, role, &mut caller);
     let outcome = outcome.and_then(|()| match &replies {
         Some(r) => write_reply(store, &caller, &r.ready, false),
@@ -318,7 +320,8 @@ fn drive(
     });
     match outcome {
         Ok(()) => {
-            release_closed_caller(store);
+            // No reply is owed any more; a caller socket kept for one closes here.
+            store.data_mut().wasi.caller_close = CallerClose::Closes;
             let _ = ready.send(Ok(()));
         }
         Err(mut e) => {
@@ -335,7 +338,7 @@ fn drive(
             if let Some(r) = replies {
                 let _ = write_reply(store, &caller, &(r.failed)(&e), true);
             }
-            release_closed_caller(store);
+            store.data_mut().wasi.caller_close = CallerClose::Closes;
             let end = SessionEnd::Failed(e.to_string());
             let _ = ready.send(Err(e));
             return end;
@@ -356,13 +359,6 @@ fn drive(
         ),
     }
     end
-}
-
-/// Closes the caller socket the module closed during setup, now that no reply is owed.
-fn release_closed_caller(store: &mut Store<Host>) {
-    let wasi = &mut store.data_mut().wasi;
-    wasi.keeps_closed_caller = false;
-    wasi.closed_caller = None;
 }
 
 /// Where the caller socket is during setup.
@@ -455,7 +451,7 @@ fn instantiate(watm: &Watm, store: &mut Store<Host>) -> Result<(), Error> {
 /// to an fd number the module reused for another socket.
 ///
 /// `to_closed`: whether a caller socket the module closed during setup still gets the bytes
-/// (see [`crate::wasi::WasiCtx::keeps_closed_caller`]). A failure reply does, so the caller
+/// (see [`CallerClose`]). A failure reply does, so the caller
 /// learns why; a success reply does not: the module dropped its caller, so setup failed.
 fn write_reply(
     store: &Store<Host>,
@@ -471,8 +467,8 @@ fn write_reply(
         Caller::Held(CallerSocket::OnFirstWrite(_)) => return Ok(()),
         Caller::Lent(n) => match host.wasi.fds.get(*n as i32) {
             Ok(Entry::Socket(s)) if s.is_caller => s.fd(),
-            _ => match &host.wasi.closed_caller {
-                Some(fd) if to_closed => fd.as_fd(),
+            _ => match &host.wasi.caller_close {
+                CallerClose::Kept(fd) if to_closed => fd.as_fd(),
                 _ => {
                     return Err(Error::Io(std::io::Error::other(
                         "the module closed its caller socket",

@@ -7,7 +7,8 @@
 //! short; a write takes every byte (see [`super::send`]).
 
 use super::{
-    with_ctx, Entry, Errno, Fail, GuestMemory, HostResult, LazySocket, Socket, WasiCtx, WasiView,
+    with_ctx, CallerClose, Entry, Errno, Fail, GuestMemory, HostResult, LazySocket, Socket,
+    WasiCtx, WasiView,
 };
 use crate::sys::{self, BorrowedFd, PollFd, PollFlags};
 use std::io::IoSlice;
@@ -111,9 +112,9 @@ pub(super) fn add_to_linker<T: WasiView>(linker: &mut Linker<T>) -> wasmtime::Re
     )?;
     linker.func_wrap(P1, "fd_close", |mut c: Caller<'_, T>, fd: i32| {
         with_ctx(&mut c, |_, ctx| {
-            match ctx.fds.remove(fd)? {
-                Entry::Socket(s) if s.is_caller && ctx.keeps_closed_caller => {
-                    ctx.closed_caller = Some(s.into_fd());
+            match (ctx.fds.remove(fd)?, &ctx.caller_close) {
+                (Entry::Socket(s), CallerClose::Keeps) if s.is_caller => {
+                    ctx.caller_close = CallerClose::Kept(s.into_fd());
                 }
                 _ => {}
             }

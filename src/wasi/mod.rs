@@ -173,12 +173,21 @@ pub struct WasiCtx {
     /// Bytes the module read from and wrote to its network sockets (every socket but the
     /// caller's), for the operator's statistics.
     pub net_bytes: NetBytes,
-    /// Set while the runtime still owes the caller a setup reply (the SOCKS front's): a
-    /// caller socket the module closes meanwhile is kept in `closed_caller` instead of
-    /// being closed, so that a failure reply still reaches the caller. Its number is free
-    /// for the module at once, as after any close.
-    pub keeps_closed_caller: bool,
-    pub closed_caller: Option<crate::sys::HostFd>,
+    /// What the module's `fd_close` of its caller socket does.
+    pub caller_close: CallerClose,
+}
+
+/// What a module's `fd_close` of its caller socket does. While the runtime still owes the
+/// caller a setup reply (the SOCKS front's), the socket is kept rather than closed, so that a
+/// failure reply still reaches the caller; its number is free for the module at once, as
+/// after any close.
+#[derive(Debug)]
+pub enum CallerClose {
+    Closes,
+    /// A reply is owed: a close keeps the socket here.
+    Keeps,
+    /// The module closed it while a reply was owed.
+    Kept(crate::sys::HostFd),
 }
 
 /// Bytes moved on a module's network sockets.
@@ -206,8 +215,7 @@ impl WasiCtx {
             tag,
             captured_stderr: None,
             net_bytes: NetBytes::default(),
-            keeps_closed_caller: false,
-            closed_caller: None,
+            caller_close: CallerClose::Closes,
         }
     }
 
