@@ -17,6 +17,19 @@ where
     F: FnMut(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    accept_each(listener, shutdown, |stream, peer| {
+        tokio::spawn(handle(stream, peer));
+    })
+    .await;
+}
+
+/// Like [`accept_loop`], but `handle` runs on the accepting task itself: for a handler that
+/// only passes the connection on (e.g. to a session thread) and never waits, a task of its
+/// own would be one more thing to schedule per connection.
+pub async fn accept_each<F>(listener: &TcpListener, shutdown: &Shutdown, mut handle: F)
+where
+    F: FnMut(TcpStream, SocketAddr),
+{
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -29,7 +42,7 @@ where
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                tokio::spawn(handle(stream, peer));
+                handle(stream, peer);
             }
             Err(e) => {
                 let exhausted = crate::sys::is_resource_exhaustion(&e);

@@ -195,3 +195,41 @@ async fn looping_on_clock_time_get_counts_as_compute() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn looping_on_a_poll_that_is_always_ready_counts_as_compute() {
+    // One FD_WRITE subscription on the network socket, which is always writable, so no call
+    // ever waits.
+    busy_loop_is_stopped(
+        "(i64.store (i32.const 256) (i64.const 0))
+         (i32.store8 (i32.const 264) (i32.const 2))
+         (i32.store (i32.const 272) (global.get $net))
+         (drop (call $poll (i32.const 256) (i32.const 512) (i32.const 1) (i32.const 600)))",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn short_clock_waits_restart_the_compute_budget() {
+    // 1,000 waits of 1 ms: together about twice the test runtime's compute limit, but each is
+    // a wait, so the module runs to its end.
+    let start = "(i64.store (i32.const 256) (i64.const 0))
+         (i32.store8 (i32.const 264) (i32.const 0))
+         (i32.store (i32.const 272) (i32.const 1))
+         (i64.store (i32.const 280) (i64.const 1000000))
+         (i64.store (i32.const 288) (i64.const 0))
+         (i32.store16 (i32.const 296) (i32.const 0))
+         (local.set $r (i32.const 1000))
+         (loop $sleep
+           (drop (call $poll (i32.const 256) (i32.const 512) (i32.const 1) (i32.const 600)))
+           (local.set $r (i32.sub (local.get $r) (i32.const 1)))
+           (br_if $sleep (local.get $r)))
+         (i32.const 0)";
+    let started = std::time::Instant::now();
+    let end = end_of(&runtime(), &module(1, start), None).await;
+    assert_eq!(end, SessionEnd::Closed);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "every wait waited"
+    );
+}

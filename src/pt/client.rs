@@ -21,7 +21,7 @@ use super::bridge::{BridgeArgs, BridgeArgsError};
 use super::catalogue;
 use super::modules::ModuleStore;
 use super::report::Reporter;
-use crate::runtime::{into_fd, Dialer, Error, NetPolicy, Replies, SessionEnd};
+use crate::runtime::{into_fd, Dialer, Error, NetPolicy, Replies, SessionEnd, SessionHandle};
 use crate::serve::accept_loop;
 use crate::shutdown::Shutdown;
 use crate::socks::{self, Reply};
@@ -106,6 +106,7 @@ impl SocksClient {
             }
         };
         let address = request.target.to_string();
+        let target = address.clone();
         let args = match &request.auth {
             Ok(args) => args.clone(),
             Err(e) => {
@@ -154,13 +155,13 @@ impl SocksClient {
             ready: socks::connect_reply(Ok(())).to_vec(),
             failed: Box::new(|e| socks::connect_reply(Err(failure_reply(e))).to_vec()),
         };
-        match dialer
-            .dial_with_caller(fd, "tcp", &address, Some(replies))
-            .await
-        {
+        // Told on the session's thread once the connection is up or has failed; this task
+        // ends here.
+        let reporter = self.reporter.clone();
+        let on_setup = Box::new(move |setup: Result<&SessionHandle, Error>| match setup {
             Ok(session) => {
-                self.reporter.bridge_connected(&address);
-                // Counted as the session ends; this task is done.
+                reporter.bridge_connected(&address);
+                // Counted as the session ends.
                 session.when_finished(move |end, bytes| {
                     conn.add_bytes(bytes.read, bytes.written);
                     match end {
@@ -171,9 +172,9 @@ impl SocksClient {
             }
             Err(e) => {
                 conn.failed(failure_kind(&e));
-                self.reporter
-                    .bridge_failed(&address, failure_kind(&e), &e.to_string());
+                reporter.bridge_failed(&address, failure_kind(&e), &e.to_string());
             }
-        }
+        });
+        dialer.launch_with_caller(fd, "tcp", &target, Some(replies), on_setup);
     }
 }

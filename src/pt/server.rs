@@ -28,8 +28,10 @@ use super::report::Reporter;
 use super::secrets::SecretFile;
 use super::TRANSPORT_NAME;
 use crate::extor::{self, ExtOrError};
-use crate::runtime::{into_fd, open_direct, open_with, OpenSocket, Server, SessionEnd};
-use crate::serve::accept_loop;
+use crate::runtime::{
+    into_fd, open_direct, open_with, Error, OpenSocket, Server, SessionEnd, SessionHandle,
+};
+use crate::serve::accept_each;
 use crate::shutdown::Shutdown;
 
 pub use super::bridge_setup::CLIENT_CONFIG_OPTION;
@@ -266,27 +268,29 @@ impl WaterServer {
                 server.serve(tcp, shutdown).await;
             }
         };
-        let transport = accept_loop(&tcp, shutdown, |inbound, peer| {
-            let server = self.clone();
-            async move { server.handle(inbound, peer).await }
-        });
+        let transport = accept_each(&tcp, shutdown, |inbound, peer| self.handle(inbound, peer));
         tokio::join!(transport, delivery);
     }
 
-    async fn handle(&self, inbound: TcpStream, peer: SocketAddr) {
+    fn handle(&self, inbound: TcpStream, peer: SocketAddr) {
         let conn = self.reporter.stats().accepted("bridge", &self.label);
         // Set when tor's side cannot be opened, so the statistics say why.
         let upstream_failure = Arc::new(std::sync::OnceLock::new());
-        let result = match into_fd(inbound) {
-            Ok(inbound) => {
-                let open = self.open_upstream(peer, upstream_failure.clone());
-                self.server.serve_opening_caller(inbound, open).await
+        let inbound = match into_fd(inbound) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::debug!("connection from {peer}: {e}");
+                conn.failed("module-setup");
+                self.reporter
+                    .failed_once("module", &format!("water: inbound connection failed: {e}"));
+                return;
             }
-            Err(e) => Err(e.into()),
         };
-        match &result {
-            // Counted as the session ends (after its upstream was opened or not); this task
-            // is done.
+        let open = self.open_upstream(peer, upstream_failure.clone());
+        let reporter = self.reporter.clone();
+        // Told on the session's thread once setup ends; nothing waits for it here.
+        let on_setup = Box::new(move |setup: Result<&SessionHandle, Error>| match setup {
+            // Counted as the session ends (after its upstream was opened or not).
             Ok(session) => session.when_finished(move |end, bytes| {
                 conn.add_bytes(bytes.read, bytes.written);
                 match (upstream_failure.get(), end) {
@@ -295,17 +299,17 @@ impl WaterServer {
                     (None, SessionEnd::Failed(_)) => conn.failed("module"),
                 }
             }),
-            Err(_) => match upstream_failure.get() {
-                Some(kind) => conn.failed(kind),
-                None => conn.failed("module-setup"),
-            },
-        }
-        if let Err(e) = result {
-            // Client addresses stay out of tor's log (bridges do not log users).
-            tracing::debug!("connection from {peer}: {e}");
-            self.reporter
-                .failed_once("module", &format!("water: inbound connection failed: {e}"));
-        }
+            Err(e) => {
+                match upstream_failure.get() {
+                    Some(kind) => conn.failed(kind),
+                    None => conn.failed("module-setup"),
+                }
+                // Client addresses stay out of tor's log (bridges do not log users).
+                tracing::debug!("connection from {peer}: {e}");
+                reporter.failed_once("module", &format!("water: inbound connection failed: {e}"));
+            }
+        });
+        self.server.launch_opening_caller(inbound, open, on_setup);
     }
 
     /// Opens tor's side of the connection from `peer` when the module first writes toward

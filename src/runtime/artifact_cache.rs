@@ -5,9 +5,9 @@
 //! SHA-256 and by the engine's compatibility hash (wasmtime version, target
 //! and settings), so a changed engine never picks up a stale artifact.
 //!
-//! This is the crate's only `unsafe`: wasmtime's `Module::deserialize` runs
-//! the machine code it is given, so the bytes must be ones wasmtime itself
-//! produced. The cache keeps them in a directory only the owner may access
+//! Apart from the platform calls in `sys`, this is the crate's only
+//! `unsafe`: wasmtime's `Module::deserialize` runs the machine code it is
+//! given, so the bytes must be ones wasmtime itself produced. The cache keeps them in a directory only the owner may access
 //! (mode 0700) and prefixes each file with the SHA-256 of its artifact, so a
 //! truncated or corrupted file is detected and recompiled instead of loaded.
 

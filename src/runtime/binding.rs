@@ -3,7 +3,7 @@
 
 use super::module::{Role, Watm};
 use super::net::NetPolicy;
-use super::session::{self, CallerSocket, Job, Replies, SessionHandle};
+use super::session::{self, CallerSocket, Job, Replies, SessionHandle, SetupHook};
 use super::{Error, Runtime};
 use crate::sys::HostFd;
 use std::sync::Arc;
@@ -47,7 +47,22 @@ impl Binding {
 
     /// Starts a session in `role` and waits until its connection is set up.
     pub async fn start(&self, role: Role, sockets: Sockets) -> Result<SessionHandle, Error> {
-        let job = Job {
+        session::start(&self.runtime, self.watm.clone(), self.job(role, sockets)).await
+    }
+
+    /// Starts a session in `role` without waiting; `on_setup` hears how setup ended
+    /// (see [`session::launch`]).
+    pub fn launch(&self, role: Role, sockets: Sockets, on_setup: SetupHook) {
+        session::launch(
+            &self.runtime,
+            self.watm.clone(),
+            self.job(role, sockets),
+            on_setup,
+        );
+    }
+
+    fn job(&self, role: Role, sockets: Sockets) -> Job {
+        Job {
             role,
             caller: sockets.caller,
             inbound: sockets.inbound,
@@ -55,8 +70,8 @@ impl Binding {
             config: self.config.clone(),
             policy: self.policy.clone(),
             replies: sockets.replies,
-        };
-        session::start(&self.runtime, self.watm.clone(), job).await
+            watch: None,
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::binding::{binding_settings, Binding, Sockets};
 use super::module::{Role, Watm};
-use super::session::{CallerSocket, Replies, SessionHandle};
+use super::session::{CallerSocket, Replies, SessionHandle, SetupHook};
 use super::stream::{caller_pair, WaterStream};
 use super::{Error, Runtime};
 use crate::sys::HostFd;
@@ -59,6 +59,27 @@ impl Dialer {
             ..Sockets::default()
         };
         self.binding.start(Role::Dialer, sockets).await
+    }
+
+    /// Like [`Dialer::dial_with_caller`], without waiting: `on_setup` is called once, on the
+    /// session's thread, with the session's handle when the connection is up and the replies
+    /// are written, or with why it failed (on this thread if the session never started).
+    /// A front that only has to count its connections then needs no task waiting for each.
+    pub fn launch_with_caller(
+        &self,
+        caller: HostFd,
+        network: &str,
+        address: &str,
+        replies: Option<Replies>,
+        on_setup: SetupHook,
+    ) {
+        let sockets = Sockets {
+            caller: Some(CallerSocket::Open(caller)),
+            fixed_remote: Some((network.to_owned(), address.to_owned())),
+            replies,
+            ..Sockets::default()
+        };
+        self.binding.launch(Role::Dialer, sockets, on_setup);
     }
 
     /// Like [`Dialer::dial_fixed`], with an already-connected caller socket.

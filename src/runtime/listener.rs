@@ -3,7 +3,7 @@
 use super::binding::{binding_settings, Binding, Sockets};
 use super::module::{Role, Watm};
 use super::net::{Connector, DirectConnector, NetPolicy};
-use super::session::{CallerSocket, SessionHandle};
+use super::session::{CallerSocket, SessionHandle, SetupHook};
 use super::stream::{caller_pair, WaterStream};
 use super::{Error, Runtime};
 use crate::sys::HostFd;
@@ -62,6 +62,17 @@ impl Server {
             ..Sockets::default()
         };
         self.binding.start(Role::Listener, sockets).await
+    }
+
+    /// Like [`Server::serve_opening_caller`], without waiting: `on_setup` is called once with
+    /// the session's handle or why setup failed (see [`super::Dialer::launch_with_caller`]).
+    pub fn launch_opening_caller(&self, inbound: HostFd, open: OpenSocket, on_setup: SetupHook) {
+        let sockets = Sockets {
+            caller: Some(CallerSocket::OnFirstWrite(open)),
+            inbound: Some(inbound),
+            ..Sockets::default()
+        };
+        self.binding.launch(Role::Listener, sockets, on_setup);
     }
 
     /// Serves one accepted connection and returns the decoded stream.

@@ -41,7 +41,7 @@ pub use module::{sha256, Role, Watm};
 pub use net::{resolve, AllowList, Connector, DirectConnector, NetPolicy};
 pub use relay::Relay;
 pub use residency::RESIDENT_BUDGET;
-pub use session::{Replies, SessionEnd, SessionHandle};
+pub use session::{Replies, SessionEnd, SessionHandle, SetupHook};
 pub use stream::WaterStream;
 
 pub(crate) use artifact_cache::check_private_dir;

@@ -10,7 +10,8 @@
 //!    `watm_dial_v1`, `watm_dial_fixed_v1`, `watm_accept_v1` or
 //!    `watm_associate_v1`) and hands over the control pipe
 //!    (`watm_ctrlpipe_v1(fd)`);
-//! 4. report success to whoever is waiting, then the driver runs the worker
+//! 4. report success to whoever is watching (a task awaiting [`start`], or
+//!    the setup hook given to [`launch`]), then the driver runs the worker
 //!    (`watm_start_v1()`).
 //!
 //! When the thread ends, the store and with it every socket of the instance
@@ -38,9 +39,9 @@ use wasmtime::{Store, UpdateDeadline};
 mod check;
 mod job;
 pub(crate) use check::check_init;
-pub use job::Replies;
 use job::Unstarted;
-pub(crate) use job::{CallerSocket, Job};
+pub(crate) use job::{CallerSocket, Job, SetupWatch};
+pub use job::{Replies, SetupHook};
 
 /// How a session ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -223,71 +224,69 @@ pub(crate) fn request_stop(shared: &Arc<SessionShared>, runtime: &RuntimeInner) 
     );
 }
 
-/// Starts a session thread. The returned receiver yields once the role call
-/// and the hand-over of the control pipe are done (or have failed).
-pub(crate) fn spawn(
-    runtime: &Arc<RuntimeInner>,
-    watm: Arc<Watm>,
-    job: Job,
-) -> Result<(SessionHandle, oneshot::Receiver<Result<(), Error>>), Error> {
+/// Starts a session thread. The job's watch hears once the role call and the
+/// hand-over of the control pipe are done (or have failed). `None` when the
+/// session never started; the watch has heard why.
+fn spawn(runtime: &Arc<RuntimeInner>, watm: Arc<Watm>, job: Job) -> Option<SessionHandle> {
     // A job refused here, or one whose thread cannot start (see [`Unstarted`]), answers its
-    // caller on the way out.
+    // caller and its watch on the way out.
     let permit = match watm.require(job.role).and_then(|()| runtime.admit()) {
         Ok(permit) => permit,
-        Err(e) => return Err(job.refuse(e)),
+        Err(e) => {
+            job.refuse(e);
+            return None;
+        }
     };
     let shared = match SessionShared::new(permit.id, runtime.limits.setup_timeout) {
         Ok(shared) => Arc::new(shared),
-        Err(e) => return Err(job.refuse(e.into())),
+        Err(e) => {
+            job.refuse(e.into());
+            return None;
+        }
     };
     let job = Unstarted::new(job);
-    let (tx, rx) = oneshot::channel();
     let handle = SessionHandle {
         shared: shared.clone(),
         runtime: runtime.clone(),
     };
     let rt = runtime.clone();
-    let session = shared.clone();
+    let session = handle.clone();
     // Registered before the thread starts, so `stop_all` cannot miss it; a
     // thread that cannot be started takes its entry back out.
     runtime.register(&shared);
-    runtime
-        .threads
-        .execute(Box::new(move || {
-            let id = session.id;
-            let end = run(&rt, &watm, job.take(), session.clone(), tx);
-            rt.unregister(id);
-            drop(permit);
-            session.done.send_replace(Some(end.clone()));
-            let bytes = *session
-                .net_bytes
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            session.on_end.run(&end, bytes);
-        }))
-        .map_err(|e| {
-            runtime.unregister(shared.id);
-            Error::Io(e)
-        })?;
+    let started = runtime.threads.execute(Box::new(move || {
+        let id = session.shared.id;
+        let end = run(&rt, &watm, job.take(), &session);
+        let session = session.shared;
+        rt.unregister(id);
+        drop(permit);
+        session.done.send_replace(Some(end.clone()));
+        let bytes = *session
+            .net_bytes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        session.on_end.run(&end, bytes);
+    }));
+    if let Err(e) = started {
+        // The closure, and with it the job, is gone: the job's drop guard has answered.
+        tracing::warn!(conn = shared.id, "cannot start a session thread: {e}");
+        runtime.unregister(shared.id);
+        return None;
+    }
     shared.arm_setup_deadline(runtime);
-    Ok((handle, rx))
+    Some(handle)
 }
 
 /// The body of a session thread.
-fn run(
-    rt: &RuntimeInner,
-    watm: &Watm,
-    mut job: Job,
-    shared: Arc<SessionShared>,
-    ready: oneshot::Sender<Result<(), Error>>,
-) -> SessionEnd {
+fn run(rt: &RuntimeInner, watm: &Watm, mut job: Job, session: &SessionHandle) -> SessionEnd {
     let replies = job.replies.take();
     let caller = match job.caller.take() {
         Some(fd) => Caller::Held(fd),
         None => Caller::None,
     };
-    let mut store = new_store(rt, &mut job, shared.clone());
-    let end = drive(watm, &mut store, job.role, caller, replies, &shared, ready);
+    let watch = job.watch.take();
+    let mut store = new_store(rt, &mut job, session.shared.clone());
+    let end = drive(watm, &mut store, job.role, caller, replies, session, watch);
     rt.residency.retire(store);
     end
 }
@@ -299,9 +298,10 @@ fn drive(
     role: Role,
     mut caller: Caller,
     replies: Option<Replies>,
-    shared: &SessionShared,
-    ready: oneshot::Sender<Result<(), Error>>,
+    session: &SessionHandle,
+    watch: Option<SetupWatch>,
 ) -> SessionEnd {
+    let shared = &*session.shared;
     let id = shared.id;
     // A reply is owed until setup ends: keep the caller's socket open for it even if the
     // module closes its descriptor.
@@ -322,7 +322,9 @@ fn drive(
         Ok(()) => {
             // No reply is owed any more; a caller socket kept for one closes here.
             store.data_mut().wasi.caller_close = CallerClose::Closes;
-            let _ = ready.send(Ok(()));
+            if let Some(watch) = watch {
+                watch.tell(Ok(session));
+            }
         }
         Err(mut e) => {
             if let Some(why) = shared.cut_short() {
@@ -340,7 +342,9 @@ fn drive(
             }
             store.data_mut().wasi.caller_close = CallerClose::Closes;
             let end = SessionEnd::Failed(e.to_string());
-            let _ = ready.send(Err(e));
+            if let Some(watch) = watch {
+                watch.tell(Err(e));
+            }
             return end;
         }
     }
@@ -504,22 +508,31 @@ fn write_reply(
 pub(crate) async fn start(
     runtime: &super::Runtime,
     watm: Arc<Watm>,
-    job: Job,
+    mut job: Job,
 ) -> Result<SessionHandle, Error> {
-    let (handle, ready) = spawn(runtime.inner(), watm, job)?;
-    let waiting = Waiting {
+    let (tx, ready) = oneshot::channel();
+    job.watch = Some(SetupWatch::Task(tx));
+    let waiting = spawn(runtime.inner(), watm, job).map(|handle| Waiting {
         handle,
         armed: true,
-    };
+    });
     let result = ready.await;
-    let handle = waiting.done();
-    match result {
-        Ok(Ok(())) => Ok(handle),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(Error::Engine(
+    match (result, waiting.map(Waiting::done)) {
+        (Ok(Ok(())), Some(handle)) => Ok(handle),
+        (Ok(Err(e)), _) => Err(e),
+        _ => Err(Error::Engine(
             "session thread ended without a result".into(),
         )),
     }
+}
+
+/// Starts a session without waiting for it: `on_setup` hears how setup
+/// ended, on the session's thread (or on this one if the session never
+/// starts). Nothing stops the session on the starter's behalf, so its only
+/// bounds are the setup deadline and the runtime's shutdown.
+pub(crate) fn launch(runtime: &super::Runtime, watm: Arc<Watm>, mut job: Job, on_setup: SetupHook) {
+    job.watch = Some(SetupWatch::Hook(on_setup));
+    spawn(runtime.inner(), watm, job);
 }
 
 /// Held while [`start`] waits for setup. Dropped while still armed (the

@@ -1,5 +1,5 @@
 //! Giving memory back to the OS: a finished instance's linear memory, and the
-//! heap's free pages. The only `unsafe` on Unix; every call here is specific
+//! heap's free pages. The only `unsafe` in `sys` on Unix; every call here is specific
 //! to Linux or to glibc (elsewhere they do nothing, see each function).
 //!
 //! Why the runtime needs them: the instance pool keeps the pages a connection

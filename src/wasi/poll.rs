@@ -227,8 +227,11 @@ fn poll_oneoff(
     let stop = ctx.stop.clone();
     // The first pass only looks: whether the call then has to block tells
     // a wait (which restarts the compute budget) from a module polling in a
-    // busy loop.
-    let mut probing = true;
+    // busy loop. The budget only runs down while wasm code runs, so when it
+    // has not ticked since it last restarted, a restart would change nothing
+    // and the look is skipped: a module that moves data between its waits
+    // pays one `ppoll` per wait, not two.
+    let mut probing = ctx.ticks_without_host_call != 0;
     let mut waited = false;
     loop {
         let left = if probing {

@@ -35,6 +35,7 @@ pub(crate) async fn check_init(
                 config,
                 policy: Arc::new(NetPolicy::default()),
                 replies: None,
+                watch: None,
             };
             let mut store = new_store(&thread_rt, &mut job, session.clone());
             store.data_mut().wasi.captured_stderr = Some(String::new());
