@@ -74,24 +74,54 @@ async fn caller_pair() -> (TcpStream, TcpStream) {
     (app.unwrap(), accepted.unwrap().0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_launched_dial_reports_its_session_from_the_session_thread_then_carries_data() {
-    let rt = runtime();
-    let echo = echo_server().await;
-    let dialer = Dialer::new(&rt, rt.load(&module("plain")).unwrap());
-    let (mut app, caller) = caller_pair().await;
+/// Launches a `plain` dial to `remote` whose caller is a fresh TCP connection with the SOCKS-like
+/// `replies()`; returns the application's end and the hook's channels.
+async fn launch_plain_dial(
+    rt: &water_pt::Runtime,
+    remote: &str,
+) -> (TcpStream, mpsc::Receiver<Heard>, mpsc::Receiver<SessionEnd>) {
+    let dialer = Dialer::new(rt, rt.load(&module("plain")).unwrap());
+    let (app, caller) = caller_pair().await;
     let (on_setup, rx, ends) = hook();
     dialer.launch_with_caller(
         into_fd(caller).unwrap(),
         "tcp",
-        &echo.to_string(),
+        remote,
         Some(replies()),
         on_setup,
     );
+    (app, rx, ends)
+}
 
+/// Checks that setup succeeded, as told on the session's own thread.
+async fn heard_ready_on_the_session_thread(rx: mpsc::Receiver<Heard>) -> mpsc::Receiver<Heard> {
     let (heard_once, rx) = heard(rx).await;
     assert!(heard_once.outcome.is_ok(), "{heard_once:?}");
     assert_eq!(heard_once.thread.as_deref(), Some("watm-session"));
+    rx
+}
+
+/// Checks that the session, its application side now closed, ended cleanly as heard by the end
+/// hook registered from the setup hook, and that the setup hook was not called again.
+async fn ended_closed_after_one_setup_call(
+    ends: mpsc::Receiver<SessionEnd>,
+    rx: mpsc::Receiver<Heard>,
+) {
+    let end = tokio::task::spawn_blocking(move || ends.recv_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("end hook called");
+    assert_eq!(end, SessionEnd::Closed);
+    assert!(rx.try_recv().is_err(), "the setup hook is called once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launched_dial_reports_its_session_from_the_session_thread_then_carries_data() {
+    let rt = runtime();
+    let echo = echo_server().await;
+    let (mut app, rx, ends) = launch_plain_dial(&rt, &echo.to_string()).await;
+
+    let rx = heard_ready_on_the_session_thread(rx).await;
     let mut reply = [0u8; READY.len()];
     app.read_exact(&mut reply).await.unwrap();
     assert_eq!(reply, READY);
@@ -100,15 +130,8 @@ async fn a_launched_dial_reports_its_session_from_the_session_thread_then_carrie
         b"through a launched session"
     );
 
-    // Closing the application's side ends the session; the end hook registered from the
-    // setup hook hears it, and the setup hook was not called again.
     drop(app);
-    let end = tokio::task::spawn_blocking(move || ends.recv_timeout(Duration::from_secs(20)))
-        .await
-        .unwrap()
-        .expect("end hook called");
-    assert_eq!(end, SessionEnd::Closed);
-    assert!(rx.try_recv().is_err(), "the setup hook is called once");
+    ended_closed_after_one_setup_call(ends, rx).await;
     assert_eq!(rt.live_connections(), 0);
 }
 
@@ -121,16 +144,7 @@ async fn a_launched_dial_that_fails_reports_why_and_answers_the_caller() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let dialer = Dialer::new(&rt, rt.load(&module("plain")).unwrap());
-    let (mut app, caller) = caller_pair().await;
-    let (on_setup, rx, _ends) = hook();
-    dialer.launch_with_caller(
-        into_fd(caller).unwrap(),
-        "tcp",
-        &closed.to_string(),
-        Some(replies()),
-        on_setup,
-    );
+    let (mut app, rx, _ends) = launch_plain_dial(&rt, &closed.to_string()).await;
 
     let (heard_once, rx) = heard(rx).await;
     let why = heard_once.outcome.expect_err("the dial fails");
@@ -152,16 +166,8 @@ async fn a_launch_refused_at_the_connection_limit_reports_before_returning() {
     // One session holds the only slot.
     let mut held = dialer.dial("tcp", &echo.to_string()).await.unwrap();
 
-    let (mut app, caller) = caller_pair().await;
-    let (on_setup, rx, _ends) = hook();
     let me = std::thread::current().name().map(str::to_owned);
-    dialer.launch_with_caller(
-        into_fd(caller).unwrap(),
-        "tcp",
-        &echo.to_string(),
-        Some(replies()),
-        on_setup,
-    );
+    let (mut app, rx, _ends) = launch_plain_dial(&rt, &echo.to_string()).await;
     // Heard already, on this thread: the session never reached one of its own.
     let heard_once = rx.try_recv().expect("called before launch returned");
     assert_eq!(heard_once.thread, me);
@@ -188,18 +194,11 @@ async fn a_launched_server_session_reports_once_and_relays_to_its_upstream() {
         on_setup,
     );
 
-    let (heard_once, rx) = heard(rx).await;
-    assert!(heard_once.outcome.is_ok(), "{heard_once:?}");
-    assert_eq!(heard_once.thread.as_deref(), Some("watm-session"));
+    let rx = heard_ready_on_the_session_thread(rx).await;
     assert_eq!(
         roundtrip(&mut client, b"inbound bytes").await,
         b"inbound bytes"
     );
     drop(client);
-    let end = tokio::task::spawn_blocking(move || ends.recv_timeout(Duration::from_secs(20)))
-        .await
-        .unwrap()
-        .expect("end hook called");
-    assert_eq!(end, SessionEnd::Closed);
-    assert!(rx.try_recv().is_err(), "the setup hook is called once");
+    ended_closed_after_one_setup_call(ends, rx).await;
 }
