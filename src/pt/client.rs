@@ -106,7 +106,6 @@ impl SocksClient {
             }
         };
         let address = request.target.to_string();
-        let target = address.clone();
         let args = match &request.auth {
             Ok(args) => args.clone(),
             Err(e) => {
@@ -156,7 +155,8 @@ impl SocksClient {
             failed: Box::new(|e| socks::connect_reply(Err(failure_reply(e))).to_vec()),
         };
         // Told on the session's thread once the connection is up or has failed; this task
-        // ends here.
+        // ends here. The hook keeps the address for its reports.
+        let target = address.clone();
         let reporter = self.reporter.clone();
         let on_setup = Box::new(move |setup: Result<&SessionHandle, Error>| match setup {
             Ok(session) => {

@@ -30,6 +30,7 @@ use super::TRANSPORT_NAME;
 use crate::extor::{self, ExtOrError};
 use crate::runtime::{
     into_fd, open_direct, open_with, Error, OpenSocket, Server, SessionEnd, SessionHandle,
+    SetupHook,
 };
 use crate::serve::accept_each;
 use crate::shutdown::Shutdown;
@@ -276,40 +277,36 @@ impl WaterServer {
         let conn = self.reporter.stats().accepted("bridge", &self.label);
         // Set when tor's side cannot be opened, so the statistics say why.
         let upstream_failure = Arc::new(std::sync::OnceLock::new());
-        let inbound = match into_fd(inbound) {
-            Ok(fd) => fd,
-            Err(e) => {
-                tracing::debug!("connection from {peer}: {e}");
-                conn.failed("module-setup");
-                self.reporter
-                    .failed_once("module", &format!("water: inbound connection failed: {e}"));
-                return;
-            }
-        };
         let open = self.open_upstream(peer, upstream_failure.clone());
         let reporter = self.reporter.clone();
-        // Told on the session's thread once setup ends; nothing waits for it here.
-        let on_setup = Box::new(move |setup: Result<&SessionHandle, Error>| match setup {
-            // Counted as the session ends (after its upstream was opened or not).
-            Ok(session) => session.when_finished(move |end, bytes| {
-                conn.add_bytes(bytes.read, bytes.written);
-                match (upstream_failure.get(), end) {
-                    (Some(kind), _) => conn.failed(kind),
-                    (None, SessionEnd::Closed | SessionEnd::Cancelled) => conn.completed(),
-                    (None, SessionEnd::Failed(_)) => conn.failed("module"),
+        // Told on the session's thread once setup ends (here if it never starts); nothing
+        // waits for it.
+        let on_setup: SetupHook =
+            Box::new(move |setup: Result<&SessionHandle, Error>| match setup {
+                // Counted as the session ends (after its upstream was opened or not).
+                Ok(session) => session.when_finished(move |end, bytes| {
+                    conn.add_bytes(bytes.read, bytes.written);
+                    match (upstream_failure.get(), end) {
+                        (Some(kind), _) => conn.failed(kind),
+                        (None, SessionEnd::Closed | SessionEnd::Cancelled) => conn.completed(),
+                        (None, SessionEnd::Failed(_)) => conn.failed("module"),
+                    }
+                }),
+                Err(e) => {
+                    match upstream_failure.get() {
+                        Some(kind) => conn.failed(kind),
+                        None => conn.failed("module-setup"),
+                    }
+                    // Client addresses stay out of tor's log (bridges do not log users).
+                    tracing::debug!("connection from {peer}: {e}");
+                    reporter
+                        .failed_once("module", &format!("water: inbound connection failed: {e}"));
                 }
-            }),
-            Err(e) => {
-                match upstream_failure.get() {
-                    Some(kind) => conn.failed(kind),
-                    None => conn.failed("module-setup"),
-                }
-                // Client addresses stay out of tor's log (bridges do not log users).
-                tracing::debug!("connection from {peer}: {e}");
-                reporter.failed_once("module", &format!("water: inbound connection failed: {e}"));
-            }
-        });
-        self.server.launch_opening_caller(inbound, open, on_setup);
+            });
+        match into_fd(inbound) {
+            Ok(inbound) => self.server.launch_opening_caller(inbound, open, on_setup),
+            Err(e) => on_setup(Err(e.into())),
+        }
     }
 
     /// Opens tor's side of the connection from `peer` when the module first writes toward

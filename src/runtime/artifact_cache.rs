@@ -7,9 +7,10 @@
 //!
 //! Apart from the platform calls in `sys`, this is the crate's only
 //! `unsafe`: wasmtime's `Module::deserialize` runs the machine code it is
-//! given, so the bytes must be ones wasmtime itself produced. The cache keeps them in a directory only the owner may access
-//! (mode 0700) and prefixes each file with the SHA-256 of its artifact, so a
-//! truncated or corrupted file is detected and recompiled instead of loaded.
+//! given, so the bytes must be ones wasmtime itself produced. The cache
+//! keeps them in a directory only the owner may access (mode 0700) and
+//! prefixes each file with the SHA-256 of its artifact, so a truncated or
+//! corrupted file is detected and recompiled instead of loaded.
 
 #![allow(unsafe_code)]
 

@@ -257,15 +257,15 @@ fn spawn(runtime: &Arc<RuntimeInner>, watm: Arc<Watm>, job: Job) -> Option<Sessi
     let started = runtime.threads.execute(Box::new(move || {
         let id = session.shared.id;
         let end = run(&rt, &watm, job.take(), &session);
-        let session = session.shared;
+        let shared = session.shared;
         rt.unregister(id);
         drop(permit);
-        session.done.send_replace(Some(end.clone()));
-        let bytes = *session
+        shared.done.send_replace(Some(end.clone()));
+        let bytes = *shared
             .net_bytes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        session.on_end.run(&end, bytes);
+        shared.on_end.run(&end, bytes);
     }));
     if let Err(e) = started {
         // The closure, and with it the job, is gone: the job's drop guard has answered.
