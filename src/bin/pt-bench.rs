@@ -21,6 +21,8 @@ mod launch;
 mod measure;
 #[path = "pt-bench/procfs.rs"]
 mod procfs;
+#[path = "pt-bench/relay.rs"]
+mod relay;
 #[path = "pt-bench/report.rs"]
 mod report;
 #[path = "pt-bench/route.rs"]
@@ -52,6 +54,9 @@ struct Cli {
     /// Internal: run as the stand-in ORPort child.
     #[arg(long, hide = true)]
     serve_target: bool,
+    /// Internal: run as one hop of the native relay chain, relaying to this address.
+    #[arg(long, hide = true, value_name = "UPSTREAM")]
+    relay_hop: Option<std::net::SocketAddr>,
     /// Short run (well under a minute) with fewer connections and 1 s tests, e.g. for CI.
     #[arg(long)]
     quick: bool,
@@ -96,7 +101,7 @@ struct Cli {
     /// NAME.json, or NAME.client.json / NAME.server.json, next to the module is used).
     #[arg(long = "config", value_name = "NAME=FILE")]
     configs: Vec<String>,
-    /// Only these subjects (comma list of: direct, socat, obfs4, module names).
+    /// Only these subjects (comma list of: direct, socat, relay, obfs4, module names).
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     only: Vec<String>,
     /// `plain`'s PT CPU s/GiB to judge against (target: 0.8x this); the default was measured
@@ -239,6 +244,15 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("pt-bench --serve-target: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(upstream) = cli.relay_hop {
+        return match relay::serve_hop(upstream) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pt-bench --relay-hop: {e}");
                 ExitCode::FAILURE
             }
         };

@@ -10,6 +10,7 @@ use water_pt::{Limits, Role, Runtime, RuntimeConfig};
 
 use crate::launch::{self, ClientPt, Launch, ManagedPt, ServerPt};
 use crate::measure::Proc;
+use crate::relay;
 use crate::route::Route;
 use crate::Settings;
 
@@ -41,6 +42,9 @@ pub enum Kind {
     Socat {
         program: PathBuf,
     },
+    /// Two native tokio relay hops in a row ([`crate::relay`]): the copying proxy for the
+    /// tests a process per connection cannot serve (short connections, idle memory).
+    Relay,
 }
 
 #[derive(Debug, Clone)]
@@ -56,17 +60,22 @@ impl Subject {
             Kind::Water(_) => "water-pt client + server",
             Kind::Obfs4 { .. } => "obfs4proxy client + server (iat-mode=0)",
             Kind::Socat { .. } => "two native socat -b 262144 hops, no transport",
+            Kind::Relay => "two native tokio relay hops, no transport",
         }
     }
 
     /// Whether the subject runs `test`. The socat chain forks a process per connection, so it
-    /// is a baseline for the bulk tests only.
+    /// is a baseline for the bulk tests only; the relay chain is the baseline for the others.
     pub fn runs(&self, test: crate::Test) -> bool {
-        !matches!(self.kind, Kind::Socat { .. }) || test == crate::Test::Bulk
+        match self.kind {
+            Kind::Socat { .. } => test == crate::Test::Bulk,
+            Kind::Relay => test != crate::Test::Bulk,
+            _ => true,
+        }
     }
 }
 
-/// The subjects of this run in report order (direct, the socat chain, water-pt modules with
+/// The subjects of this run in report order (direct, the socat and relay chains, water-pt modules with
 /// `plain` and `reverse` first, obfs4proxy), plus notes on what was left out and why.
 pub fn discover(settings: &Settings) -> (Vec<Subject>, Vec<String>) {
     let mut subjects = vec![Subject {
@@ -81,6 +90,10 @@ pub fn discover(settings: &Settings) -> (Vec<Subject>, Vec<String>) {
         }),
         None => notes.push("socat: not found (apt-get install -y socat)".into()),
     }
+    subjects.push(Subject {
+        name: "relay".into(),
+        kind: Kind::Relay,
+    });
     match water_modules(settings, &mut notes) {
         Ok(mods) => subjects.extend(mods),
         Err(e) => notes.push(format!(
@@ -218,7 +231,7 @@ pub struct Pair {
     pub route: Route,
     pub client: Option<ClientPt>,
     pub server: Option<ServerPt>,
-    /// The socat chain's two hops (client side first), when that is the subject.
+    /// The socat or relay chain's two hops (client side first), when that is the subject.
     pub hops: Vec<ManagedPt>,
     /// Arguments the client sends per connection, for the report.
     pub client_args: Vec<(String, String)>,
@@ -257,8 +270,8 @@ impl Pair {
         for (side, pt) in [
             ("client", self.client.as_mut().map(|c| &mut c.process)),
             ("server", self.server.as_mut().map(|s| &mut s.process)),
-            ("first socat", first),
-            ("second socat", second),
+            ("first hop", first),
+            ("second hop", second),
         ] {
             if let Some(pt) = pt {
                 if !pt.is_running() {
@@ -302,6 +315,17 @@ pub fn set_up(
                 client_args: Vec::new(),
             });
         }
+        Kind::Relay => {
+            let (second, second_addr) = relay::start_hop(orport, &dir.join("second.log"))?;
+            let (first, first_addr) = relay::start_hop(second_addr, &dir.join("first.log"))?;
+            return Ok(Pair {
+                route: Route::Direct(first_addr),
+                client: None,
+                server: None,
+                hops: vec![first, second],
+                client_args: Vec::new(),
+            });
+        }
         Kind::Water(m) => {
             let mut opts = vec![format!(
                 "water:water-wasm={}",
@@ -337,7 +361,7 @@ pub fn set_up(
     let args = match &subject.kind {
         Kind::Water(m) => water_client_args(m, &server.args),
         Kind::Obfs4 { .. } => obfs4_client_args(&server.args, &server_state)?,
-        Kind::Direct | Kind::Socat { .. } => Vec::new(),
+        Kind::Direct | Kind::Socat { .. } | Kind::Relay => Vec::new(),
     };
     let route = Route::socks(client.socks, &args, server.addr)?;
     Ok(Pair {
