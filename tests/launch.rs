@@ -1,5 +1,5 @@
 //! Sessions started without waiting (`Dialer::launch_with_caller`,
-//! `Server::launch_opening_caller`): the setup hook is called exactly once, with the session
+//! `Dialer::launch_fixed_with_caller`, `Server::launch_opening_caller`): the setup hook is called exactly once, with the session
 //! or with why it failed, and the session runs on regardless of who started it.
 
 mod common;
@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use water_pt::runtime::{
-    into_fd, open_direct, Replies, Server, SessionEnd, SessionHandle, SetupHook,
+    into_fd, open_direct, AllowList, NetPolicy, Replies, Server, SessionEnd, SessionHandle,
+    SetupHook,
 };
 use water_pt::{Dialer, Error};
 
@@ -201,4 +202,39 @@ async fn a_launched_server_session_reports_once_and_relays_to_its_upstream() {
     );
     drop(client);
     ended_closed_after_one_setup_call(ends, rx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launched_fixed_dial_reaches_the_modules_own_remote_only_when_allowed() {
+    let rt = runtime();
+    let echo = echo_server().await;
+    let cfg = format!("dial={echo}\n").into_bytes();
+    let watm = rt.load(&module("plain")).unwrap();
+
+    let allowed = Dialer::new(&rt, watm.clone())
+        .with_config(Some(cfg.clone()))
+        .with_policy(NetPolicy {
+            allow: AllowList::new([echo.to_string()]),
+            ..NetPolicy::default()
+        });
+    let (mut app, caller) = caller_pair().await;
+    let (on_setup, rx, ends) = hook();
+    allowed.launch_fixed_with_caller(into_fd(caller).unwrap(), on_setup);
+    let rx = heard_ready_on_the_session_thread(rx).await;
+    assert_eq!(roundtrip(&mut app, b"fixed").await, b"fixed");
+    drop(app);
+    ended_closed_after_one_setup_call(ends, rx).await;
+
+    // Without the allow-list entry the module's dial is refused, and the hook says so.
+    let denied = Dialer::new(&rt, watm).with_config(Some(cfg));
+    let (mut app, caller) = caller_pair().await;
+    let (on_setup, rx, _ends) = hook();
+    denied.launch_fixed_with_caller(into_fd(caller).unwrap(), on_setup);
+    let (heard_once, rx) = heard(rx).await;
+    let why = heard_once.outcome.expect_err("the dial is refused");
+    assert!(why.contains("EACCES"), "{why}");
+    let mut rest = Vec::new();
+    app.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "no replies were asked for: {rest:?}");
+    assert!(rx.try_recv().is_err(), "the setup hook is called once");
 }

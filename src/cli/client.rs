@@ -2,8 +2,8 @@
 //! role.
 
 use super::ModuleArgs;
-use crate::runtime::{into_fd, AllowList, Dialer, NetPolicy};
-use crate::serve::accept_loop;
+use crate::runtime::{into_fd, AllowList, Dialer, NetPolicy, SetupHook};
+use crate::serve::accept_each;
 use crate::shutdown::Shutdown;
 use clap::Args;
 use std::net::SocketAddr;
@@ -65,9 +65,8 @@ pub async fn run(
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let local = tcp.local_addr().map_err(|e| e.to_string())?;
     let shutdown = Shutdown::install(false, drain).map_err(|e| e.to_string())?;
-    let dialer = Arc::new(dialer);
     let remote = match (args.remote, args.fixed) {
-        (Some(remote), _) => Some(Arc::new(remote)),
+        (Some(remote), _) => Some(remote),
         (None, true) => None,
         (None, false) => {
             tracing::info!(target: crate::pt::scrub::CONFIGURED, "SOCKS5 client listening on {local}");
@@ -97,20 +96,20 @@ pub async fn run(
         }
     }
     super::serve_until_stopped(&runtime, &shutdown, tcp, async |tcp| {
-        accept_loop(tcp, &shutdown, |caller, peer| {
-            let dialer = dialer.clone();
-            let remote = remote.clone();
-            async move {
-                let result = match into_fd(caller) {
-                    Ok(fd) => match &remote {
-                        Some(r) => dialer.dial_with_caller(fd, "tcp", r, None).await,
-                        None => dialer.dial_fixed_with_caller(fd).await,
-                    },
-                    Err(e) => Err(e.into()),
-                };
-                if let Err(e) = result {
+        // Each connection is handed to a session from the accept task: only a failed setup
+        // has anything to say, so nothing waits for it.
+        accept_each(tcp, &shutdown, |caller, peer| {
+            let on_setup: SetupHook = Box::new(move |setup| {
+                if let Err(e) = setup {
                     tracing::info!("connection from {peer}: {e}");
                 }
+            });
+            match into_fd(caller) {
+                Ok(fd) => match &remote {
+                    Some(r) => dialer.launch_with_caller(fd, "tcp", r, None, on_setup),
+                    None => dialer.launch_fixed_with_caller(fd, on_setup),
+                },
+                Err(e) => on_setup(Err(e.into())),
             }
         })
         .await

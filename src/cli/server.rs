@@ -10,8 +10,8 @@
 use super::ModuleArgs;
 use crate::extor;
 use crate::pt::TRANSPORT_NAME;
-use crate::runtime::{into_fd, open_direct, open_with, Error, OpenSocket, Server};
-use crate::serve::accept_loop;
+use crate::runtime::{into_fd, open_direct, open_with, Error, OpenSocket, Server, SetupHook};
+use crate::serve::accept_each;
 use crate::shutdown::Shutdown;
 use clap::{ArgGroup, Args};
 use std::net::SocketAddr;
@@ -167,19 +167,18 @@ pub async fn run(
     let shutdown = Shutdown::install(false, drain).map_err(|e| e.to_string())?;
     let eager = args.upstream_speaks_first;
     super::serve_until_stopped(&runtime, &shutdown, tcp, async |tcp| {
-        accept_loop(tcp, &shutdown, |inbound, peer| {
-            let server = server.clone();
-            let upstream = upstream.clone();
-            async move {
-                let served = if eager {
-                    serve_connected(&server, inbound, peer, &upstream).await
-                } else {
-                    serve_one(&server, inbound, peer, upstream).await
-                };
-                if let Err(e) = served {
-                    // No client address: bridges do not log their users.
-                    tracing::info!("inbound connection failed: {e}");
-                }
+        accept_each(tcp, &shutdown, |inbound, peer| {
+            if eager {
+                // The upstream is connected first, so this connection needs a task that waits.
+                let server = server.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_connected(&server, inbound, peer, &upstream).await {
+                        report_failure(&e);
+                    }
+                });
+            } else {
+                launch_one(&server, inbound, peer, upstream.clone());
             }
         })
         .await
@@ -188,15 +187,22 @@ pub async fn run(
     Ok(())
 }
 
-/// Serves one inbound connection. The upstream is connected to only when the module first
-/// writes toward it, so a probe the module rejects without a word (silence, garbage) costs
-/// the upstream nothing; if that connection fails, the module sees its caller socket closed.
-async fn serve_one(
+/// Logs why an inbound connection failed, without the client's address: bridges do not log
+/// their users.
+fn report_failure(e: &Error) {
+    tracing::info!("inbound connection failed: {e}");
+}
+
+/// Hands one inbound connection to a session without waiting for it. The upstream is
+/// connected to only when the module first writes toward it, so a probe the module rejects
+/// without a word (silence, garbage) costs the upstream nothing; if that connection fails,
+/// the module sees its caller socket closed.
+fn launch_one(
     server: &Server,
     inbound: TcpStream,
     peer: SocketAddr,
     upstream: Arc<(Upstream, Health)>,
-) -> Result<(), Error> {
+) {
     let open: OpenSocket = match &upstream.0 {
         // Connected from the session's thread: no tokio task per connection.
         Upstream::Forward(forward) => {
@@ -220,8 +226,15 @@ async fn serve_one(
             outbound.map_err(std::io::Error::other)
         }),
     };
-    server.serve_opening_caller(into_fd(inbound)?, open).await?;
-    Ok(())
+    let on_setup: SetupHook = Box::new(|setup| {
+        if let Err(e) = setup {
+            report_failure(&e);
+        }
+    });
+    match into_fd(inbound) {
+        Ok(fd) => server.launch_opening_caller(fd, open, on_setup),
+        Err(e) => on_setup(Err(e.into())),
+    }
 }
 
 /// Serves one inbound connection with the upstream connected first (`--upstream-speaks-first`);

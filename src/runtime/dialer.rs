@@ -90,4 +90,14 @@ impl Dialer {
         };
         self.binding.start(Role::FixedDialer, sockets).await
     }
+
+    /// Like [`Dialer::dial_fixed_with_caller`], without waiting: `on_setup` is told as with
+    /// [`Dialer::launch_with_caller`].
+    pub fn launch_fixed_with_caller(&self, caller: HostFd, on_setup: SetupHook) {
+        let sockets = Sockets {
+            caller: Some(CallerSocket::Open(caller)),
+            ..Sockets::default()
+        };
+        self.binding.launch(Role::FixedDialer, sockets, on_setup);
+    }
 }
