@@ -169,6 +169,20 @@ fn base_command(l: &Launch<'_>) -> Command {
     cmd
 }
 
+/// The helper side of [`helper`]: a tokio runtime with two workers (what water-pt's own has on
+/// the 2-core benchmark machine), and a thread that ends the process once stdin reaches EOF,
+/// the parent being gone or done, like a transport with TOR_PT_EXIT_ON_STDIN_CLOSE.
+pub fn helper_runtime() -> io::Result<tokio::runtime::Runtime> {
+    std::thread::spawn(|| {
+        let _ = io::copy(&mut io::stdin(), &mut io::sink());
+        std::process::exit(0);
+    });
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
 /// Starts a helper process of the benchmark itself that, like a transport, lives until its
 /// stdin closes and announces itself with one stdout line starting with `tag`.
 pub fn helper(

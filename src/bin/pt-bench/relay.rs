@@ -28,16 +28,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 /// The `--relay-hop UPSTREAM` child: relays every connection to `upstream` until stdin reaches
 /// EOF (its parent gone or done), as the transports do with TOR_PT_EXIT_ON_STDIN_CLOSE.
 pub fn serve_hop(upstream: SocketAddr) -> io::Result<()> {
-    std::thread::spawn(|| {
-        let _ = io::copy(&mut io::stdin(), &mut io::sink());
-        std::process::exit(0);
-    });
-    // Two workers, as water-pt's own tokio runtime has on this kind of machine.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    launch::helper_runtime()?.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         println!("{READY} {}", listener.local_addr()?);
         relay_each(listener, upstream).await

@@ -2,6 +2,7 @@
 //! each is set up as a client/server transport pair in front of the stand-in ORPort.
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -304,28 +305,9 @@ pub fn set_up(
             })
         }
         Kind::Socat { program } => {
-            // Started back to front: each hop needs the address of the next.
-            let (second, second_addr) = launch::socat(program, orport, &dir.join("second.log"))?;
-            let (first, first_addr) = launch::socat(program, second_addr, &dir.join("first.log"))?;
-            return Ok(Pair {
-                route: Route::Direct(first_addr),
-                client: None,
-                server: None,
-                hops: vec![first, second],
-                client_args: Vec::new(),
-            });
+            return chain(|up, log| launch::socat(program, up, log), orport, &dir)
         }
-        Kind::Relay => {
-            let (second, second_addr) = relay::start_hop(orport, &dir.join("second.log"))?;
-            let (first, first_addr) = relay::start_hop(second_addr, &dir.join("first.log"))?;
-            return Ok(Pair {
-                route: Route::Direct(first_addr),
-                client: None,
-                server: None,
-                hops: vec![first, second],
-                client_args: Vec::new(),
-            });
-        }
+        Kind::Relay => return chain(relay::start_hop, orport, &dir),
         Kind::Water(m) => {
             let mut opts = vec![format!(
                 "water:water-wasm={}",
@@ -370,6 +352,24 @@ pub fn set_up(
         server: Some(server),
         hops: Vec::new(),
         client_args: args,
+    })
+}
+
+/// Two copying hops in front of `orport`, each started by `start_hop(upstream, log)`, back to
+/// front: each hop needs the address of the next.
+fn chain(
+    start_hop: impl Fn(SocketAddr, &Path) -> io::Result<(ManagedPt, SocketAddr)>,
+    orport: SocketAddr,
+    dir: &Path,
+) -> io::Result<Pair> {
+    let (second, second_addr) = start_hop(orport, &dir.join("second.log"))?;
+    let (first, first_addr) = start_hop(second_addr, &dir.join("first.log"))?;
+    Ok(Pair {
+        route: Route::Direct(first_addr),
+        client: None,
+        server: None,
+        hops: vec![first, second],
+        client_args: Vec::new(),
     })
 }
 

@@ -91,15 +91,7 @@ impl Serving {
 /// `TARGET <addr> <control addr>` on stdout, and exits when stdin reaches EOF (its parent
 /// gone or done), like the transports do with TOR_PT_EXIT_ON_STDIN_CLOSE.
 pub fn serve_child() -> io::Result<()> {
-    std::thread::spawn(|| {
-        let _ = io::copy(&mut io::stdin(), &mut io::sink());
-        std::process::exit(0);
-    });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    launch::helper_runtime()?.block_on(async {
         let serving = Serving::start().await?;
         let control = TcpListener::bind("127.0.0.1:0").await?;
         println!("TARGET {} {}", serving.addr, control.local_addr()?);
