@@ -1,6 +1,7 @@
 //! Sessions started without waiting (`Dialer::launch_with_caller`,
-//! `Dialer::launch_fixed_with_caller`, `Server::launch_opening_caller`): the setup hook is called exactly once, with the session
-//! or with why it failed, and the session runs on regardless of who started it.
+//! `Dialer::launch_fixed_with_caller`, `Server::launch_opening_caller`): the setup hook is
+//! called exactly once, with the session or with why it failed, and the session runs on
+//! regardless of who started it.
 
 mod common;
 

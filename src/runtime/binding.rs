@@ -27,6 +27,28 @@ pub(crate) struct Sockets {
     pub replies: Option<Replies>,
 }
 
+impl Sockets {
+    /// A dial from the already-connected `caller`: to `remote` (`watm_dial_v1`), or with
+    /// `None` to where the module chooses (`watm_dial_fixed_v1`).
+    pub fn dial(caller: HostFd, remote: Option<(&str, &str)>, replies: Option<Replies>) -> Self {
+        Self {
+            caller: Some(CallerSocket::Open(caller)),
+            fixed_remote: remote.map(|(network, address)| (network.to_owned(), address.to_owned())),
+            replies,
+            ..Self::default()
+        }
+    }
+
+    /// One accepted connection, served with `caller` as the module's caller socket.
+    pub fn serve(inbound: HostFd, caller: CallerSocket) -> Self {
+        Self {
+            caller: Some(caller),
+            inbound: Some(inbound),
+            ..Self::default()
+        }
+    }
+}
+
 impl Binding {
     pub fn new(runtime: &Runtime, watm: Arc<Watm>) -> Self {
         Self {

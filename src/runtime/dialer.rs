@@ -3,7 +3,7 @@
 
 use super::binding::{binding_settings, Binding, Sockets};
 use super::module::{Role, Watm};
-use super::session::{CallerSocket, Replies, SessionHandle, SetupHook};
+use super::session::{Replies, SessionHandle, SetupHook};
 use super::stream::{caller_pair, WaterStream};
 use super::{Error, Runtime};
 use crate::sys::HostFd;
@@ -52,12 +52,7 @@ impl Dialer {
         address: &str,
         replies: Option<Replies>,
     ) -> Result<SessionHandle, Error> {
-        let sockets = Sockets {
-            caller: Some(CallerSocket::Open(caller)),
-            fixed_remote: Some((network.to_owned(), address.to_owned())),
-            replies,
-            ..Sockets::default()
-        };
+        let sockets = Sockets::dial(caller, Some((network, address)), replies);
         self.binding.start(Role::Dialer, sockets).await
     }
 
@@ -73,31 +68,20 @@ impl Dialer {
         replies: Option<Replies>,
         on_setup: SetupHook,
     ) {
-        let sockets = Sockets {
-            caller: Some(CallerSocket::Open(caller)),
-            fixed_remote: Some((network.to_owned(), address.to_owned())),
-            replies,
-            ..Sockets::default()
-        };
+        let sockets = Sockets::dial(caller, Some((network, address)), replies);
         self.binding.launch(Role::Dialer, sockets, on_setup);
     }
 
     /// Like [`Dialer::dial_fixed`], with an already-connected caller socket.
     pub async fn dial_fixed_with_caller(&self, caller: HostFd) -> Result<SessionHandle, Error> {
-        let sockets = Sockets {
-            caller: Some(CallerSocket::Open(caller)),
-            ..Sockets::default()
-        };
+        let sockets = Sockets::dial(caller, None, None);
         self.binding.start(Role::FixedDialer, sockets).await
     }
 
     /// Like [`Dialer::dial_fixed_with_caller`], without waiting: `on_setup` is told as with
     /// [`Dialer::launch_with_caller`].
     pub fn launch_fixed_with_caller(&self, caller: HostFd, on_setup: SetupHook) {
-        let sockets = Sockets {
-            caller: Some(CallerSocket::Open(caller)),
-            ..Sockets::default()
-        };
+        let sockets = Sockets::dial(caller, None, None);
         self.binding.launch(Role::FixedDialer, sockets, on_setup);
     }
 }

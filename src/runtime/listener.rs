@@ -36,11 +36,7 @@ impl Server {
     /// fd: an already-connected socket (e.g. to the upstream server), so the
     /// module writes straight into it.
     pub async fn serve(&self, inbound: HostFd, caller: HostFd) -> Result<SessionHandle, Error> {
-        let sockets = Sockets {
-            caller: Some(CallerSocket::Open(caller)),
-            inbound: Some(inbound),
-            ..Sockets::default()
-        };
+        let sockets = Sockets::serve(inbound, CallerSocket::Open(caller));
         self.binding.start(Role::Listener, sockets).await
     }
 
@@ -56,22 +52,14 @@ impl Server {
         inbound: HostFd,
         open: OpenSocket,
     ) -> Result<SessionHandle, Error> {
-        let sockets = Sockets {
-            caller: Some(CallerSocket::OnFirstWrite(open)),
-            inbound: Some(inbound),
-            ..Sockets::default()
-        };
+        let sockets = Sockets::serve(inbound, CallerSocket::OnFirstWrite(open));
         self.binding.start(Role::Listener, sockets).await
     }
 
     /// Like [`Server::serve_opening_caller`], without waiting: `on_setup` is called once with
     /// the session's handle or why setup failed (see [`super::Dialer::launch_with_caller`]).
     pub fn launch_opening_caller(&self, inbound: HostFd, open: OpenSocket, on_setup: SetupHook) {
-        let sockets = Sockets {
-            caller: Some(CallerSocket::OnFirstWrite(open)),
-            inbound: Some(inbound),
-            ..Sockets::default()
-        };
+        let sockets = Sockets::serve(inbound, CallerSocket::OnFirstWrite(open));
         self.binding.launch(Role::Listener, sockets, on_setup);
     }
 

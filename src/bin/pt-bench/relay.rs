@@ -4,9 +4,11 @@
 //!
 //! It is the baseline for the tests the socat chain cannot serve: socat forks a process per
 //! connection, so its short-connection rate and idle memory would measure `fork`, not
-//! relaying. The socat chain stays the bulk baseline, so this one skips the bulk tests. Two copying hops with one thread pool each are what any pair of transports pays
-//! at least, on the same machine and under the same descriptor limit, so "plain against the
-//! relay chain" separates what water-pt costs from what the machine allows.
+//! relaying. The socat chain stays the bulk baseline, so this one skips the bulk tests.
+//!
+//! Two copying hops with one thread pool each are what any pair of transports pays at least,
+//! on the same machine and under the same descriptor limit, so "plain against the relay chain"
+//! separates what water-pt costs from what the machine allows.
 
 use std::io;
 use std::net::SocketAddr;

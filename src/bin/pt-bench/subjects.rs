@@ -76,8 +76,9 @@ impl Subject {
     }
 }
 
-/// The subjects of this run in report order (direct, the socat and relay chains, water-pt modules with
-/// `plain` and `reverse` first, obfs4proxy), plus notes on what was left out and why.
+/// The subjects of this run in report order (direct, the socat and relay chains, water-pt
+/// modules with `plain` and `reverse` first, obfs4proxy), plus notes on what was left out and
+/// why.
 pub fn discover(settings: &Settings) -> (Vec<Subject>, Vec<String>) {
     let mut subjects = vec![Subject {
         name: "direct".into(),
