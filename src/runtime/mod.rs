@@ -327,7 +327,7 @@ pub(crate) struct Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         let n = self.rt.live.fetch_sub(1, Ordering::SeqCst) - 1;
-        self.rt.live_changed.send_replace(n);
+        self.rt.publish_live();
         self.rt.ticker.session_ended();
         self.rt.residency.ended(n);
     }
@@ -342,13 +342,22 @@ impl RuntimeInner {
                 (n < max).then_some(n + 1)
             })
             .map_err(Error::TooManyConnections)?;
-        self.live_changed.send_replace(prev + 1);
+        self.publish_live();
         self.ticker.session_started();
         self.residency.started(prev + 1);
         Ok(Permit {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             rt: self.clone(),
         })
+    }
+
+    /// Tells [`Runtime::wait_idle`] how many connections are open. The count is read under
+    /// the watch's lock rather than passed in: two sessions ending at once on two threads
+    /// could otherwise publish their counts in the wrong order and leave the watch at 1
+    /// with nothing open, so that `wait_idle` never returned.
+    fn publish_live(&self) {
+        self.live_changed
+            .send_modify(|n| *n = self.live.load(Ordering::SeqCst));
     }
 
     pub(crate) fn register(&self, s: &Arc<SessionShared>) {
@@ -489,6 +498,25 @@ fn build_engine(limits: &Limits) -> Result<Engine, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two permits released at once on two threads: the first decrements, the second
+    /// decrements and publishes, then the first publishes late. What is published last must
+    /// be what is open (0), or `wait_idle` would wait for good.
+    #[test]
+    fn a_late_publish_shows_the_current_count() {
+        let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+        let inner = rt.inner().clone();
+        let first = inner.admit().unwrap();
+        let second = inner.admit().unwrap();
+        assert_eq!(*inner.live_changed.borrow(), 2);
+        // The first release's decrement, with its publish delayed.
+        inner.live.fetch_sub(1, Ordering::SeqCst);
+        drop(second);
+        inner.publish_live();
+        assert_eq!(*inner.live_changed.borrow(), 0);
+        // Its decrement is done: dropping it would count it twice.
+        std::mem::forget(first);
+    }
 
     /// Linux's default `vm.max_map_count` leaves room for about 5,300 connections, below the
     /// default connection limit; a raised one for all of them; a tiny one still for one.
