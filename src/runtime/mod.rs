@@ -50,7 +50,7 @@ use driver::Linkers;
 use session::SessionShared;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use ticker::Ticker;
@@ -149,8 +149,10 @@ pub(crate) struct RuntimeInner {
     pub(crate) threads: Arc<threads::Threads>,
     sessions: Mutex<HashMap<u64, Weak<SessionShared>>>,
     residency: residency::Residency,
-    live: AtomicUsize,
-    live_changed: watch::Sender<usize>,
+    /// Connections open: counted under the watch's lock, so that admissions and releases on
+    /// different threads can neither exceed the limit nor publish their counts out of order
+    /// (which could leave [`Runtime::wait_idle`] waiting with nothing open).
+    live: watch::Sender<usize>,
     next_id: AtomicU64,
 }
 
@@ -207,8 +209,7 @@ impl Runtime {
                 threads,
                 sessions: Mutex::new(HashMap::new()),
                 residency,
-                live: AtomicUsize::new(0),
-                live_changed: watch::Sender::new(0),
+                live: watch::Sender::new(0),
                 next_id: AtomicU64::new(1),
             }),
         })
@@ -288,7 +289,7 @@ impl Runtime {
 
     /// Number of connections (instances) currently open.
     pub fn live_connections(&self) -> usize {
-        self.inner.live.load(Ordering::SeqCst)
+        *self.inner.live.borrow()
     }
 
     /// Asks every open connection to stop.
@@ -308,7 +309,7 @@ impl Runtime {
 
     /// Resolves once no connection is open.
     pub async fn wait_idle(&self) {
-        let mut rx = self.inner.live_changed.subscribe();
+        let mut rx = self.inner.live.subscribe();
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
@@ -326,8 +327,11 @@ pub(crate) struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let n = self.rt.live.fetch_sub(1, Ordering::SeqCst) - 1;
-        self.rt.publish_live();
+        let mut n = 0;
+        self.rt.live.send_modify(|live| {
+            *live -= 1;
+            n = *live;
+        });
         self.rt.ticker.session_ended();
         self.rt.residency.ended(n);
     }
@@ -336,28 +340,23 @@ impl Drop for Permit {
 impl RuntimeInner {
     pub(crate) fn admit(self: &Arc<Self>) -> Result<Permit, Error> {
         let max = self.limits.max_connections;
-        let prev = self
-            .live
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .map_err(Error::TooManyConnections)?;
-        self.publish_live();
+        let mut admitted = Err(max);
+        self.live.send_if_modified(|live| {
+            if *live >= max {
+                admitted = Err(*live);
+                return false;
+            }
+            *live += 1;
+            admitted = Ok(*live);
+            true
+        });
+        let live = admitted.map_err(Error::TooManyConnections)?;
         self.ticker.session_started();
-        self.residency.started(prev + 1);
+        self.residency.started(live);
         Ok(Permit {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             rt: self.clone(),
         })
-    }
-
-    /// Tells [`Runtime::wait_idle`] how many connections are open. The count is read under
-    /// the watch's lock rather than passed in: two sessions ending at once on two threads
-    /// could otherwise publish their counts in the wrong order and leave the watch at 1
-    /// with nothing open, so that `wait_idle` never returned.
-    fn publish_live(&self) {
-        self.live_changed
-            .send_modify(|n| *n = self.live.load(Ordering::SeqCst));
     }
 
     pub(crate) fn register(&self, s: &Arc<SessionShared>) {
@@ -499,23 +498,29 @@ fn build_engine(limits: &Limits) -> Result<Engine, Error> {
 mod tests {
     use super::*;
 
-    /// Two permits released at once on two threads: the first decrements, the second
-    /// decrements and publishes, then the first publishes late. What is published last must
-    /// be what is open (0), or `wait_idle` would wait for good.
+    /// Two permits released at once on two threads: what is published last must be what is
+    /// open (0), or `wait_idle` would wait for good.
     #[test]
-    fn a_late_publish_shows_the_current_count() {
+    fn releases_on_two_threads_leave_the_count_at_zero() {
         let rt = Runtime::new(RuntimeConfig::default()).unwrap();
         let inner = rt.inner().clone();
-        let first = inner.admit().unwrap();
-        let second = inner.admit().unwrap();
-        assert_eq!(*inner.live_changed.borrow(), 2);
-        // The first release's decrement, with its publish delayed.
-        inner.live.fetch_sub(1, Ordering::SeqCst);
-        drop(second);
-        inner.publish_live();
-        assert_eq!(*inner.live_changed.borrow(), 0);
-        // Its decrement is done: dropping it would count it twice.
-        std::mem::forget(first);
+        let permits = [inner.admit().unwrap(), inner.admit().unwrap()];
+        assert_eq!(*inner.live.borrow(), 2);
+        let start = Arc::new(std::sync::Barrier::new(permits.len()));
+        let releases: Vec<_> = permits
+            .into_iter()
+            .map(|permit| {
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                    drop(permit);
+                })
+            })
+            .collect();
+        for release in releases {
+            release.join().unwrap();
+        }
+        assert_eq!(*inner.live.borrow(), 0);
     }
 
     /// Linux's default `vm.max_map_count` leaves room for about 5,300 connections, below the
