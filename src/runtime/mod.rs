@@ -340,17 +340,20 @@ impl Drop for Permit {
 impl RuntimeInner {
     pub(crate) fn admit(self: &Arc<Self>) -> Result<Permit, Error> {
         let max = self.limits.max_connections;
-        let mut admitted = Err(max);
-        self.live.send_if_modified(|live| {
-            if *live >= max {
-                admitted = Err(*live);
+        // The count this admission saw, and made if it was admitted.
+        let mut live = 0;
+        let admitted = self.live.send_if_modified(|open| {
+            live = *open;
+            if live >= max {
                 return false;
             }
-            *live += 1;
-            admitted = Ok(*live);
+            *open += 1;
+            live += 1;
             true
         });
-        let live = admitted.map_err(Error::TooManyConnections)?;
+        if !admitted {
+            return Err(Error::TooManyConnections(live));
+        }
         self.ticker.session_started();
         self.residency.started(live);
         Ok(Permit {
