@@ -130,11 +130,23 @@ async fn real_client_gets_through_a_flood_and_the_flood_leaves_nothing() {
             base.2
         );
     }
+    // A leak grows with the connections served, so the second flood is allowed a fixed amount
+    // per connection over the first rather than a share of the whole process.
+    let leak_allowed = LEAK_SLACK_KIB_PER_CONN * (SILENT + NOISY) as u64;
     assert!(
-        second <= first + first / 10,
-        "RSS grew from {first} KiB after the first flood to {second} KiB after the second"
+        second <= first + leak_allowed,
+        "RSS grew from {first} KiB after the first flood to {second} KiB after the second: \
+         more than {LEAK_SLACK_KIB_PER_CONN} KiB for each of its {} connections",
+        SILENT + NOISY
     );
 }
+
+/// How much more the heap may keep after the second flood than after the first, per flood
+/// connection. Where the allocator places what it keeps varies from run to run: the same
+/// test alone measured the second flood 4,256 KiB above and 3,968 KiB below the first, and
+/// 5,128 KiB above with other builds running (up to 15 KiB per connection). A leak of 24 KiB
+/// or more per connection still shows.
+const LEAK_SLACK_KIB_PER_CONN: u64 = 24;
 
 /// What the heap may keep after a flood beyond the baseline: the tops of its
 /// arenas (measured: 2-11 MB after floods of 2,200 and 10,200 connections).
