@@ -54,9 +54,10 @@ struct Cli {
     /// Internal: run as the stand-in ORPort child.
     #[arg(long, hide = true)]
     serve_target: bool,
-    /// Internal: run as one hop of the native relay chain, relaying to this address.
+    /// Internal: run as one hop of a native relay chain, relaying to this address, or with
+    /// `socks` as the SOCKS5 front of the SOCKS relay chain.
     #[arg(long, hide = true, value_name = "UPSTREAM")]
-    relay_hop: Option<std::net::SocketAddr>,
+    relay_hop: Option<relay::Upstream>,
     /// Short run (well under a minute) with fewer connections and 1 s tests, e.g. for CI.
     #[arg(long)]
     quick: bool,

@@ -46,6 +46,9 @@ pub enum Kind {
     /// Two native tokio relay hops in a row ([`crate::relay`]): the copying proxy for the
     /// tests a process per connection cannot serve (short connections, idle memory).
     Relay,
+    /// The relay chain with a SOCKS5 front as its first hop ([`crate::relay`]): water-pt's
+    /// client and server sides with no module in between.
+    SocksRelay,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +65,7 @@ impl Subject {
             Kind::Obfs4 { .. } => "obfs4proxy client + server (iat-mode=0)",
             Kind::Socat { .. } => "two native socat -b 262144 hops, no transport",
             Kind::Relay => "two native tokio relay hops, no transport",
+            Kind::SocksRelay => "the relay chain behind water-pt's SOCKS5 front, no module",
         }
     }
 
@@ -70,7 +74,7 @@ impl Subject {
     pub fn runs(&self, test: crate::Test) -> bool {
         match self.kind {
             Kind::Socat { .. } => test == crate::Test::Bulk,
-            Kind::Relay => test != crate::Test::Bulk,
+            Kind::Relay | Kind::SocksRelay => test != crate::Test::Bulk,
             _ => true,
         }
     }
@@ -95,6 +99,10 @@ pub fn discover(settings: &Settings) -> (Vec<Subject>, Vec<String>) {
     subjects.push(Subject {
         name: "relay".into(),
         kind: Kind::Relay,
+    });
+    subjects.push(Subject {
+        name: "socks-relay".into(),
+        kind: Kind::SocksRelay,
     });
     match water_modules(settings, &mut notes) {
         Ok(mods) => subjects.extend(mods),
@@ -308,7 +316,11 @@ pub fn set_up(
         Kind::Socat { program } => {
             return chain(|up, log| launch::socat(program, up, log), orport, &dir)
         }
-        Kind::Relay => return chain(relay::start_hop, orport, &dir),
+        Kind::Relay => {
+            let hop = |up, log: &Path| relay::start_hop(relay::Upstream::Fixed(up), log);
+            return chain(hop, orport, &dir);
+        }
+        Kind::SocksRelay => return socks_chain(orport, &dir),
         Kind::Water(m) => {
             let mut opts = vec![format!(
                 "water:water-wasm={}",
@@ -344,7 +356,7 @@ pub fn set_up(
     let args = match &subject.kind {
         Kind::Water(m) => water_client_args(m, &server.args),
         Kind::Obfs4 { .. } => obfs4_client_args(&server.args, &server_state)?,
-        Kind::Direct | Kind::Socat { .. } | Kind::Relay => Vec::new(),
+        Kind::Direct | Kind::Socat { .. } | Kind::Relay | Kind::SocksRelay => Vec::new(),
     };
     let route = Route::socks(client.socks, &args, server.addr)?;
     Ok(Pair {
@@ -371,6 +383,26 @@ fn chain(
         server: None,
         hops: vec![first, second],
         client_args: Vec::new(),
+    })
+}
+
+/// The SOCKS relay chain: a relay hop in front of `orport` standing for the bridge, and a SOCKS
+/// hop in front of it that the benchmark reaches as tor reaches a client transport, with
+/// bridge arguments as long as plain's (the handshake reads them).
+fn socks_chain(orport: SocketAddr, dir: &Path) -> io::Result<Pair> {
+    let (second, second_addr) =
+        relay::start_hop(relay::Upstream::Fixed(orport), &dir.join("second.log"))?;
+    let (first, first_addr) = relay::start_hop(relay::Upstream::Socks, &dir.join("first.log"))?;
+    let args = vec![
+        ("water-wasm".to_string(), "plain.wasm".to_string()),
+        ("water-sha256".to_string(), "0".repeat(64)),
+    ];
+    Ok(Pair {
+        route: Route::socks(first_addr, &args, second_addr)?,
+        client: None,
+        server: None,
+        hops: vec![first, second],
+        client_args: args,
     })
 }
 
