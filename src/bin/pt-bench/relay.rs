@@ -167,12 +167,9 @@ mod tests {
     /// comes back as the end of the stream.
     #[tokio::test]
     async fn two_hops_carry_bytes_both_ways_and_pass_the_close_on() {
-        let far = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let far_addr = far.local_addr().unwrap();
-        let second = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let second_addr = second.local_addr().unwrap();
-        let first = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let first_addr = first.local_addr().unwrap();
+        let (far, far_addr) = listen().await;
+        let (second, second_addr) = listen().await;
+        let (first, first_addr) = listen().await;
         tokio::spawn(relay_each(second, Upstream::Fixed(far_addr)));
         tokio::spawn(relay_each(first, Upstream::Fixed(second_addr)));
 
@@ -200,10 +197,8 @@ mod tests {
     /// CONNECT asks and carries bytes both ways; a CONNECT to a closed port gets REP 5.
     #[tokio::test]
     async fn socks_hop_connects_where_asked_and_refuses_what_it_cannot_reach() {
-        let far = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let far_addr = far.local_addr().unwrap();
-        let hop = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let hop_addr = hop.local_addr().unwrap();
+        let (far, far_addr) = listen().await;
+        let (hop, hop_addr) = listen().await;
         tokio::spawn(relay_each(hop, Upstream::Socks));
 
         let args = [("water-wasm".to_string(), "plain.wasm".to_string())];
@@ -238,5 +233,12 @@ mod tests {
             Ok(Upstream::Fixed("127.0.0.1:9".parse().unwrap()))
         );
         assert!("socks5".parse::<Upstream>().is_err());
+    }
+
+    /// A listener on a free loopback port, and its address.
+    async fn listen() -> (TcpListener, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (listener, addr)
     }
 }

@@ -103,11 +103,7 @@ fn tables_show_ratios_to_socat() {
     ];
     let text = render_tables(&results);
     assert!(text.contains("Ratio to socat"));
-    let plain_ratio = text
-        .split("Ratio to socat")
-        .nth(1)
-        .and_then(|t| t.lines().find(|l| l.starts_with("| plain")))
-        .unwrap();
+    let plain_ratio = plain_row(&text, "socat");
     assert!(plain_ratio.contains("0.50x"), "{plain_ratio}");
     assert!(plain_ratio.contains("1.00x"), "{plain_ratio}");
 }
@@ -143,17 +139,9 @@ fn the_short_connection_target_shows_the_relay_chains_beside_plain() {
         "3000 conn/s; the native relay chain 5100 conn/s; the SOCKS relay chain 4000 conn/s"
     );
     let text = render_tables(&results);
-    let plain_ratio = text
-        .split("Ratio to relay")
-        .nth(1)
-        .and_then(|t| t.lines().find(|l| l.starts_with("| plain")))
-        .unwrap();
+    let plain_ratio = plain_row(&text, "relay");
     assert!(plain_ratio.contains("0.59x"), "{plain_ratio}");
-    let plain_ratio = text
-        .split("Ratio to socks-relay")
-        .nth(1)
-        .and_then(|t| t.lines().find(|l| l.starts_with("| plain")))
-        .unwrap();
+    let plain_ratio = plain_row(&text, "socks-relay");
     assert!(plain_ratio.contains("0.75x"), "{plain_ratio}");
     // Without the chains the rate stands alone.
     let v = verdicts(&results[2..], 200, 1.11);
@@ -161,4 +149,12 @@ fn the_short_connection_target_shows_the_relay_chains_beside_plain() {
         verdict(&v, ">= 5,000 short connections/s").measured,
         "3000 conn/s"
     );
+}
+
+/// The `plain` row of the table of ratios to `base`.
+fn plain_row<'a>(text: &'a str, base: &str) -> &'a str {
+    text.split(&format!("Ratio to {base} "))
+        .nth(1)
+        .and_then(|t| t.lines().find(|l| l.starts_with("| plain")))
+        .unwrap()
 }
