@@ -30,21 +30,6 @@ use crate::launch::{self, ManagedPt};
 /// The line a hop prints on stdout once it listens: `RELAY <addr>`.
 const READY: &str = "RELAY";
 
-/// `--relay-hop socks`: the hop is a SOCKS front (see [`Upstream::Socks`]).
-pub const SOCKS_UPSTREAM: &str = "socks";
-
-impl std::str::FromStr for Upstream {
-    type Err = std::net::AddrParseError;
-
-    /// `socks`, or an address to relay to.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            SOCKS_UPSTREAM => Ok(Upstream::Socks),
-            _ => s.parse().map(Upstream::Fixed),
-        }
-    }
-}
-
 /// After a failed `accept` (out of descriptors, say) the pending connection stays queued and
 /// the next `accept` fails at once; a short pause keeps the hop from spinning on it while
 /// connections elsewhere close.
@@ -57,6 +42,30 @@ pub enum Upstream {
     Fixed(SocketAddr),
     /// Where each client's SOCKS5 CONNECT asks: the hop is a SOCKS front.
     Socks,
+}
+
+/// `--relay-hop socks`: the hop is a SOCKS front (see [`Upstream::Socks`]).
+const SOCKS_UPSTREAM: &str = "socks";
+
+/// The `--relay-hop` value: `socks`, or the address to relay to.
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Upstream::Fixed(addr) => addr.fmt(f),
+            Upstream::Socks => f.write_str(SOCKS_UPSTREAM),
+        }
+    }
+}
+
+impl std::str::FromStr for Upstream {
+    type Err = std::net::AddrParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            SOCKS_UPSTREAM => Ok(Upstream::Socks),
+            _ => s.parse().map(Upstream::Fixed),
+        }
+    }
 }
 
 /// The `--relay-hop UPSTREAM` (or `--relay-hop socks`) child: relays every connection until
@@ -93,11 +102,16 @@ async fn relay_each(listener: TcpListener, upstream: Upstream) -> io::Result<()>
     }
 }
 
-/// Copies one connection both ways with tokio's default buffers (8 KiB each way): the chain
-/// is the baseline for short and idle connections, where large buffers would only add memory.
+/// Relays one connection to `upstream`.
+async fn relay(inbound: TcpStream, upstream: SocketAddr) -> io::Result<()> {
+    let outbound = TcpStream::connect(upstream).await?;
+    copy(inbound, outbound).await
+}
+
+/// Copies one connection both ways with tokio's default buffers (8 KiB each way): the chains
+/// are the baseline for short and idle connections, where large buffers would only add memory.
 /// The bulk baseline is the socat chain, with buffers as large as water-pt's reads.
-async fn relay(mut inbound: TcpStream, upstream: SocketAddr) -> io::Result<()> {
-    let mut outbound = TcpStream::connect(upstream).await?;
+async fn copy(mut inbound: TcpStream, mut outbound: TcpStream) -> io::Result<()> {
     inbound.set_nodelay(true)?;
     outbound.set_nodelay(true)?;
     tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await?;
@@ -122,27 +136,21 @@ async fn relay_socks(inbound: TcpStream) -> io::Result<()> {
             ));
         }
     };
-    let mut outbound = match TcpStream::connect(target).await {
+    let outbound = match TcpStream::connect(target).await {
         Ok(s) => s,
         Err(e) => {
             request.reply_failure(Reply::ConnectionRefused).await?;
             return Err(e);
         }
     };
-    let (mut inbound, ()) = request.reply_success().await?;
-    inbound.set_nodelay(true)?;
-    outbound.set_nodelay(true)?;
-    tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await?;
-    Ok(())
+    let (inbound, ()) = request.reply_success().await?;
+    copy(inbound, outbound).await
 }
 
 /// Starts one hop relaying to `upstream`; returns it with the address it listens on.
 pub fn start_hop(upstream: Upstream, log: &Path) -> io::Result<(ManagedPt, SocketAddr)> {
     let exe = std::env::current_exe()?;
-    let upstream = match upstream {
-        Upstream::Fixed(addr) => addr.to_string(),
-        Upstream::Socks => SOCKS_UPSTREAM.to_string(),
-    };
+    let upstream = upstream.to_string();
     let (process, line) = launch::helper(
         &exe,
         &["--relay-hop", &upstream],
@@ -226,13 +234,16 @@ mod tests {
     }
 
     #[test]
-    fn hop_upstream_parses_an_address_or_socks() {
+    fn hop_upstream_parses_an_address_or_socks_and_prints_back() {
         assert_eq!("socks".parse(), Ok(Upstream::Socks));
         assert_eq!(
             "127.0.0.1:9".parse(),
             Ok(Upstream::Fixed("127.0.0.1:9".parse().unwrap()))
         );
         assert!("socks5".parse::<Upstream>().is_err());
+        for up in [Upstream::Socks, Upstream::Fixed("[::1]:9".parse().unwrap())] {
+            assert_eq!(up.to_string().parse(), Ok(up));
+        }
     }
 
     /// A listener on a free loopback port, and its address.

@@ -385,23 +385,17 @@ pub fn verdicts(
         }),
     }
     let mut cps_measured = format!("{} conn/s", fmt_abs(plain.cps()));
-    // The native relay chain's rate is what two copying hops reach on this machine with no
-    // transport at all: the ceiling the target is measured under.
-    if let Some(ceiling) = find("relay").and_then(|r| r.cps()) {
-        let _ = write!(
-            cps_measured,
-            "; the native relay chain {} conn/s",
-            fmt_abs(Some(ceiling))
-        );
-    }
-    // The same chain behind the SOCKS handshake a client transport has to answer: what a
-    // transport pair without its module reaches.
-    if let Some(ceiling) = find("socks-relay").and_then(|r| r.cps()) {
-        let _ = write!(
-            cps_measured,
-            "; the SOCKS relay chain {} conn/s",
-            fmt_abs(Some(ceiling))
-        );
+    // The ceilings the target is measured under: the native relay chain is what two copying
+    // hops reach on this machine with no transport at all; the SOCKS relay chain adds the
+    // handshake a client transport has to answer, so it is what a pair without its module
+    // reaches.
+    for (name, what) in [
+        ("relay", "the native relay chain"),
+        ("socks-relay", "the SOCKS relay chain"),
+    ] {
+        if let Some(ceiling) = find(name).and_then(|r| r.cps()) {
+            let _ = write!(cps_measured, "; {what} {} conn/s", fmt_abs(Some(ceiling)));
+        }
     }
     out.push(Verdict {
         target: ">= 5,000 short connections/s end to end (plain)".into(),
