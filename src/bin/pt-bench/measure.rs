@@ -191,6 +191,14 @@ pub struct Cps {
     /// CPU seconds of the transport processes during the test. Unlike the rate, this does not
     /// depend on how busy the rest of the machine is.
     pub cpu_secs: Option<f64>,
+    /// CPU seconds of the benchmark's own side during the test: the workers in this process and
+    /// the stand-in ORPort child. On a small machine they share the cores with the transports,
+    /// so they bound the rate any transport can reach here.
+    pub load_cpu_secs: Option<f64>,
+    /// The share of the whole machine that was busy during the test.
+    pub machine_busy: Option<f64>,
+    /// The cores the machine has.
+    pub cores: usize,
 }
 
 impl Cps {
@@ -200,17 +208,41 @@ impl Cps {
             .filter(|_| self.completed > 0)
             .map(|c| c * 1e3 / self.completed as f64)
     }
+
+    /// The benchmark's own CPU per connection, ms.
+    pub fn load_ms_per_conn(&self) -> Option<f64> {
+        self.load_cpu_secs
+            .filter(|_| self.completed > 0)
+            .map(|c| c * 1e3 / self.completed as f64)
+    }
+
+    /// The CPU a transport pair may spend per connection, in ms, for this machine to reach
+    /// `rate` connections/s with the benchmark's own load beside it: every core's time divided
+    /// among the connections, less what the load itself costs each one.
+    pub fn pair_budget_ms(&self, rate: f64) -> Option<f64> {
+        let load = self.load_ms_per_conn()?;
+        (self.cores > 0 && rate > 0.0).then(|| self.cores as f64 * 1e3 / rate - load)
+    }
 }
 
+/// CPU seconds of the benchmark's own processes (each one's threads alone).
+fn load_cpu(load: &[u32]) -> io::Result<f64> {
+    load.iter().map(|&p| procfs::own_cpu_seconds(p)).sum()
+}
+
+/// `load`: the benchmark's own processes, whose CPU is reported beside the transports'.
 pub async fn cps(
     route: &Route,
     concurrency: usize,
     payload: usize,
     dur: Duration,
     procs: &[Proc],
+    load: &[u32],
 ) -> Cps {
     let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
     let cpu0 = procfs::cpu_total(&pids);
+    let load0 = load_cpu(load);
+    let machine0 = procfs::machine_cpu();
     let started = Instant::now();
     let stop = started + dur;
     let done = Arc::new(AtomicU64::new(0));
@@ -242,8 +274,19 @@ pub async fn cps(
         (Ok(a), Ok(b)) if !pids.is_empty() => Some(b - a),
         _ => None,
     };
+    let load_cpu_secs = match (load0, load_cpu(load)) {
+        (Ok(a), Ok(b)) if !load.is_empty() => Some(b - a),
+        _ => None,
+    };
+    let machine_busy = match (machine0, procfs::machine_cpu()) {
+        (Ok(a), Ok(b)) => b.busy_since(&a),
+        _ => None,
+    };
     Cps {
         cpu_secs,
+        load_cpu_secs,
+        machine_busy,
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
         concurrency,
         payload,
         secs,
@@ -262,6 +305,8 @@ impl Cps {
             "secs": self.secs, "completed": self.completed, "errors": self.errors,
             "first_error": self.first_error, "per_sec": self.per_sec,
             "pt_cpu_secs": self.cpu_secs, "pt_cpu_ms_per_conn": self.cpu_ms_per_conn(),
+            "load_cpu_secs": self.load_cpu_secs, "load_cpu_ms_per_conn": self.load_ms_per_conn(),
+            "machine_busy": self.machine_busy, "cores": self.cores,
         })
     }
 }

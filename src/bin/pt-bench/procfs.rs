@@ -60,6 +60,61 @@ pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
     Ok(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
 }
 
+/// CPU seconds of `pid`'s own threads, without its children: the benchmark's own load, whose
+/// children are the transports being measured.
+pub fn own_cpu_seconds(pid: u32) -> io::Result<f64> {
+    let [utime, stime, ..] = stat(pid)?.times;
+    Ok((utime + stime) as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
+/// The whole machine's CPU time so far, summed over every core, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MachineCpu {
+    /// Ticks spent running anything (everything but idle and iowait).
+    pub busy: u64,
+    /// All ticks, idle included.
+    pub total: u64,
+}
+
+impl MachineCpu {
+    /// The share of the machine that was busy between `earlier` and `self`.
+    pub fn busy_since(&self, earlier: &MachineCpu) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total)?;
+        let busy = self.busy.checked_sub(earlier.busy)?;
+        (total > 0).then(|| busy as f64 / total as f64)
+    }
+}
+
+/// Reads [`MachineCpu`] from `/proc/stat`.
+pub fn machine_cpu() -> io::Result<MachineCpu> {
+    parse_machine_cpu(&std::fs::read_to_string("/proc/stat")?)
+}
+
+/// Parses the first line of `/proc/stat`: `cpu  user nice system idle iowait irq softirq steal
+/// guest guest_nice`. guest and guest_nice are already inside user and nice, so they are not
+/// added again; kernels older than the later columns just have fewer of them.
+fn parse_machine_cpu(text: &str) -> io::Result<MachineCpu> {
+    let bad = || io::Error::other("malformed /proc/stat");
+    let line = text.lines().next().ok_or_else(bad)?;
+    let mut words = line.split_whitespace();
+    if words.next() != Some("cpu") {
+        return Err(bad());
+    }
+    let ticks = words
+        .take(8)
+        .map(|w| w.parse::<u64>().map_err(|_| bad()))
+        .collect::<io::Result<Vec<u64>>>()?;
+    if ticks.len() < 4 {
+        return Err(bad());
+    }
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks[3] + ticks.get(4).copied().unwrap_or(0);
+    Ok(MachineCpu {
+        busy: total - idle,
+        total,
+    })
+}
+
 /// The fields of `/proc/PID/stat` the benchmark uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stat {
@@ -136,6 +191,36 @@ mod tests {
         assert_eq!(s.times, [250, 50, 7, 3]);
         assert_eq!(s.ticks(), 310);
         assert!(parse_stat("4242 (cut short) S 17").is_err());
+    }
+
+    #[test]
+    fn machine_cpu_counts_everything_but_idle_and_iowait() {
+        let text = "cpu  100 5 50 1000 20 3 7 2 40 0\ncpu0 50 2 25 500 10 1 3 1 20 0\n";
+        let m = parse_machine_cpu(text).unwrap();
+        // guest (40) is already inside user and is not counted twice.
+        assert_eq!(m.total, 100 + 5 + 50 + 1000 + 20 + 3 + 7 + 2);
+        assert_eq!(m.busy, 100 + 5 + 50 + 3 + 7 + 2);
+        // An old kernel's four columns are enough.
+        let old = parse_machine_cpu("cpu 10 0 10 80\n").unwrap();
+        assert_eq!((old.busy, old.total), (20, 100));
+        for bad in ["", "cpu0 1 2 3 4\n", "cpu 1 2 3\n", "cpu 1 x 3 4\n"] {
+            assert!(parse_machine_cpu(bad).is_err(), "{bad:?}");
+        }
+        let later = MachineCpu {
+            busy: m.busy + 30,
+            total: m.total + 40,
+        };
+        assert_eq!(later.busy_since(&m), Some(0.75));
+        assert_eq!(m.busy_since(&later), None);
+        assert_eq!(m.busy_since(&m), None);
+    }
+
+    #[test]
+    fn own_cpu_leaves_out_children() {
+        let me = std::process::id();
+        let own = own_cpu_seconds(me).unwrap();
+        assert!(own >= 0.0 && own <= cpu_seconds(me).unwrap());
+        assert!(machine_cpu().unwrap().total > 0);
     }
 
     #[test]

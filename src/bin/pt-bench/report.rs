@@ -108,6 +108,9 @@ impl SubjectResult {
     }
 }
 
+/// The short-connection target, connections per second.
+const CPS_TARGET: f64 = 5000.0;
+
 /// The parallel stream count of the "many streams" bulk tests.
 pub const STREAMS_N: usize = 8;
 
@@ -397,10 +400,26 @@ pub fn verdicts(
             let _ = write!(cps_measured, "; {what} {} conn/s", fmt_abs(Some(ceiling)));
         }
     }
+    // What the machine allows: the benchmark's own side shares the cores, so at the target rate
+    // a pair can spend only what the cores have left after it.
+    if let Some(c) = &plain.cps {
+        if let (Some(budget), Some(load), Some(pair)) = (
+            c.pair_budget_ms(CPS_TARGET),
+            c.load_ms_per_conn(),
+            c.cpu_ms_per_conn(),
+        ) {
+            let _ = write!(
+                cps_measured,
+                "; at 5,000 conn/s the {} cores leave a pair {budget:.3} CPU ms/conn beside the \
+                 benchmark's own {load:.3} (plain's pair spends {pair:.3})",
+                c.cores
+            );
+        }
+    }
     out.push(Verdict {
         target: ">= 5,000 short connections/s end to end (plain)".into(),
         measured: cps_measured,
-        pass: plain.cps().map(|v| v >= 5000.0),
+        pass: plain.cps().map(|v| v >= CPS_TARGET),
     });
     out
 }

@@ -143,14 +143,21 @@ async fn steps(
             settings.cps_payload,
             settings.cps,
             procs,
+            &[std::process::id(), target.pid()],
         )
         .await;
         eprintln!(
-            "     {:.0} conn/s ({} errors){}",
+            "     {:.0} conn/s ({} errors){}{}{}",
             cps.per_sec,
             cps.errors,
             cps.cpu_ms_per_conn()
-                .map_or(String::new(), |c| format!(", {c:.3} PT CPU ms/conn"))
+                .map_or(String::new(), |c| format!(", {c:.3} PT CPU ms/conn")),
+            cps.load_ms_per_conn()
+                .map_or(String::new(), |c| format!(", {c:.3} load CPU ms/conn")),
+            cps.machine_busy.map_or(String::new(), |b| format!(
+                ", machine {:.0} % busy",
+                b * 100.0
+            ))
         );
         r.cps = Some(cps);
         pair.check_alive()?;

@@ -127,7 +127,7 @@ pub struct Counters {
 pub struct Target {
     pub addr: SocketAddr,
     control: Mutex<BufReader<TcpStream>>,
-    _process: ManagedPt,
+    process: ManagedPt,
 }
 
 impl Target {
@@ -152,8 +152,13 @@ impl Target {
         Ok(Self {
             addr,
             control: Mutex::new(BufReader::new(control)),
-            _process: process,
+            process,
         })
+    }
+
+    /// The child's process ID.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     /// Reads the child's counters.

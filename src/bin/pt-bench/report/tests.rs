@@ -123,6 +123,9 @@ fn the_short_connection_target_shows_the_relay_chains_beside_plain() {
             first_error: None,
             per_sec,
             cpu_secs: Some(1.0),
+            load_cpu_secs: None,
+            machine_busy: None,
+            cores: 2,
         });
         r
     };
@@ -149,6 +152,44 @@ fn the_short_connection_target_shows_the_relay_chains_beside_plain() {
         verdict(&v, ">= 5,000 short connections/s").measured,
         "3000 conn/s"
     );
+}
+
+/// With the benchmark's own CPU known, the short-connection target also says how much CPU per
+/// connection the machine leaves a pair at 5,000 conn/s.
+#[test]
+fn the_short_connection_target_shows_the_machines_budget_for_a_pair() {
+    let mut plain = subject("plain", 600.0, 400.0, Some(1.0));
+    plain.cps = Some(crate::measure::Cps {
+        concurrency: 16,
+        payload: 1024,
+        secs: 5.0,
+        completed: 16_000,
+        errors: 0,
+        first_error: None,
+        per_sec: 3200.0,
+        // 0.4 ms per connection for the pair, 0.2 for the benchmark's side.
+        cpu_secs: Some(6.4),
+        load_cpu_secs: Some(3.2),
+        machine_busy: Some(0.98),
+        cores: 2,
+    });
+    let c = plain.cps.as_ref().unwrap();
+    // 2 cores at 5,000 conn/s: 0.4 ms per connection in all, less the benchmark's 0.2.
+    let budget = c.pair_budget_ms(5000.0).unwrap();
+    assert!((budget - 0.2).abs() < 1e-9, "{budget}");
+    let v = verdicts(std::slice::from_ref(&plain), 200, 1.11);
+    assert_eq!(
+        verdict(&v, ">= 5,000 short connections/s").measured,
+        "3200 conn/s; at 5,000 conn/s the 2 cores leave a pair 0.200 CPU ms/conn beside the \
+         benchmark's own 0.200 (plain's pair spends 0.400)"
+    );
+    // Nothing is claimed without the benchmark's own figure, or without a completed connection.
+    let mut unknown = c.clone();
+    unknown.load_cpu_secs = None;
+    assert_eq!(unknown.pair_budget_ms(5000.0), None);
+    unknown.load_cpu_secs = Some(3.2);
+    unknown.completed = 0;
+    assert_eq!(unknown.pair_budget_ms(5000.0), None);
 }
 
 /// The `plain` row of the table of ratios to `base`.
