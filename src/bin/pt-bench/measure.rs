@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use crate::procfs;
+use crate::procfs::{self, CpuMeter};
 use crate::route::Route;
 use crate::target::{Target, ACK, BULK_CHUNK, CMD_SINK, CMD_SOURCE, ECHO_BYTE, GO};
 
@@ -204,15 +204,16 @@ pub struct Cps {
 impl Cps {
     /// Transport CPU (both sides) per connection, ms.
     pub fn cpu_ms_per_conn(&self) -> Option<f64> {
-        self.cpu_secs
-            .filter(|_| self.completed > 0)
-            .map(|c| c * 1e3 / self.completed as f64)
+        self.per_conn_ms(self.cpu_secs)
     }
 
     /// The benchmark's own CPU per connection, ms.
     pub fn load_ms_per_conn(&self) -> Option<f64> {
-        self.load_cpu_secs
-            .filter(|_| self.completed > 0)
+        self.per_conn_ms(self.load_cpu_secs)
+    }
+
+    fn per_conn_ms(&self, secs: Option<f64>) -> Option<f64> {
+        secs.filter(|_| self.completed > 0)
             .map(|c| c * 1e3 / self.completed as f64)
     }
 
@@ -225,11 +226,6 @@ impl Cps {
     }
 }
 
-/// CPU seconds of the benchmark's own processes (each one's threads alone).
-fn load_cpu(load: &[u32]) -> io::Result<f64> {
-    load.iter().map(|&p| procfs::own_cpu_seconds(p)).sum()
-}
-
 /// `load`: the benchmark's own processes, whose CPU is reported beside the transports'.
 pub async fn cps(
     route: &Route,
@@ -240,8 +236,9 @@ pub async fn cps(
     load: &[u32],
 ) -> Cps {
     let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
-    let cpu0 = procfs::cpu_total(&pids);
-    let load0 = load_cpu(load);
+    let transports = CpuMeter::start(&pids, procfs::cpu_seconds);
+    // Each process's own threads: the benchmark's children are the transports.
+    let load = CpuMeter::start(load, procfs::own_cpu_seconds);
     let machine0 = procfs::machine_cpu();
     let started = Instant::now();
     let stop = started + dur;
@@ -270,14 +267,7 @@ pub async fn cps(
     // the measured time.
     let secs = started.elapsed().as_secs_f64();
     let completed = done.load(Ordering::Relaxed);
-    let cpu_secs = match (cpu0, procfs::cpu_total(&pids)) {
-        (Ok(a), Ok(b)) if !pids.is_empty() => Some(b - a),
-        _ => None,
-    };
-    let load_cpu_secs = match (load0, load_cpu(load)) {
-        (Ok(a), Ok(b)) if !load.is_empty() => Some(b - a),
-        _ => None,
-    };
+    let (cpu_secs, load_cpu_secs) = (transports.spent(), load.spent());
     let machine_busy = match (machine0, procfs::machine_cpu()) {
         (Ok(a), Ok(b)) => b.busy_since(&a),
         _ => None,
@@ -455,9 +445,10 @@ pub async fn bulk(
     if result.error.is_none() {
         tokio::time::sleep(warmup).await;
         let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
-        let (b0, c0, t0) = (read_count().await, procfs::cpu_total(&pids), Instant::now());
+        let b0 = read_count().await;
+        let (cpu, t0) = (CpuMeter::start(&pids, procfs::cpu_seconds), Instant::now());
         tokio::time::sleep(dur).await;
-        let (b1, c1, t1) = (read_count().await, procfs::cpu_total(&pids), Instant::now());
+        let (b1, cpu_secs, t1) = (read_count().await, cpu.spent(), Instant::now());
         result.secs = (t1 - t0).as_secs_f64();
         result.bytes = match (b0, b1) {
             (Ok(b0), Ok(b1)) => b1.saturating_sub(b0),
@@ -467,10 +458,7 @@ pub async fn bulk(
             }
         };
         result.mib_per_s = result.bytes as f64 / (1 << 20) as f64 / result.secs;
-        result.cpu_secs = match (c0, c1) {
-            (Ok(c0), Ok(c1)) if !pids.is_empty() => Some(c1 - c0),
-            _ => None,
-        };
+        result.cpu_secs = cpu_secs;
         if let Some(Ok(Err(e))) = tasks.try_join_next() {
             result
                 .error

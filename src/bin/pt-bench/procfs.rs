@@ -57,14 +57,56 @@ fn status_field(status: &str, name: &str) -> u64 {
 /// obfs4proxy have none, so for them this is their own utime + stime.
 pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
     let ticks = stat(pid)?.ticks() + children(pid).iter().map(Stat::ticks).sum::<u64>();
-    Ok(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+    Ok(ticks_to_secs(ticks))
 }
 
 /// CPU seconds of `pid`'s own threads, without its children: the benchmark's own load, whose
 /// children are the transports being measured.
 pub fn own_cpu_seconds(pid: u32) -> io::Result<f64> {
     let [utime, stime, ..] = stat(pid)?.times;
-    Ok((utime + stime) as f64 / rustix::param::clock_ticks_per_second() as f64)
+    Ok(ticks_to_secs(utime + stime))
+}
+
+fn ticks_to_secs(ticks: u64) -> f64 {
+    ticks as f64 / rustix::param::clock_ticks_per_second() as f64
+}
+
+/// The CPU seconds some processes spend from the moment the meter starts, each process read
+/// with `read` ([`cpu_seconds`] or [`own_cpu_seconds`]).
+pub struct CpuMeter {
+    pids: Vec<u32>,
+    read: fn(u32) -> io::Result<f64>,
+    start: Option<f64>,
+}
+
+impl CpuMeter {
+    pub fn start(pids: &[u32], read: fn(u32) -> io::Result<f64>) -> Self {
+        let mut meter = Self {
+            pids: pids.to_vec(),
+            read,
+            start: None,
+        };
+        meter.start = meter.now();
+        meter
+    }
+
+    /// Seconds spent since the start. `None` with no processes, or when one could not be read
+    /// at either end: a process that is gone makes the figure meaningless (a transport that
+    /// died mid-test).
+    pub fn spent(&self) -> Option<f64> {
+        Some(self.now()? - self.start?)
+    }
+
+    fn now(&self) -> Option<f64> {
+        if self.pids.is_empty() {
+            return None;
+        }
+        self.pids
+            .iter()
+            .map(|&p| (self.read)(p))
+            .sum::<io::Result<f64>>()
+            .ok()
+    }
 }
 
 /// The whole machine's CPU time so far, summed over every core, in clock ticks.
@@ -166,12 +208,6 @@ fn children(pid: u32) -> Vec<Stat> {
         .collect()
 }
 
-/// Total CPU seconds of several processes; a process that is gone counts as an error, since a
-/// transport that died mid-test makes the figure meaningless.
-pub fn cpu_total(pids: &[u32]) -> io::Result<f64> {
-    pids.iter().map(|&p| cpu_seconds(p)).sum()
-}
-
 /// A kernel limit from `/proc/sys`, if readable.
 pub fn sysctl(path: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/sys/{path}"))
@@ -221,6 +257,16 @@ mod tests {
         let own = own_cpu_seconds(me).unwrap();
         assert!(own >= 0.0 && own <= cpu_seconds(me).unwrap());
         assert!(machine_cpu().unwrap().total > 0);
+    }
+
+    #[test]
+    fn cpu_meter_reads_nothing_without_live_processes() {
+        let me = std::process::id();
+        let spent = CpuMeter::start(&[me], own_cpu_seconds).spent().unwrap();
+        assert!(spent >= 0.0);
+        assert_eq!(CpuMeter::start(&[], cpu_seconds).spent(), None);
+        // PIDs stop at pid_max (at most 2^22), so this one is never a process.
+        assert_eq!(CpuMeter::start(&[me, u32::MAX], cpu_seconds).spent(), None);
     }
 
     #[test]

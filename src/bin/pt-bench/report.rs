@@ -402,19 +402,21 @@ pub fn verdicts(
     }
     // What the machine allows: the benchmark's own side shares the cores, so at the target rate
     // a pair can spend only what the cores have left after it.
-    if let Some(c) = &plain.cps {
-        if let (Some(budget), Some(load), Some(pair)) = (
-            c.pair_budget_ms(CPS_TARGET),
-            c.load_ms_per_conn(),
-            c.cpu_ms_per_conn(),
-        ) {
-            let _ = write!(
-                cps_measured,
-                "; at 5,000 conn/s the {} cores leave a pair {budget:.3} CPU ms/conn beside the \
-                 benchmark's own {load:.3} (plain's pair spends {pair:.3})",
-                c.cores
-            );
-        }
+    let budget = plain.cps.as_ref().and_then(|c| {
+        let pair = c.cpu_ms_per_conn()?;
+        Some((
+            c.cores,
+            c.pair_budget_ms(CPS_TARGET)?,
+            c.load_ms_per_conn()?,
+            pair,
+        ))
+    });
+    if let Some((cores, budget, load, pair)) = budget {
+        let _ = write!(
+            cps_measured,
+            "; at 5,000 conn/s the {cores} cores leave a pair {budget:.3} CPU ms/conn beside the \
+             benchmark's own {load:.3} (plain's pair spends {pair:.3})"
+        );
     }
     out.push(Verdict {
         target: ">= 5,000 short connections/s end to end (plain)".into(),
